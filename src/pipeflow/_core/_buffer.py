@@ -1,0 +1,247 @@
+"""The bounded buffer between a pipe and its upstream.
+
+Items move in chunks (lists of whatever was ready), but the bound counts items:
+a buffer never holds more than ``capacity`` of them. One producer task puts,
+one consumer takes; both wait on plain futures, so a hand-over costs one wake-up
+per chunk rather than per item.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+from ._errors import BufferOverflowError
+
+if TYPE_CHECKING:
+    from ._config import BackpressureConfig
+    from ._stats import StageStats
+
+__all__ = ["MAX_CHUNK", "Chunk", "ChunkBuffer"]
+
+#: The most items moved together in one chunk.
+MAX_CHUNK = 256
+
+#: A chunk: the items, and the mark of the source position they complete.
+#: After every item of a chunk is delivered, the first ``mark`` source items have
+#: had all their results delivered (see ``Acknowledging``).
+Chunk = tuple[list[Any], int]
+
+
+class ChunkBuffer:
+    """A bounded, single-producer single-consumer queue of chunks.
+
+    ``put`` waits while the buffer is throttled (fuller than its threshold, until
+    it drains below it) or full; other overflow strategies never wait. ``get``
+    returns one chunk, merged with the chunks after it while they fit in
+    ``MAX_CHUNK``: whatever is ready, never waiting for more.
+    """
+
+    __slots__ = (
+        "_chunks",
+        "_closed",
+        "_error",
+        "_getter",
+        "_high",
+        "_last_mark",
+        "_overflow",
+        "_putter",
+        "_size",
+        "capacity",
+        "on_throttle",
+        "owner",
+        "producers",
+        "throttled",
+    )
+
+    def __init__(self, config: BackpressureConfig, owner: StageStats) -> None:
+        self.capacity = config.max_buffer_size
+        self._high = config.high_watermark
+        self._overflow = config.overflow
+        self._chunks: deque[Chunk] = deque()
+        self._size = 0
+        self._closed = False
+        self._error: BaseException | None = None
+        self._getter: asyncio.Future[None] | None = None
+        self._putter: asyncio.Future[None] | None = None
+        self._last_mark = 0
+        self.throttled = False
+        #: Stats of the stage that drains this buffer (drops are counted there).
+        self.owner = owner
+        #: Stats of the stages that fill it (their blocked time is backpressure).
+        self.producers: list[StageStats] = []
+        #: Told ``True`` when the buffer enters backpressure, ``False`` when it leaves.
+        self.on_throttle: Callable[[bool], object] | None = None
+
+    @property
+    def size(self) -> int:
+        """Items held now."""
+        return self._size
+
+    # -- producer side -------------------------------------------------------
+
+    def put_nowait(self, items: list[Any], mark: int) -> list[Any]:
+        """Put what the buffer takes now; return the items that must wait.
+
+        Under a dropping or failing overflow strategy nothing ever waits.
+        """
+        if self._closed:
+            msg = "put() on a closed ChunkBuffer"
+            raise RuntimeError(msg)
+        free = self.capacity - self._size
+        if self._overflow == "block":
+            if self.throttled:
+                free = 0
+            if len(items) <= free:
+                self._append(items, mark)
+                return []
+            if free > 0:
+                self._append(items[:free], self._last_mark)
+            return items[free:]
+        if len(items) <= free:
+            self._append(items, mark)
+            return []
+        if self._overflow == "fail":
+            raise BufferOverflowError(self.owner.name, self.capacity)
+        if self._overflow == "drop_newest":
+            self.owner.dropped += len(items) - free
+            self._append(items[:free], mark)
+            return []
+        # drop_oldest: keep the newest `capacity` items of what is held plus `items`.
+        if len(items) >= self.capacity:
+            self.owner.dropped += self._size + len(items) - self.capacity
+            self._chunks.clear()
+            self._size = 0
+            self._append(items[-self.capacity :], mark)
+            return []
+        self._evict(self._size + len(items) - self.capacity)
+        self._append(items, mark)
+        return []
+
+    async def put(self, items: list[Any], mark: int) -> None:
+        """Put ``items``, waiting for room as the overflow strategy says."""
+        rest = self.put_nowait(items, mark)
+        while rest:
+            await self._wait_for_room()
+            rest = self.put_nowait(rest, mark)
+
+    async def _wait_for_room(self) -> None:
+        loop = asyncio.get_running_loop()
+        fut = self._putter = loop.create_future()
+        timed = [s for s in self.producers if s.timed]
+        if timed:
+            now = timed[0].clock.monotonic()
+            for s in timed:
+                s.block(now)
+        try:
+            await fut
+        finally:
+            self._putter = None
+            if timed:
+                now = timed[0].clock.monotonic()
+                for s in timed:
+                    s.unblock(now)
+
+    def close(self, error: BaseException | None = None) -> None:
+        """No more puts. The consumer gets what is held, then ``error`` or the end."""
+        self._closed = True
+        self._error = error
+        self._wake_getter()
+
+    def _append(self, items: list[Any], mark: int) -> None:
+        if items:
+            self._chunks.append((items, mark))
+            self._size += len(items)
+            if self._size > self._high and not self.throttled:
+                self._set_throttled(True)
+            self._wake_getter()
+        elif mark != self._last_mark:
+            # Nothing to deliver, but the source position moved on: pass the mark.
+            self._chunks.append((items, mark))
+            self._wake_getter()
+        self._last_mark = mark
+
+    def _evict(self, n: int) -> None:
+        chunks = self._chunks
+        self.owner.dropped += n
+        self._size -= n
+        while n:
+            items, mark = chunks[0]
+            if len(items) <= n:
+                chunks.popleft()
+                n -= len(items)
+            else:
+                chunks[0] = (items[n:], mark)
+                n = 0
+
+    def _set_throttled(self, on: bool) -> None:
+        self.throttled = on
+        if self.on_throttle is not None:
+            self.on_throttle(on)
+
+    def _wake_getter(self) -> None:
+        g = self._getter
+        if g is not None and not g.done():
+            g.set_result(None)
+
+    # -- consumer side -------------------------------------------------------
+
+    def get_nowait(self) -> Chunk | None:
+        """Take the next chunk (merged with small ones after it), or ``None`` if empty.
+
+        Raises the producer's error, or ``StopAsyncIteration`` at the end.
+        """
+        chunks = self._chunks
+        if not chunks:
+            if self._closed:
+                if self._error is not None:
+                    raise self._error
+                raise StopAsyncIteration
+            return None
+        items, mark = chunks.popleft()
+        if chunks and len(items) + len(chunks[0][0]) <= MAX_CHUNK:
+            items = list(items)
+            while chunks and len(items) + len(chunks[0][0]) <= MAX_CHUNK:
+                more, mark = chunks.popleft()
+                items += more
+        self._size -= len(items)
+        if self.throttled and self._size < self._high:
+            self._set_throttled(False)
+        p = self._putter
+        if p is not None and not p.done() and not self.throttled and self._size < self.capacity:
+            p.set_result(None)
+        return items, mark
+
+    async def wait_ready(self) -> None:
+        """Wait until :meth:`get_nowait` has something to return (or the end)."""
+        if self._chunks or self._closed:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self.set_waiter(fut)
+        try:
+            await fut
+        finally:
+            self._getter = None
+
+    def set_waiter(self, fut: asyncio.Future[None]) -> None:
+        """Resolve ``fut`` when a chunk or the end arrives (at once if already there).
+
+        Lets a consumer wait on the buffer and on other events with one future.
+        """
+        self._getter = fut
+        if self._chunks or self._closed:
+            self._wake_getter()
+
+    async def chunks(self) -> AsyncIterator[Chunk]:
+        """Iterate the chunks until the producer closes the buffer."""
+        while True:
+            if not self._chunks and not self._closed:
+                await self.wait_ready()
+            try:
+                chunk = self.get_nowait()
+            except StopAsyncIteration:
+                return
+            if chunk is not None:
+                yield chunk

@@ -1,0 +1,58 @@
+"""The clock: the only way pipeflow reads time or waits for it.
+
+Every timing decision (pacing, retry backoff, throughput windows, latency) goes
+through a :class:`Clock`, so tests can swap in :class:`pipeflow.testing.VirtualClock`
+and run timing logic without sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Clock", "SystemClock", "SYSTEM_CLOCK"]
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """What pipeflow needs from a clock.
+
+    ``monotonic()`` measures durations; ``now()`` is wall time for event-time
+    logic; ``sleep()`` waits. A clock must keep the three consistent: after
+    ``await sleep(d)`` both ``monotonic()`` and ``now()`` have moved by at least ``d``.
+    """
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes backwards; only differences matter."""
+        ...
+
+    def now(self) -> datetime:
+        """The current wall time, timezone-aware in UTC."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait until ``seconds`` have passed on this clock."""
+        ...
+
+
+class SystemClock:
+    """The real clock: ``time.perf_counter``, ``datetime.now(UTC)`` and ``asyncio.sleep``."""
+
+    __slots__ = ()
+
+    def monotonic(self) -> float:
+        return time.perf_counter()
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    def __repr__(self) -> str:
+        return "SystemClock()"
+
+
+SYSTEM_CLOCK = SystemClock()

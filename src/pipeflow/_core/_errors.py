@@ -1,0 +1,83 @@
+"""Exceptions raised by pipeflow.
+
+The tree::
+
+    PipeflowError                  root of everything pipeflow raises itself
+    ├── StreamError                an item failed inside a pipe (carries the item)
+    └── BufferOverflowError        a buffer with overflow="fail" was full
+
+Invalid settings raise the built-in ``ValueError`` or ``TypeError``, and a failure
+of the source or of user code outside ``process_item`` (a ``process_stream``
+override, say) propagates unchanged: those are not item errors.
+"""
+
+from __future__ import annotations
+
+import reprlib
+from typing import Any
+
+__all__ = ["BufferOverflowError", "PipeflowError", "StreamError"]
+
+_short = reprlib.Repr()
+_short.maxstring = 60
+_short.maxother = 60
+
+
+class PipeflowError(Exception):
+    """Base class of every exception pipeflow raises on its own account."""
+
+
+class StreamError(PipeflowError):
+    """Processing one item failed, and the pipe's error policy gave up on it.
+
+    Raised out of the stream under ``on_error="raise"`` (the default), after every
+    result before the failing item has been delivered. It is also the record a
+    dead-letter sink receives and a per-error callable decides on.
+
+    Attributes:
+        item: the input item that failed.
+        pipe: the name of the pipe it failed in.
+        attempts: how many times processing was tried (more than 1 after retries).
+
+    The original exception is ``__cause__``. Not raised for a failing source or a
+    bug in an overridden ``process_stream``: those propagate unchanged.
+    """
+
+    def __init__(self, item: Any, pipe: str, attempts: int, cause: BaseException) -> None:
+        self.item = item
+        self.pipe = pipe
+        self.attempts = attempts
+        self.__cause__ = cause
+        super().__init__(
+            f"pipe {pipe!r} failed on item {_short.repr(item)} after {attempts} "
+            f"attempt{'s' if attempts != 1 else ''}: {type(cause).__name__}: {cause}"
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"StreamError(item={_short.repr(self.item)}, pipe={self.pipe!r}, "
+            f"attempts={self.attempts}, cause={self.__cause__!r})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.item, self.pipe, self.attempts, self.__cause__))
+
+
+class BufferOverflowError(PipeflowError):
+    """A pipe's input buffer was full and its ``overflow`` strategy is ``"fail"``.
+
+    Attributes:
+        pipe: the name of the pipe whose buffer overflowed.
+        capacity: the buffer's capacity in items.
+    """
+
+    def __init__(self, pipe: str, capacity: int) -> None:
+        self.pipe = pipe
+        self.capacity = capacity
+        super().__init__(
+            f"the input buffer of pipe {pipe!r} is full ({capacity} items) and its "
+            f"overflow strategy is 'fail'"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.pipe, self.capacity))

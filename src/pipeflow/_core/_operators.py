@@ -1,0 +1,138 @@
+"""Operators from plain functions: ``map``, ``filter``, ``flat_map``.
+
+Each takes a sync or an async function (``async def``) and returns a pipe.
+Adjacent operators with sync functions cost one C-level pass per chunk each.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from ._pipe import StreamPipe
+from ._stages import Kind, StageContext, sync_stage
+
+if TYPE_CHECKING:
+    from ._buffer import Chunk
+    from ._config import BackpressureConfig
+    from ._policies import ErrorPolicy
+
+__all__ = ["FunctionPipe", "filter", "flat_map", "map"]
+
+A = TypeVar("A")
+B = TypeVar("B")
+
+
+def _fn_name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__name__", None) or type(fn).__name__
+
+
+class FunctionPipe(StreamPipe[A, B]):
+    """A pipe applying a plain function; built by ``map``, ``filter`` and ``flat_map``."""
+
+    def __init__(
+        self,
+        fn: Callable[[A], Any],
+        kind: Kind,
+        *,
+        config: BackpressureConfig | None = None,
+        concurrency: int = 1,
+        ordered: bool = True,
+        on_error: ErrorPolicy = "raise",
+        name: str | None = None,
+    ) -> None:
+        if not callable(fn):
+            msg = f"{kind.value}() takes a function, got {type(fn).__name__}: {fn!r:.60}"
+            raise TypeError(msg)
+        super().__init__(
+            config=config,
+            concurrency=concurrency,
+            ordered=ordered,
+            on_error=on_error,
+            name=name or f"{kind.value}({_fn_name(fn)})",
+        )
+        self.fn = fn
+        self.kind = kind
+        self.is_async = inspect.iscoroutinefunction(fn)
+        #: An async generator function's results are collected item by item.
+        self._item_path = self.is_async or inspect.isasyncgenfunction(fn)
+
+    async def process_item(self, item: A) -> B:
+        """Apply the function to one item as ``map`` would (``filter`` keeps or not)."""
+        result = self.fn(item)
+        if self.is_async:
+            result = await result
+        return result  # type: ignore[no-any-return]
+
+    def _open(self, up: AsyncIterator[Chunk], ctx: StageContext) -> AsyncIterator[Chunk]:
+        if self.is_async:
+            return self._open_items(self.fn, self.kind, up, ctx)
+        if (
+            not self._item_path
+            and self.concurrency == 1
+            and ctx.config.min_processing_time == 0
+        ):
+            return sync_stage(self.fn, self.kind, up, ctx)
+        return self._open_items(_as_async(self.fn), self.kind, up, ctx)
+
+
+def _as_async(fn: Callable[[Any], Any]) -> Callable[[Any], Awaitable[Any]]:
+    async def call(item: Any) -> Any:
+        return fn(item)
+
+    return call
+
+
+@overload
+def map(
+    fn: Callable[[A], Awaitable[B]],
+    *,
+    config: BackpressureConfig | None = ...,
+    concurrency: int = ...,
+    ordered: bool = ...,
+    on_error: ErrorPolicy = ...,
+    name: str | None = ...,
+) -> FunctionPipe[A, B]: ...
+@overload
+def map(
+    fn: Callable[[A], B],
+    *,
+    config: BackpressureConfig | None = ...,
+    concurrency: int = ...,
+    ordered: bool = ...,
+    on_error: ErrorPolicy = ...,
+    name: str | None = ...,
+) -> FunctionPipe[A, B]: ...
+def map(fn: Callable[[A], Any], **options: Any) -> FunctionPipe[A, Any]:
+    """A pipe emitting ``fn(item)`` for each item (awaited if ``fn`` is async).
+
+    >>> from pipeflow.streams import map
+    >>> double = map(lambda x: x * 2)
+
+    Options are those of ``StreamPipe``: ``config``, ``concurrency``,
+    ``ordered``, ``on_error``, ``name``.
+    """
+    return FunctionPipe(fn, Kind.MAP, **options)
+
+
+def filter(fn: Callable[[A], Any], **options: Any) -> FunctionPipe[A, A]:
+    """A pipe emitting the items for which ``fn(item)`` is true (awaited if async).
+
+    >>> from pipeflow.streams import filter
+    >>> evens = filter(lambda x: x % 2 == 0)
+    """
+    return FunctionPipe(fn, Kind.FILTER, **options)
+
+
+def flat_map(
+    fn: Callable[[A], Iterable[B] | AsyncIterable[B] | Awaitable[Iterable[B]]], **options: Any
+) -> FunctionPipe[A, B]:
+    """A pipe emitting every element of ``fn(item)``: an iterable, an async
+    iterable, or (for an async ``fn``) an awaited iterable.
+
+    >>> from pipeflow.streams import flat_map
+    >>> words = flat_map(str.split)
+    """
+    return FunctionPipe(fn, Kind.FLAT, **options)
+

@@ -1,0 +1,210 @@
+"""``StreamPipe`` and ``Pipeline``: definitions of processing, composed with ``|``.
+
+A pipe is a reusable definition. Nothing runs until ``stream(source)``; each
+call starts an independent run with its own buffers, counters and tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ._config import BackpressureConfig
+from ._policies import ErrorPolicy, check_policy
+from ._stages import Kind, StageContext, concurrent_stage, item_stage, paced, stream_stage
+
+if TYPE_CHECKING:
+    from ._buffer import Chunk
+    from ._clock import Clock
+    from ._run import Stream
+    from ._stats import StatsSink
+
+__all__ = ["Pipeable", "Pipeline", "StreamPipe"]
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+Next = TypeVar("Next")
+
+
+class Pipeable(Generic[In, Out]):
+    """What pipes and pipelines share: ``stream``, ``|``, ``set_monitor``, ``name``."""
+
+    _monitor: StatsSink | None = None
+
+    @property
+    def name(self) -> str:
+        """The name used in errors, metrics and logs."""
+        raise NotImplementedError
+
+    def _stages(self) -> list[StreamPipe[Any, Any]]:
+        raise NotImplementedError
+
+    def stream(
+        self,
+        source: Iterable[In] | AsyncIterable[In],
+        *,
+        clock: Clock | None = None,
+    ) -> Stream[Out]:
+        """Run this pipe over ``source``.
+
+        Args:
+            source: any iterable or async iterable. It is closed (``aclose`` or
+                ``close``) when the stream ends, fails, is left or is cancelled.
+                A source implementing ``Acknowledging`` is told, through
+                ``ack(count)``, once the results of its first ``count`` items have
+                all been delivered; one implementing ``Pausable`` is paused while
+                the first pipe's buffer is in backpressure.
+            clock: the clock for all timing; ``SystemClock`` by default.
+
+        Returns:
+            A ``Stream``: an async iterator of results, and an async context
+            manager that closes everything the run opened.
+
+        Raises:
+            TypeError: at once, if ``source`` is not iterable.
+        """
+        from ._run import Stream
+
+        return Stream(self, source, clock)
+
+    def set_monitor(self, monitor: StatsSink | None) -> None:
+        """Report every later run of this pipe to ``monitor`` (``None`` detaches)."""
+        if monitor is not None and not callable(getattr(monitor, "attach", None)):
+            msg = f"set_monitor() takes a StreamMonitor, got {type(monitor).__name__}"
+            raise TypeError(msg)
+        self._monitor = monitor
+
+    def __or__(self, other: Pipeable[Out, Next]) -> Pipeline[In, Next]:
+        if not isinstance(other, Pipeable):
+            hint = (
+                " (wrap a function with pipeflow.streams.map(fn))" if callable(other) else ""
+            )
+            msg = f"a pipe can only be composed with another pipe, got {type(other).__name__}{hint}"
+            raise TypeError(msg)
+        return Pipeline(self, other)
+
+
+class StreamPipe(Pipeable[In, Out]):
+    """A stage of stream processing. Subclass it, or use it as it is.
+
+    Override ``process_item`` to transform items one by one (the runtime then
+    moves items in chunks, applies ``concurrency``, pacing and the error policy),
+    or ``process_stream`` to take over the whole stream.
+
+    Args:
+        config: a ``BackpressureConfig``. Giving one puts a bounded buffer in
+            front of the pipe and runs its upstream in a task of its own.
+        concurrency: how many ``process_item`` calls may be in flight at once.
+        ordered: with ``concurrency > 1``, emit results in input order (default)
+            or as they complete.
+        on_error: the error policy for failed items (see ``pipeflow.streams``).
+        name: the name in errors, metrics and logs; the class name by default.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: BackpressureConfig | None = None,
+        concurrency: int = 1,
+        ordered: bool = True,
+        on_error: ErrorPolicy = "raise",
+        name: str | None = None,
+    ) -> None:
+        if config is not None and not isinstance(config, BackpressureConfig):
+            msg = f"config must be a BackpressureConfig, got {type(config).__name__}"
+            raise TypeError(msg)
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            msg = f"concurrency must be an int >= 1, got {concurrency!r}"
+            raise ValueError(msg)
+        if name is not None and (not isinstance(name, str) or not name):
+            msg = f"name must be a non-empty str, got {name!r}"
+            raise ValueError(msg)
+        if concurrency > 1 and self._overrides_process_stream():
+            msg = (
+                f"concurrency applies to process_item calls made by the runtime, but "
+                f"{type(self).__name__} overrides process_stream; use concurrency=1"
+            )
+            raise ValueError(msg)
+        self.config = config
+        self.concurrency = concurrency
+        self.ordered = bool(ordered)
+        self.on_error = check_policy(on_error)
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name or type(self).__name__
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    async def process_item(self, item: In) -> Out:
+        """Transform one item. The default returns it unchanged."""
+        return item  # type: ignore[return-value]
+
+    async def process_stream(self, stream: AsyncIterator[In]) -> AsyncIterator[Out]:
+        """Transform the whole stream. The default applies ``process_item`` to each item."""
+        async for item in stream:
+            yield await self.process_item(item)
+
+    # -- engine hooks ----------------------------------------------------------
+
+    def _stages(self) -> list[StreamPipe[Any, Any]]:
+        return [self]
+
+    def _overrides_process_stream(self) -> bool:
+        return type(self).process_stream is not StreamPipe.process_stream
+
+    @property
+    def _needs_buffer(self) -> bool:
+        """Whether this pipe runs decoupled from its upstream, behind its own buffer."""
+        return self.config is not None or self.concurrency > 1
+
+    def _open(self, up: AsyncIterator[Chunk], ctx: StageContext) -> AsyncIterator[Chunk]:
+        """Start this pipe's loop for one run."""
+        if self._overrides_process_stream():
+            return stream_stage(self.process_stream, up, ctx)
+        return self._open_items(self.process_item, Kind.MAP, up, ctx)
+
+    def _open_items(
+        self, call: Any, kind: Kind, up: AsyncIterator[Chunk], ctx: StageContext
+    ) -> AsyncIterator[Chunk]:
+        if ctx.config.min_processing_time > 0:
+            call = paced(call, ctx.config.min_processing_time, ctx.clock)
+        if self.concurrency > 1:
+            return concurrent_stage(
+                call, kind, ctx, concurrency=self.concurrency, ordered=self.ordered
+            )
+        return item_stage(call, kind, up, ctx)
+
+
+class Pipeline(Pipeable[In, Out]):
+    """Pipes run one after the other; built by ``a | b | c`` and used like a pipe."""
+
+    def __init__(self, *pipes: Pipeable[Any, Any], name: str | None = None) -> None:
+        if not pipes:
+            msg = "Pipeline needs at least one pipe"
+            raise ValueError(msg)
+        stages: list[StreamPipe[Any, Any]] = []
+        for p in pipes:
+            if not isinstance(p, Pipeable):
+                msg = f"Pipeline takes pipes, got {type(p).__name__}"
+                raise TypeError(msg)
+            stages += p._stages()
+        self._pipes = tuple(stages)
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name or " | ".join(p.name for p in self._pipes)
+
+    @property
+    def pipes(self) -> tuple[StreamPipe[Any, Any], ...]:
+        """The pipes in order, nested pipelines flattened."""
+        return self._pipes
+
+    def __repr__(self) -> str:
+        return f"<Pipeline {self.name!r}>"
+
+    def _stages(self) -> list[StreamPipe[Any, Any]]:
+        return list(self._pipes)

@@ -1,0 +1,245 @@
+"""Error policies: what a pipe does when processing an item fails.
+
+A policy is chosen per pipe with ``on_error=``:
+
+- ``"raise"`` (default): deliver the results before the failing item, then raise
+  ``StreamError`` out of the stream.
+- ``"skip"``: count the failure, log it, go on.
+- ``Retry(...)``: try again with exponential backoff and jitter (timed by the
+  run's clock); once attempts run out, apply ``Retry.then``.
+- ``DeadLetter(sink)``: hand the failure (a ``StreamError`` with the item and
+  its cause) to a sink the user gives: a list, a callable, or a pipe.
+- a callable ``fn(error) -> policy``: decides per error.
+
+Every policy counts what it does in the stage's statistics; nothing is dropped
+unseen.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+from tenacity import wait_exponential_jitter as _wait_exponential_jitter
+
+from ._errors import StreamError
+
+if TYPE_CHECKING:
+    from ._clock import Clock
+    from ._stats import StageStats
+
+__all__ = ["SKIP", "DeadLetter", "ErrorHandler", "ErrorPolicy", "Retry", "check_policy"]
+
+log = logging.getLogger("pipeflow")
+
+
+class _Skip:
+    """The marker a handler returns for an item that yields no result."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "SKIP"
+
+
+SKIP: Any = _Skip()
+
+_FINAL = ("raise", "skip")
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Send failed items to ``sink`` and go on.
+
+    The sink receives one ``StreamError`` per failed item (``.item`` is the input,
+    ``.__cause__`` the exception). ``sink`` may be a ``list`` (appended to), a
+    callable (called; awaited if it returns an awaitable), or a pipe (streamed
+    in a task of its own for the length of the run; a failure there fails the run).
+    """
+
+    sink: Any
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.sink, list) or callable(self.sink) or _is_pipe(self.sink)):
+            msg = (
+                "DeadLetter sink must be a list, a callable or a pipe, "
+                f"got {type(self.sink).__name__}"
+            )
+            raise TypeError(msg)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Retry:
+    """Try a failed item again, waiting longer each time.
+
+    Attributes:
+        attempts: total attempts, the first included (>= 2 to retry at all).
+        backoff: seconds before the first retry; doubled for each next one.
+        max_backoff: the longest wait between attempts, in seconds.
+        jitter: up to this many random seconds added to each wait.
+        on: exception types worth retrying; others go to ``then`` at once.
+        then: the policy once attempts run out: ``"raise"``, ``"skip"`` or a
+            ``DeadLetter``.
+    """
+
+    attempts: int = 3
+    backoff: float = 0.1
+    max_backoff: float = 10.0
+    jitter: float = 0.1
+    on: tuple[type[BaseException], ...] = (Exception,)
+    then: Literal["raise", "skip"] | DeadLetter = field(default="raise")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
+            msg = f"Retry.attempts must be an int, got {self.attempts!r}"
+            raise TypeError(msg)
+        if self.attempts < 1:
+            msg = f"Retry.attempts must be >= 1, got {self.attempts}"
+            raise ValueError(msg)
+        for name in ("backoff", "max_backoff", "jitter"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value < 0:
+                msg = f"Retry.{name} must be a number of seconds >= 0, got {value!r}"
+                raise ValueError(msg)
+        if not (isinstance(self.then, DeadLetter) or self.then in _FINAL):
+            msg = f"Retry.then must be 'raise', 'skip' or a DeadLetter, got {self.then!r}"
+            raise ValueError(msg)
+
+
+ErrorPolicy: TypeAlias = (
+    Literal["raise", "skip"] | Retry | DeadLetter | Callable[[StreamError], Any]
+)
+
+
+def _is_pipe(obj: object) -> bool:
+    return hasattr(obj, "stream") and hasattr(obj, "set_monitor")
+
+
+def check_policy(policy: object, *, decided: bool = False) -> ErrorPolicy:
+    """Validate an ``on_error`` value (or a callable's decision)."""
+    if isinstance(policy, str):
+        if policy in _FINAL:
+            return policy  # type: ignore[return-value]
+    elif isinstance(policy, Retry | DeadLetter):
+        return policy
+    elif callable(policy) and not decided:
+        return policy  # type: ignore[return-value]
+    allowed = "'raise', 'skip', a Retry or a DeadLetter"
+    if not decided:
+        allowed += ", or a callable deciding per error"
+    what = "an on_error callable returned" if decided else "on_error must be"
+    msg = f"{what} {allowed}; got {policy!r}" if decided else f"{what} {allowed}, got {policy!r}"
+    raise ValueError(msg)
+
+
+class SideStreams(Protocol):
+    """Where a handler sends records to a dead-letter pipe (provided by the run)."""
+
+    async def send(self, pipe: Any, record: StreamError) -> None: ...
+
+
+class ErrorHandler:
+    """One pipe's policy, bound to one run: its stats, its clock, its side streams."""
+
+    __slots__ = ("clock", "name", "policy", "sides", "stats")
+
+    def __init__(
+        self,
+        policy: ErrorPolicy,
+        name: str,
+        stats: StageStats,
+        clock: Clock,
+        sides: SideStreams,
+    ) -> None:
+        self.policy = policy
+        self.name = name
+        self.stats = stats
+        self.clock = clock
+        self.sides = sides
+
+    async def handle(
+        self, item: Any, exc: Exception, call: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        """Resolve a failed item: return its result (after a retry), or ``SKIP``.
+
+        Raises ``StreamError`` when the policy gives up on the item.
+        """
+        return await self._apply(self.policy, item, exc, call, 1)
+
+    async def _apply(
+        self,
+        policy: ErrorPolicy,
+        item: Any,
+        exc: BaseException,
+        call: Callable[[], Awaitable[Any]],
+        attempts: int,
+    ) -> Any:
+        if isinstance(policy, Retry):
+            ok, value, attempts = await self._retry(policy, exc, call)
+            if ok:
+                return value
+            exc = value
+            policy = policy.then
+        elif not isinstance(policy, str | DeadLetter):
+            decision = policy(StreamError(item, self.name, attempts, exc))
+            if inspect.isawaitable(decision):
+                decision = await decision
+            return await self._apply(check_policy(decision, decided=True), item, exc, call, attempts)
+        error = StreamError(item, self.name, attempts, exc)
+        self.stats.errors += 1
+        if policy == "raise":
+            raise error
+        if policy == "skip":
+            self.stats.skipped += 1
+            log.warning("pipe %r skipped a failed item: %s", self.name, error)
+            return SKIP
+        assert isinstance(policy, DeadLetter)
+        self.stats.dead_lettered += 1
+        log.warning("pipe %r dead-lettered a failed item: %s", self.name, error)
+        await self._dead_letter(policy.sink, error)
+        return SKIP
+
+    async def _retry(
+        self, policy: Retry, exc: BaseException, call: Callable[[], Awaitable[Any]]
+    ) -> tuple[bool, Any, int]:
+        """Retry ``call``; return (succeeded, result or last exception, attempts made)."""
+        if policy.attempts < 2 or not isinstance(exc, policy.on):
+            return False, exc, 1
+        attempt_no = 1
+        first: BaseException | None = exc
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(policy.attempts),
+            wait=_wait_exponential_jitter(
+                initial=policy.backoff, max=policy.max_backoff, jitter=policy.jitter
+            ),
+            retry=retry_if_exception_type(policy.on),
+            sleep=self.clock.sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempt_no = attempt.retry_state.attempt_number
+                    if first is not None:
+                        # Replay the failure already seen, so tenacity backs off before attempt 2.
+                        replay, first = first, None
+                        raise replay
+                    self.stats.retries += 1
+                    value = await call()
+        except Exception as last:
+            return False, last, attempt_no
+        return True, value, attempt_no
+
+    async def _dead_letter(self, sink: Any, error: StreamError) -> None:
+        if isinstance(sink, list):
+            sink.append(error)
+        elif _is_pipe(sink):
+            await self.sides.send(sink, error)
+        else:
+            result = sink(error)
+            if inspect.isawaitable(result):
+                await result

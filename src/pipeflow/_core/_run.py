@@ -1,0 +1,262 @@
+"""One run of a pipe: planning the stages, the tasks between them, and the ``Stream``.
+
+The plan splits the pipeline into segments at every pipe that wants a buffer of
+its own (a ``config``, or ``concurrency > 1``). Pipes inside a segment run fused
+in one task; each segment boundary is a ``ChunkBuffer`` filled by a feeder task
+running everything upstream of it. The last segment runs in the consumer's task,
+pulled by its ``async for``.
+
+Every task and generator a run starts is closed by the run: on the end, on an
+error, when the consumer breaks out or leaves ``async with``, on cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+
+from ._buffer import Chunk, ChunkBuffer
+from ._clock import SYSTEM_CLOCK, Clock
+from ._config import BackpressureConfig
+from ._errors import StreamError
+from ._pipe import Pipeable, StreamPipe
+from ._policies import ErrorHandler
+from ._sources import Acknowledging, Pausable, check_source, close_source, source_chunks
+from ._stages import StageContext
+from ._stats import RunStats, StageMetrics, StageStats
+
+__all__ = ["Stream"]
+
+T = TypeVar("T")
+_DEFAULT_CONFIG = BackpressureConfig()
+
+
+class Stream(Generic[T]):
+    """The results of one run. Iterate it with ``async for``; close it with ``async with``.
+
+    Breaking out of the loop, leaving the ``async with``, an exception or a
+    cancellation closes the source and every task the run started.
+    """
+
+    __slots__ = ("_agen", "_clock", "_pipe", "_run", "_source", "_started")
+
+    def __init__(
+        self,
+        pipe: Pipeable[Any, T],
+        source: Iterable[Any] | AsyncIterable[Any],
+        clock: Clock | None,
+    ) -> None:
+        check_source(source)
+        self._pipe = pipe
+        self._source = source
+        self._clock = clock if clock is not None else SYSTEM_CLOCK
+        self._started = False
+        stages = pipe._stages()
+        monitors = [pipe._monitor, *(p._monitor for p in stages)]
+        timed = any(m is not None for m in monitors)
+        self._run = RunStats(pipe.name, [StageStats(p.name, self._clock, timed=timed) for p in stages])
+        if pipe._monitor is not None:
+            pipe._monitor.attach(self._run)
+        for p, s in zip(stages, self._run.stages, strict=True):
+            if p._monitor is not None and p is not pipe:
+                p._monitor.attach(RunStats(p.name, [s]))
+        self._agen: AsyncIterator[T] = self._iterate(stages)
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self._agen
+
+    async def __anext__(self) -> T:
+        return await self._agen.__anext__()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the run: close the source and every task and generator it opened."""
+        if not self._started:
+            self._started = True  # a stream closed before it began never begins
+            await close_source(self._source)
+        await self._agen.aclose()  # type: ignore[attr-defined]
+
+    def statistics(self) -> tuple[StageMetrics, ...]:
+        """A snapshot of each stage's counters, in pipeline order."""
+        return tuple(s.statistics() for s in self._run.stages)
+
+    async def _iterate(self, stages: list[StreamPipe[Any, Any]]) -> AsyncIterator[T]:
+        if self._started:
+            return
+        self._started = True
+        source = self._source
+        clock = self._clock
+        sides = _SideStreams(clock)
+        tasks: list[asyncio.Task[None]] = []
+        gens: list[AsyncIterator[Chunk]] = []
+        all_stats = self._run.stages
+        try:
+            up: AsyncIterator[Chunk] = source_chunks(source)
+            gens.append(up)
+            segment_stats: list[StageStats] = []
+            for pipe, stats in zip(stages, all_stats, strict=True):
+                config = pipe.config or _DEFAULT_CONFIG
+                buffer = None
+                if pipe._needs_buffer:
+                    buffer = ChunkBuffer(config, stats)
+                    buffer.producers = segment_stats
+                    if not tasks and isinstance(source, Pausable):
+                        buffer.on_throttle = _pauser(source)
+                    stats.buffer = buffer
+                    tasks.append(
+                        asyncio.get_running_loop().create_task(
+                            _feed(up, buffer), name=f"pipeflow: feed {pipe.name!r}"
+                        )
+                    )
+                    up = buffer.chunks()
+                    gens.append(up)
+                    segment_stats = []
+                segment_stats.append(stats)
+                errors = ErrorHandler(pipe.on_error, pipe.name, stats, clock, sides)
+                up = pipe._open(up, StageContext(pipe.name, stats, clock, errors, config, buffer))
+                gens.append(up)
+            ack = source.ack if isinstance(source, Acknowledging) else None
+            acked = 0
+            timed = bool(segment_stats) and segment_stats[0].timed
+            async for items, mark in up:
+                if items:
+                    if timed:
+                        t = clock.monotonic()
+                        for s in segment_stats:
+                            s.block(t)
+                        for x in items:
+                            yield x
+                        t = clock.monotonic()
+                        for s in segment_stats:
+                            s.unblock(t)
+                    else:
+                        for x in items:
+                            yield x
+                if ack is not None and mark > acked:
+                    acked = mark
+                    ack(mark)
+            await sides.finish()
+        finally:
+            self._run.done = True
+            await _shutdown(tasks, gens, sides)
+
+
+async def _shutdown(
+    tasks: list[asyncio.Task[None]], gens: list[AsyncIterator[Chunk]], sides: _SideStreams
+) -> None:
+    """Cancel the run's tasks, then close its generators from the last to the first."""
+    for t in tasks:
+        t.cancel()
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
+    first: BaseException | None = None
+    for g in reversed(gens):
+        try:
+            await g.aclose()  # type: ignore[attr-defined]
+        except Exception as exc:
+            first = first or exc
+    await sides.cancel()
+    if first is not None:
+        raise first
+
+
+async def _feed(up: AsyncIterator[Chunk], buffer: ChunkBuffer) -> None:
+    """Run everything upstream of ``buffer`` and fill it; pass on the end or the error."""
+    try:
+        async for items, mark in up:
+            await buffer.put(items, mark)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        buffer.close(exc)
+        return
+    buffer.close()
+
+
+def _pauser(source: Pausable) -> Any:
+    def on_throttle(throttled: bool) -> None:
+        if throttled:
+            source.pause()
+        else:
+            source.resume()
+
+    return on_throttle
+
+
+class _SideStreams:
+    """Dead-letter pipes of one run, each streamed in a task of its own."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._sides: dict[int, _Side] = {}
+
+    async def send(self, pipe: Any, record: StreamError) -> None:
+        side = self._sides.get(id(pipe))
+        if side is None:
+            side = self._sides[id(pipe)] = _Side(pipe, self._clock)
+        await side.send(record)
+
+    async def finish(self) -> None:
+        """End every side stream normally, letting it deliver what it holds."""
+        for side in self._sides.values():
+            await side.finish()
+
+    async def cancel(self) -> None:
+        for side in self._sides.values():
+            side.task.cancel()
+        tasks = [s.task for s in self._sides.values()]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _Side:
+    def __init__(self, pipe: Pipeable[Any, Any], clock: Clock) -> None:
+        self.buffer = ChunkBuffer(_DEFAULT_CONFIG, StageStats(pipe.name, clock, timed=False))
+        self.task = asyncio.get_running_loop().create_task(
+            self._drain(pipe, clock), name=f"pipeflow: dead letters to {pipe.name!r}"
+        )
+
+    async def _records(self) -> AsyncIterator[StreamError]:
+        async for items, _ in self.buffer.chunks():
+            for record in items:
+                yield record
+
+    async def _drain(self, pipe: Pipeable[Any, Any], clock: Clock) -> None:
+        async with pipe.stream(self._records(), clock=clock) as results:
+            async for _ in results:
+                pass
+
+    async def send(self, record: StreamError) -> None:
+        if self.task.done():
+            self._stopped()
+        rest = self.buffer.put_nowait([record], 0)
+        if not rest:
+            return
+        put = asyncio.ensure_future(self.buffer.put(rest, 0))
+        await asyncio.wait({put, self.task}, return_when=asyncio.FIRST_COMPLETED)
+        if not put.done():
+            put.cancel()
+            self._stopped()
+
+    def _stopped(self) -> None:
+        exc = self.task.exception() if not self.task.cancelled() else None
+        if exc is not None:
+            raise exc
+        msg = "the dead-letter pipe stopped taking records before the stream ended"
+        raise RuntimeError(msg)
+
+    async def finish(self) -> None:
+        self.buffer.close()
+        await self.task

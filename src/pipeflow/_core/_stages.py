@@ -1,0 +1,400 @@
+"""Stage loops: how one pipe turns a stream of input chunks into output chunks.
+
+Each loop is an async generator over :data:`Chunk` values. Loops that run fused
+in one task simply chain; a concurrent stage reads its own :class:`ChunkBuffer`
+so it can wait on new input and on finished work at the same time.
+
+Per-item work stays inside tight loops over a chunk; counting and timing happen
+once per chunk. Errors leave the fast loop, are resolved by the pipe's
+:class:`ErrorHandler`, and the loop resumes after the failed item.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
+from itertools import compress
+from typing import TYPE_CHECKING, Any
+
+from ._errors import StreamError
+from ._policies import SKIP
+
+if TYPE_CHECKING:
+    from ._buffer import Chunk, ChunkBuffer
+    from ._clock import Clock
+    from ._config import BackpressureConfig
+    from ._policies import ErrorHandler
+    from ._stats import StageStats
+
+__all__ = [
+    "Kind",
+    "StageContext",
+    "concurrent_stage",
+    "item_stage",
+    "paced",
+    "stream_stage",
+    "sync_stage",
+]
+
+AsyncFn = Callable[[Any], Awaitable[Any]]
+
+
+class Kind(enum.Enum):
+    """How a per-item result becomes output."""
+
+    MAP = "map"  # the result is the output
+    FILTER = "filter"  # the item is output if the result is true
+    FLAT = "flat"  # the result is an iterable of outputs
+
+
+@dataclass(slots=True)
+class StageContext:
+    """What one stage of one run works with."""
+
+    name: str
+    stats: StageStats
+    clock: Clock
+    errors: ErrorHandler
+    config: BackpressureConfig
+    #: The stage's own input buffer, when it runs decoupled from its upstream.
+    buffer: ChunkBuffer | None
+
+
+def _emit(kind: Kind, out: list[Any], item: Any, result: Any) -> None:
+    """Add a resolved result (possibly SKIP) to ``out``."""
+    if result is SKIP:
+        return
+    if kind is Kind.MAP:
+        out.append(result)
+    elif kind is Kind.FILTER:
+        if result:
+            out.append(item)
+    else:
+        out.extend(result)
+
+
+def _call_once(fn: Callable[[Any], Any], item: Any) -> Callable[[], Awaitable[Any]]:
+    """``fn(item)`` as an awaitable factory, for retries (``fn`` may be sync or async)."""
+
+    async def call() -> Any:
+        result = fn(item)
+        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+            result = await result
+        return result
+
+    return call
+
+
+async def item_stage(
+    call: AsyncFn, kind: Kind, up: AsyncIterator[Chunk], ctx: StageContext
+) -> AsyncIterator[Chunk]:
+    """Await ``call(item)`` for each item in turn (concurrency 1)."""
+    stats = ctx.stats
+    handle = ctx.errors.handle
+    timed = stats.timed
+    now = ctx.clock.monotonic
+    last_mark = 0
+    async for items, mark in up:
+        started = now() if timed else 0.0
+        out: list[Any] = []
+        append = out.append
+        it = iter(items)
+        x: Any = None
+        while True:
+            try:
+                if kind is Kind.MAP:
+                    for x in it:
+                        append(await call(x))
+                elif kind is Kind.FILTER:
+                    for x in it:
+                        if await call(x):
+                            append(x)
+                else:
+                    for x in it:
+                        out.extend(await _flat(await call(x)))
+                break
+            except Exception as exc:
+                try:
+                    _emit(kind, out, x, await handle(x, exc, _call_once(call, x)))
+                except StreamError:
+                    if out:
+                        stats.items_in += len(items)
+                        stats.items_out += len(out)
+                        yield out, last_mark
+                    raise
+        stats.items_in += len(items)
+        stats.items_out += len(out)
+        if timed:
+            stats.record_chunk(len(out), started, now(), len(items))
+        last_mark = mark
+        yield out, mark
+
+
+async def _flat(result: Any) -> Iterable[Any]:
+    """The outputs of one flat-map call: an iterable, or an async iterable collected."""
+    if hasattr(result, "__aiter__"):
+        return [y async for y in result]
+    return result  # type: ignore[no-any-return]
+
+
+async def sync_stage(
+    fn: Callable[[Any], Any], kind: Kind, up: AsyncIterator[Chunk], ctx: StageContext
+) -> AsyncIterator[Chunk]:
+    """Apply a synchronous function to each chunk at C speed (``map``/``filter``/``flat_map``)."""
+    stats = ctx.stats
+    handle = ctx.errors.handle
+    timed = stats.timed
+    now = ctx.clock.monotonic
+    last_mark = 0
+    async for items, mark in up:
+        started = now() if timed else 0.0
+        out: list[Any] = []
+        pos = 0
+        n = len(items)
+        while pos < n:
+            seg = items[pos:] if pos else items
+            done = 0
+            try:
+                if kind is Kind.MAP:
+                    before = len(out)
+                    try:
+                        out.extend(map(fn, seg))
+                    finally:
+                        done = len(out) - before
+                elif kind is Kind.FILTER:
+                    flags: list[Any] = []
+                    try:
+                        flags.extend(map(fn, seg))
+                    finally:
+                        done = len(flags)
+                        out.extend(compress(seg, flags))
+                else:
+                    for x in seg:
+                        out.extend(fn(x))
+                        done += 1
+                break
+            except Exception as exc:
+                x = seg[done]
+                try:
+                    _emit(kind, out, x, await handle(x, exc, _call_once(fn, x)))
+                except StreamError:
+                    if out:
+                        stats.items_in += pos + done
+                        stats.items_out += len(out)
+                        yield out, last_mark
+                    raise
+                pos += done + 1
+        stats.items_in += n
+        stats.items_out += len(out)
+        if timed:
+            stats.record_chunk(len(out), started, now(), n)
+        last_mark = mark
+        yield out, mark
+
+
+def paced(call: AsyncFn, min_time: float, clock: Clock) -> AsyncFn:
+    """``call`` that occupies its worker for at least ``min_time`` seconds."""
+
+    async def paced_call(item: Any) -> Any:
+        started = clock.monotonic()
+        try:
+            return await call(item)
+        finally:
+            rest = min_time - (clock.monotonic() - started)
+            if rest > 0:
+                await clock.sleep(rest)
+
+    return paced_call
+
+
+async def stream_stage(
+    process_stream: Callable[[AsyncIterator[Any]], AsyncIterator[Any]],
+    up: AsyncIterator[Chunk],
+    ctx: StageContext,
+) -> AsyncIterator[Chunk]:
+    """Run a user's ``process_stream`` over the items; each output goes on at once.
+
+    A ``process_stream`` may hold items for as long as it likes, so the source
+    position it completes is only known at its end: its outputs carry the mark
+    reached before it started, and the end carries the final mark.
+    """
+    stats = ctx.stats
+    timed = stats.timed
+    now = ctx.clock.monotonic
+    final_mark = 0
+
+    async def items() -> AsyncIterator[Any]:
+        nonlocal final_mark
+        async for chunk, mark in up:
+            stats.items_in += len(chunk)
+            for x in chunk:
+                yield x
+            final_mark = mark
+
+    inner = items()
+    outputs = process_stream(inner)
+    try:
+        async for y in outputs:
+            stats.items_out += 1
+            if timed:
+                stats.record_out(1, now())
+            yield [y], 0
+    finally:
+        aclose = getattr(outputs, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        await inner.aclose()
+    yield [], final_mark
+
+
+class _Entry:
+    """One item handed to a worker task, in input order."""
+
+    __slots__ = ("emitted", "item", "mark", "task")
+
+    def __init__(self, task: asyncio.Task[Any] | None, item: Any, mark: int | None) -> None:
+        self.task = task
+        self.item = item
+        self.mark = mark
+        self.emitted = False
+
+
+async def concurrent_stage(
+    call: AsyncFn,
+    kind: Kind,
+    ctx: StageContext,
+    *,
+    concurrency: int,
+    ordered: bool,
+) -> AsyncIterator[Chunk]:
+    """Keep up to ``concurrency`` calls in flight; emit in input or completion order.
+
+    Waits on one future that both new input and a finished call resolve, so a
+    result never waits for the upstream to produce more.
+    """
+    buf = ctx.buffer
+    assert buf is not None, "a concurrent stage reads its own buffer"
+    loop = asyncio.get_running_loop()
+    stats = ctx.stats
+    handle = ctx.errors.handle
+    timed = stats.timed
+    now = ctx.clock.monotonic
+    entries: deque[_Entry] = deque()
+    # Entries include finished ones waiting for an earlier item: bound them too.
+    window = max(concurrency, ctx.config.max_buffer_size)
+    running = 0
+    wake: asyncio.Future[None] | None = None
+    cur: list[Any] = []
+    ci = 0
+    cur_mark = 0
+    exhausted = False
+    last_mark = 0
+
+    finished: deque[_Entry] = deque()  # unordered: done and not yet emitted
+
+    def on_done(entry: _Entry, _: asyncio.Task[Any]) -> None:
+        nonlocal running
+        running -= 1
+        if not ordered:
+            finished.append(entry)
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    async def run_one(item: Any) -> Any:
+        started = now() if timed else 0.0
+        try:
+            result = await call(item)
+        except Exception as exc:
+            result = await handle(item, exc, _call_once(call, item))
+        if timed:
+            stats.record_latency(now() - started)
+        return result
+
+    try:
+        while True:
+            # Start work while there is room and input is ready.
+            while running < concurrency and len(entries) < window:
+                if ci >= len(cur):
+                    if exhausted:
+                        break
+                    try:
+                        chunk = buf.get_nowait()
+                    except StopAsyncIteration:
+                        exhausted = True
+                        break
+                    if chunk is None:
+                        break
+                    cur, cur_mark = chunk
+                    ci = 0
+                    stats.items_in += len(cur)
+                    if not cur:
+                        entries.append(_Entry(None, None, cur_mark))
+                        continue
+                x = cur[ci]
+                ci += 1
+                entry = _Entry(loop.create_task(run_one(x)), x, cur_mark if ci == len(cur) else None)
+                running += 1
+                assert entry.task is not None
+                entry.task.add_done_callback(partial(on_done, entry))
+                entries.append(entry)
+            # Collect what is finished.
+            out: list[Any] = []
+            mark = last_mark
+            try:
+                if ordered:
+                    while entries and (entries[0].task is None or entries[0].task.done()):
+                        e = entries.popleft()
+                        if e.task is not None:
+                            _emit(kind, out, e.item, e.task.result())
+                        if e.mark is not None:
+                            mark = e.mark
+                else:
+                    while finished:
+                        e = finished.popleft()
+                        e.emitted = True
+                        assert e.task is not None
+                        _emit(kind, out, e.item, e.task.result())
+                    while entries and (entries[0].task is None or entries[0].emitted):
+                        e = entries.popleft()
+                        if e.mark is not None:
+                            mark = e.mark
+            except StreamError:
+                if out:
+                    stats.items_out += len(out)
+                    yield out, last_mark
+                raise
+            if out or mark != last_mark:
+                stats.items_out += len(out)
+                if timed and out:
+                    stats.record_out(len(out), now())
+                last_mark = mark
+                yield out, mark
+                continue
+            if exhausted and not entries:
+                return
+            wake = loop.create_future()
+            if (
+                not exhausted
+                and ci >= len(cur)
+                and running < concurrency
+                and len(entries) < window
+            ):
+                buf.set_waiter(wake)
+            try:
+                await wake
+            finally:
+                wake = None
+    finally:
+        pending = [e.task for e in entries if e.task is not None and not e.task.done()]
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        for e in entries:
+            # Retrieve exceptions of finished-but-unemitted tasks so none goes unobserved.
+            if e.task is not None and e.task.done() and not e.task.cancelled():
+                e.task.exception()

@@ -1,0 +1,138 @@
+"""``StreamMonitor``: per-stage metrics of the runs of a pipe, and their totals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .._core._stats import RunStats, StageMetrics
+
+__all__ = ["StreamMetrics", "StreamMonitor"]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMetrics:
+    """A snapshot of a monitored pipe or pipeline, summed over its runs.
+
+    Attributes:
+        throughput: results delivered per second over the recent window.
+        backpressure: share (0.0-1.0) of recent time the pipe was blocked
+            because its consumer did not take output (the last stage's figure).
+        items_in: items read from the source (the first stage's input).
+        items_out: results delivered (the last stage's output).
+        errors, retries, skipped, dead_lettered, dropped: totals over stages.
+        buffer_size, buffer_capacity: totals over the stages' input buffers.
+        latency_p50, latency_p95, latency_p99: the slowest stage's percentile of
+            processing time per item, in seconds (``None`` before any timing).
+        stages: one ``StageMetrics`` per stage, in pipeline order, to find the
+            bottleneck: the first stage that is not in backpressure while its
+            upstream is.
+        runs: how many runs are counted; active_runs: how many are running.
+    """
+
+    throughput: float = 0.0
+    backpressure: float = 0.0
+    items_in: int = 0
+    items_out: int = 0
+    errors: int = 0
+    retries: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    dropped: int = 0
+    buffer_size: int = 0
+    buffer_capacity: int = 0
+    latency_p50: float | None = None
+    latency_p95: float | None = None
+    latency_p99: float | None = None
+    stages: tuple[StageMetrics, ...] = ()
+    runs: int = 0
+    active_runs: int = 0
+
+    def stage(self, name: str) -> StageMetrics:
+        """The metrics of the stage called ``name`` (the first, if names repeat)."""
+        for s in self.stages:
+            if s.name == name:
+                return s
+        known = ", ".join(repr(s.name) for s in self.stages) or "none"
+        msg = f"no stage named {name!r}; stages: {known}"
+        raise KeyError(msg)
+
+
+class StreamMonitor:
+    """Collects the metrics of every run of the pipes it is set on.
+
+    >>> from pipeflow.monitoring import StreamMonitor
+    >>> monitor = StreamMonitor()
+    >>> monitor.get_metrics().items_out
+    0
+
+    Metrics are read from each stage's counters when ``get_metrics()`` is called;
+    the running stages only count, once per chunk of items.
+    """
+
+    def __init__(self) -> None:
+        self._runs: list[RunStats] = []
+
+    def attach(self, run: RunStats) -> None:
+        """Called by a pipe when a run starts; not needed in user code."""
+        self._runs.append(run)
+
+    def get_metrics(self) -> StreamMetrics:
+        """A snapshot now: totals over all runs, and per stage."""
+        runs = self._runs
+        if not runs:
+            return StreamMetrics()
+        per_run = [[s.statistics() for s in run.stages] for run in runs]
+        stages = tuple(_sum_stages(column) for column in zip(*per_run, strict=False))
+        if len({len(r) for r in per_run}) > 1:
+            stages = tuple(s for r in per_run for s in r)
+        first, last = stages[0], stages[-1]
+        return StreamMetrics(
+            throughput=last.throughput,
+            backpressure=last.backpressure,
+            items_in=first.items_in,
+            items_out=last.items_out,
+            errors=sum(s.errors for s in stages),
+            retries=sum(s.retries for s in stages),
+            skipped=sum(s.skipped for s in stages),
+            dead_lettered=sum(s.dead_lettered for s in stages),
+            dropped=sum(s.dropped for s in stages),
+            buffer_size=sum(s.buffer_size for s in stages),
+            buffer_capacity=sum(s.buffer_capacity for s in stages),
+            latency_p50=_max(s.latency_p50 for s in stages),
+            latency_p95=_max(s.latency_p95 for s in stages),
+            latency_p99=_max(s.latency_p99 for s in stages),
+            stages=stages,
+            runs=len(runs),
+            active_runs=sum(not r.done for r in runs),
+        )
+
+
+def _max(values: object) -> float | None:
+    present = [v for v in values if v is not None]  # type: ignore[attr-defined]
+    return max(present) if present else None
+
+
+def _sum_stages(column: tuple[StageMetrics, ...]) -> StageMetrics:
+    """One stage's metrics over several runs: counts and rates add up."""
+    if len(column) == 1:
+        return column[0]
+    active = [s for s in column if s.window > 0]
+    return StageMetrics(
+        name=column[0].name,
+        items_in=sum(s.items_in for s in column),
+        items_out=sum(s.items_out for s in column),
+        errors=sum(s.errors for s in column),
+        retries=sum(s.retries for s in column),
+        skipped=sum(s.skipped for s in column),
+        dead_lettered=sum(s.dead_lettered for s in column),
+        dropped=sum(s.dropped for s in column),
+        throughput=sum(s.throughput for s in column),
+        backpressure=max((s.backpressure for s in active), default=0.0),
+        buffer_size=sum(s.buffer_size for s in column),
+        buffer_capacity=sum(s.buffer_capacity for s in column),
+        throttled=any(s.throttled for s in column),
+        latency_p50=_max(s.latency_p50 for s in column),
+        latency_p95=_max(s.latency_p95 for s in column),
+        latency_p99=_max(s.latency_p99 for s in column),
+        window=max(s.window for s in column),
+    )

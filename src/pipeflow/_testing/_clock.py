@@ -1,0 +1,108 @@
+"""``VirtualClock``: time that moves only when told, or when everything waits."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from datetime import UTC, datetime, timedelta
+
+__all__ = ["VirtualClock"]
+
+_DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class VirtualClock:
+    """A clock for tests: ``sleep`` returns when virtual time reaches its deadline.
+
+    With ``autojump=True`` (the default), whenever every task on the loop is
+    waiting, time jumps straight to the earliest pending deadline, so code that
+    sleeps for an hour finishes at once, and ``monotonic()`` reads exact times.
+    With ``autojump=False`` time moves only through :meth:`advance`.
+
+    >>> from pipeflow.testing import VirtualClock
+    >>> clock = VirtualClock()
+    >>> clock.monotonic()
+    0.0
+
+    Args:
+        start: the wall time (timezone-aware) that ``now()`` reads at monotonic 0.
+        autojump: jump to the next deadline when the loop is idle.
+    """
+
+    def __init__(self, start: datetime = _DEFAULT_START, *, autojump: bool = True) -> None:
+        if start.tzinfo is None:
+            msg = f"VirtualClock start must be timezone-aware (UTC), got naive {start!r}"
+            raise ValueError(msg)
+        self._start = start.astimezone(UTC)
+        self._t = 0.0
+        self._seq = 0
+        self._timers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self.autojump = autojump
+        self._jumper: asyncio.Task[None] | None = None
+
+    def monotonic(self) -> float:
+        return self._t
+
+    def now(self) -> datetime:
+        return self._start + timedelta(seconds=self._t)
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._seq += 1
+        heapq.heappush(self._timers, (self._t + seconds, self._seq, fut))
+        if self.autojump and (self._jumper is None or self._jumper.done()):
+            self._jumper = loop.create_task(self._autojump(), name="pipeflow: VirtualClock autojump")
+        await fut
+
+    async def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds``, waking each sleeper at its own deadline."""
+        if seconds < 0:
+            msg = f"time cannot go backwards: advance({seconds!r})"
+            raise ValueError(msg)
+        target = self._t + seconds
+        while self._timers and self._timers[0][0] <= target:
+            self._fire_next()
+            await _settle()
+        self._t = target
+        await _settle()
+
+    @property
+    def pending(self) -> int:
+        """How many sleeps are waiting for their deadline."""
+        return sum(not f.done() for _, _, f in self._timers)
+
+    def _fire_next(self) -> None:
+        deadline = self._timers[0][0]
+        self._t = max(self._t, deadline)
+        while self._timers and self._timers[0][0] <= deadline:
+            _, _, fut = heapq.heappop(self._timers)
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _autojump(self) -> None:
+        while self._timers:
+            await _settle()
+            # Drop sleeps that were cancelled, then jump to the earliest live one.
+            while self._timers and self._timers[0][2].done():
+                heapq.heappop(self._timers)
+            if self._timers:
+                self._fire_next()
+
+    def __repr__(self) -> str:
+        return f"VirtualClock(t={self._t!r}, pending={self.pending})"
+
+
+async def _settle() -> None:
+    """Yield until no other callback is ready to run: every task is waiting."""
+    loop = asyncio.get_running_loop()
+    ready = getattr(loop, "_ready", None)  # CPython's base loop; others get a fixed number of turns
+    for _ in range(1000):
+        await asyncio.sleep(0)
+        if ready is not None and not ready:
+            return
+    if ready is None:
+        return

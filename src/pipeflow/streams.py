@@ -1,0 +1,49 @@
+"""Streaming pipes, their composition, flow control and errors.
+
+>>> from pipeflow.streams import StreamPipe, map, filter
+>>> pipeline = map(lambda x: x + 1) | filter(lambda x: x % 2 == 0)
+"""
+
+from ._core._buffer import MAX_CHUNK as MAX_CHUNK
+from ._core._clock import Clock as Clock
+from ._core._clock import SystemClock as SystemClock
+from ._core._config import BackpressureConfig as BackpressureConfig
+from ._core._errors import BufferOverflowError as BufferOverflowError
+from ._core._errors import PipeflowError as PipeflowError
+from ._core._errors import StreamError as StreamError
+from ._core._operators import FunctionPipe as FunctionPipe
+from ._core._operators import filter as filter
+from ._core._operators import flat_map as flat_map
+from ._core._operators import map as map
+from ._core._pipe import Pipeable as Pipeable
+from ._core._pipe import Pipeline as Pipeline
+from ._core._pipe import StreamPipe as StreamPipe
+from ._core._policies import DeadLetter as DeadLetter
+from ._core._policies import ErrorPolicy as ErrorPolicy
+from ._core._policies import Retry as Retry
+from ._core._run import Stream as Stream
+from ._core._sources import Acknowledging as Acknowledging
+from ._core._sources import Pausable as Pausable
+
+__all__ = [
+    "MAX_CHUNK",
+    "Acknowledging",
+    "BackpressureConfig",
+    "BufferOverflowError",
+    "Clock",
+    "DeadLetter",
+    "ErrorPolicy",
+    "FunctionPipe",
+    "Pausable",
+    "Pipeable",
+    "PipeflowError",
+    "Pipeline",
+    "Retry",
+    "Stream",
+    "StreamError",
+    "StreamPipe",
+    "SystemClock",
+    "filter",
+    "flat_map",
+    "map",
+]

@@ -1,0 +1,6 @@
+"""Deterministic testing of pipelines: a virtual clock and scripted sources."""
+
+from ._testing._clock import VirtualClock as VirtualClock
+from ._testing._sources import TestSource as TestSource
+
+__all__ = ["TestSource", "VirtualClock"]
