@@ -51,7 +51,9 @@ class BackpressureConfig:
             msg = f"min_processing_time must be a finite number of seconds >= 0, got {m!r}"
             raise ValueError(msg)
         if self.overflow not in _OVERFLOWS:
-            msg = f"overflow must be one of {', '.join(map(repr, _OVERFLOWS))}, got {self.overflow!r}"
+            msg = (
+                f"overflow must be one of {', '.join(map(repr, _OVERFLOWS))}, got {self.overflow!r}"
+            )
             raise ValueError(msg)
 
     @property

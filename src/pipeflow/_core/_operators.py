@@ -68,11 +68,7 @@ class FunctionPipe(StreamPipe[A, B]):
     def _open(self, up: AsyncIterator[Chunk], ctx: StageContext) -> AsyncIterator[Chunk]:
         if self.is_async:
             return self._open_items(self.fn, self.kind, up, ctx)
-        if (
-            not self._item_path
-            and self.concurrency == 1
-            and ctx.config.min_processing_time == 0
-        ):
+        if not self._item_path and self.concurrency == 1 and ctx.config.min_processing_time == 0:
             return sync_stage(self.fn, self.kind, up, ctx)
         return self._open_items(_as_async(self.fn), self.kind, up, ctx)
 
@@ -135,4 +131,3 @@ def flat_map(
     >>> words = flat_map(str.split)
     """
     return FunctionPipe(fn, Kind.FLAT, **options)
-

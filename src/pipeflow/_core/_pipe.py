@@ -76,9 +76,7 @@ class Pipeable(Generic[In, Out]):
 
     def __or__(self, other: Pipeable[Out, Next]) -> Pipeline[In, Next]:
         if not isinstance(other, Pipeable):
-            hint = (
-                " (wrap a function with pipeflow.streams.map(fn))" if callable(other) else ""
-            )
+            hint = " (wrap a function with pipeflow.streams.map(fn))" if callable(other) else ""
             msg = f"a pipe can only be composed with another pipe, got {type(other).__name__}{hint}"
             raise TypeError(msg)
         return Pipeline(self, other)

@@ -127,7 +127,7 @@ def check_policy(policy: object, *, decided: bool = False) -> ErrorPolicy:
     elif isinstance(policy, Retry | DeadLetter):
         return policy
     elif callable(policy) and not decided:
-        return policy  # type: ignore[return-value]
+        return policy
     allowed = "'raise', 'skip', a Retry or a DeadLetter"
     if not decided:
         allowed += ", or a callable deciding per error"
@@ -161,9 +161,7 @@ class ErrorHandler:
         self.clock = clock
         self.sides = sides
 
-    async def handle(
-        self, item: Any, exc: Exception, call: Callable[[], Awaitable[Any]]
-    ) -> Any:
+    async def handle(self, item: Any, exc: Exception, call: Callable[[], Awaitable[Any]]) -> Any:
         """Resolve a failed item: return its result (after a retry), or ``SKIP``.
 
         Raises ``StreamError`` when the policy gives up on the item.
@@ -188,7 +186,9 @@ class ErrorHandler:
             decision = policy(StreamError(item, self.name, attempts, exc))
             if inspect.isawaitable(decision):
                 decision = await decision
-            return await self._apply(check_policy(decision, decided=True), item, exc, call, attempts)
+            return await self._apply(
+                check_policy(decision, decided=True), item, exc, call, attempts
+            )
         error = StreamError(item, self.name, attempts, exc)
         self.stats.errors += 1
         if policy == "raise":

@@ -56,7 +56,9 @@ class Stream(Generic[T]):
         stages = pipe._stages()
         monitors = [pipe._monitor, *(p._monitor for p in stages)]
         timed = any(m is not None for m in monitors)
-        self._run = RunStats(pipe.name, [StageStats(p.name, self._clock, timed=timed) for p in stages])
+        self._run = RunStats(
+            pipe.name, [StageStats(p.name, self._clock, timed=timed) for p in stages]
+        )
         if pipe._monitor is not None:
             pipe._monitor.attach(self._run)
         for p, s in zip(stages, self._run.stages, strict=True):

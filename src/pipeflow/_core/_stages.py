@@ -237,6 +237,7 @@ async def stream_stage(
 
     inner = items()
     outputs = process_stream(inner)
+    aclose = getattr(outputs, "aclose", None)
     try:
         async for y in outputs:
             stats.items_out += 1
@@ -244,10 +245,9 @@ async def stream_stage(
                 stats.record_out(1, now())
             yield [y], 0
     finally:
-        aclose = getattr(outputs, "aclose", None)
         if aclose is not None:
             await aclose()
-        await inner.aclose()
+        await inner.aclose()  # type: ignore[attr-defined]
     yield [], final_mark
 
 
@@ -336,7 +336,9 @@ async def concurrent_stage(
                         continue
                 x = cur[ci]
                 ci += 1
-                entry = _Entry(loop.create_task(run_one(x)), x, cur_mark if ci == len(cur) else None)
+                entry = _Entry(
+                    loop.create_task(run_one(x)), x, cur_mark if ci == len(cur) else None
+                )
                 running += 1
                 assert entry.task is not None
                 entry.task.add_done_callback(partial(on_done, entry))
@@ -377,12 +379,7 @@ async def concurrent_stage(
             if exhausted and not entries:
                 return
             wake = loop.create_future()
-            if (
-                not exhausted
-                and ci >= len(cur)
-                and running < concurrency
-                and len(entries) < window
-            ):
+            if not exhausted and ci >= len(cur) and running < concurrency and len(entries) < window:
                 buf.set_waiter(wake)
             try:
                 await wake

@@ -55,7 +55,9 @@ class VirtualClock:
         self._seq += 1
         heapq.heappush(self._timers, (self._t + seconds, self._seq, fut))
         if self.autojump and (self._jumper is None or self._jumper.done()):
-            self._jumper = loop.create_task(self._autojump(), name="pipeflow: VirtualClock autojump")
+            self._jumper = loop.create_task(
+                self._autojump(), name="pipeflow: VirtualClock autojump"
+            )
         await fut
 
     async def advance(self, seconds: float) -> None:

@@ -61,7 +61,8 @@ class TestSource(Generic[T]):
 
     def ack(self, count: int) -> None:
         if count < self.acked:
-            raise AssertionError(f"ack went backwards: {count} after {self.acked}")
+            msg = f"ack went backwards: {count} after {self.acked}"
+            raise AssertionError(msg)
         self.acked = count
 
     def pause(self) -> None:
