@@ -4,11 +4,13 @@
 >>> pipeline = map(lambda x: x + 1) | filter(lambda x: x % 2 == 0)
 """
 
+from ._batching import BatchStreamPipe as BatchStreamPipe
 from ._core._buffer import MAX_CHUNK as MAX_CHUNK
 from ._core._clock import Clock as Clock
 from ._core._clock import SystemClock as SystemClock
 from ._core._config import BackpressureConfig as BackpressureConfig
 from ._core._errors import BufferOverflowError as BufferOverflowError
+from ._core._errors import LateItemError as LateItemError
 from ._core._errors import PipeflowError as PipeflowError
 from ._core._errors import StreamError as StreamError
 from ._core._operators import FunctionPipe as FunctionPipe
@@ -24,16 +26,20 @@ from ._core._policies import Retry as Retry
 from ._core._run import Stream as Stream
 from ._core._sources import Acknowledging as Acknowledging
 from ._core._sources import Pausable as Pausable
+from ._windows._pipe import Window as Window
+from ._windows._pipe import WindowedStreamPipe as WindowedStreamPipe
 
 __all__ = [
     "MAX_CHUNK",
     "Acknowledging",
     "BackpressureConfig",
+    "BatchStreamPipe",
     "BufferOverflowError",
     "Clock",
     "DeadLetter",
     "ErrorPolicy",
     "FunctionPipe",
+    "LateItemError",
     "Pausable",
     "Pipeable",
     "PipeflowError",
@@ -43,6 +49,8 @@ __all__ = [
     "StreamError",
     "StreamPipe",
     "SystemClock",
+    "Window",
+    "WindowedStreamPipe",
     "filter",
     "flat_map",
     "map",

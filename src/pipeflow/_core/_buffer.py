@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 from ._errors import BufferOverflowError
 
 if TYPE_CHECKING:
+    from ._clock import Clock
     from ._config import BackpressureConfig
     from ._stats import StageStats
 
-__all__ = ["MAX_CHUNK", "Chunk", "ChunkBuffer"]
+__all__ = ["MAX_CHUNK", "Chunk", "ChunkBuffer", "wait_input"]
 
 #: The most items moved together in one chunk.
 MAX_CHUNK = 256
@@ -225,6 +226,15 @@ class ChunkBuffer:
         finally:
             self._getter = None
 
+    def ready(self) -> bool:
+        """Whether :meth:`get_nowait` would return a chunk or signal the end now."""
+        return bool(self._chunks) or self._closed
+
+    def clear_waiter(self, fut: asyncio.Future[None]) -> None:
+        """Forget ``fut`` if it is still the registered waiter."""
+        if self._getter is fut:
+            self._getter = None
+
     def set_waiter(self, fut: asyncio.Future[None]) -> None:
         """Resolve ``fut`` when a chunk or the end arrives (at once if already there).
 
@@ -245,3 +255,33 @@ class ChunkBuffer:
                 return
             if chunk is not None:
                 yield chunk
+
+
+async def wait_input(buffer: ChunkBuffer, clock: Clock, delay: float | None) -> None:
+    """Wait until ``buffer`` has input (or has ended), or ``delay`` seconds pass on ``clock``.
+
+    ``delay=None`` waits for input only. Timers of windows and batches use this,
+    so they fire on time even when no item arrives.
+    """
+    if delay is None:
+        await buffer.wait_ready()
+        return
+    if delay <= 0 or buffer.ready():
+        return
+    loop = asyncio.get_running_loop()
+    wake: asyncio.Future[None] = loop.create_future()
+
+    def on_timer(_: object) -> None:
+        if not wake.done():
+            wake.set_result(None)
+
+    buffer.set_waiter(wake)
+    timer = loop.create_task(clock.sleep(delay))
+    timer.add_done_callback(on_timer)
+    try:
+        await wake
+    finally:
+        buffer.clear_waiter(wake)
+        if not timer.done():
+            timer.cancel()
+            await asyncio.gather(timer, return_exceptions=True)

@@ -4,6 +4,7 @@ The tree::
 
     PipeflowError                  root of everything pipeflow raises itself
     ├── StreamError                an item failed inside a pipe (carries the item)
+    ├── LateItemError              an item came after its windows had fired (on_late="raise")
     └── BufferOverflowError        a buffer with overflow="fail" was full
 
 Invalid settings raise the built-in ``ValueError`` or ``TypeError``, and a failure
@@ -14,9 +15,10 @@ override, say) propagates unchanged: those are not item errors.
 from __future__ import annotations
 
 import reprlib
+from datetime import datetime
 from typing import Any
 
-__all__ = ["BufferOverflowError", "PipeflowError", "StreamError"]
+__all__ = ["BufferOverflowError", "LateItemError", "PipeflowError", "StreamError"]
 
 _short = reprlib.Repr()
 _short.maxstring = 60
@@ -81,3 +83,38 @@ class BufferOverflowError(PipeflowError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.pipe, self.capacity))
+
+
+class LateItemError(PipeflowError):
+    """An item arrived after every window it belongs to had fired.
+
+    Raised out of a windowed stream whose ``on_late`` is ``"raise"``; also the
+    record a late-data sink receives. Not raised for items within the allowed
+    lateness: those still land in their window.
+
+    Attributes:
+        item: the late input item.
+        pipe: the name of the windowed pipe.
+        timestamp: the item's event time (timezone-aware UTC).
+        watermark: the watermark it was behind (timezone-aware UTC).
+    """
+
+    def __init__(self, item: Any, pipe: str, timestamp: datetime, watermark: datetime) -> None:
+        self.item = item
+        self.pipe = pipe
+        self.timestamp = timestamp
+        self.watermark = watermark
+        super().__init__(
+            f"pipe {pipe!r} got item {_short.repr(item)} with event time "
+            f"{timestamp.isoformat()}, behind the watermark {watermark.isoformat()}: "
+            f"every window it belongs to has fired"
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"LateItemError(item={_short.repr(self.item)}, pipe={self.pipe!r}, "
+            f"timestamp={self.timestamp.isoformat()}, watermark={self.watermark.isoformat()})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.item, self.pipe, self.timestamp, self.watermark))

@@ -124,9 +124,7 @@ def check_policy(policy: object, *, decided: bool = False) -> ErrorPolicy:
     if isinstance(policy, str):
         if policy in _FINAL:
             return policy  # type: ignore[return-value]
-    elif isinstance(policy, Retry | DeadLetter):
-        return policy
-    elif callable(policy) and not decided:
+    elif isinstance(policy, Retry | DeadLetter) or (callable(policy) and not decided):
         return policy
     allowed = "'raise', 'skip', a Retry or a DeadLetter"
     if not decided:
@@ -139,7 +137,7 @@ def check_policy(policy: object, *, decided: bool = False) -> ErrorPolicy:
 class SideStreams(Protocol):
     """Where a handler sends records to a dead-letter pipe (provided by the run)."""
 
-    async def send(self, pipe: Any, record: StreamError) -> None: ...
+    async def send(self, pipe: Any, record: Any) -> None: ...
 
 
 class ErrorHandler:
@@ -200,7 +198,7 @@ class ErrorHandler:
         assert isinstance(policy, DeadLetter)
         self.stats.dead_lettered += 1
         log.warning("pipe %r dead-lettered a failed item: %s", self.name, error)
-        await self._dead_letter(policy.sink, error)
+        await self.deliver(policy.sink, error)
         return SKIP
 
     async def _retry(
@@ -234,12 +232,13 @@ class ErrorHandler:
             return False, last, attempt_no
         return True, value, attempt_no
 
-    async def _dead_letter(self, sink: Any, error: StreamError) -> None:
+    async def deliver(self, sink: Any, record: Any) -> None:
+        """Hand ``record`` to a user's sink: a list, a callable or a pipe."""
         if isinstance(sink, list):
-            sink.append(error)
+            sink.append(record)
         elif _is_pipe(sink):
-            await self.sides.send(sink, error)
+            await self.sides.send(sink, record)
         else:
-            result = sink(error)
+            result = sink(record)
             if inspect.isawaitable(result):
                 await result

@@ -20,7 +20,6 @@ from typing import Any, Generic, Self, TypeVar
 from ._buffer import Chunk, ChunkBuffer
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import BackpressureConfig
-from ._errors import StreamError
 from ._pipe import Pipeable, StreamPipe
 from ._policies import ErrorHandler
 from ._sources import Acknowledging, Pausable, check_source, close_source, source_chunks
@@ -204,7 +203,7 @@ class _SideStreams:
         self._clock = clock
         self._sides: dict[int, _Side] = {}
 
-    async def send(self, pipe: Any, record: StreamError) -> None:
+    async def send(self, pipe: Any, record: Any) -> None:
         side = self._sides.get(id(pipe))
         if side is None:
             side = self._sides[id(pipe)] = _Side(pipe, self._clock)
@@ -230,7 +229,7 @@ class _Side:
             self._drain(pipe, clock), name=f"pipeflow: dead letters to {pipe.name!r}"
         )
 
-    async def _records(self) -> AsyncIterator[StreamError]:
+    async def _records(self) -> AsyncIterator[Any]:
         async for items, _ in self.buffer.chunks():
             for record in items:
                 yield record
@@ -240,7 +239,7 @@ class _Side:
             async for _ in results:
                 pass
 
-    async def send(self, record: StreamError) -> None:
+    async def send(self, record: Any) -> None:
         if self.task.done():
             self._stopped()
         rest = self.buffer.put_nowait([record], 0)

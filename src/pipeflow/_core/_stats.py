@@ -39,6 +39,10 @@ class StageMetrics:
         skipped: failed items the policy skipped.
         dead_lettered: failed items sent to a dead-letter sink.
         dropped: items dropped by a full input buffer (overflow strategy).
+        late: items that arrived after every window they belong to had fired
+            (windowed pipes), whatever the late-data policy did with them.
+        windows_open: windows holding items now (windowed pipes).
+        windows_fired: windows emitted so far (windowed pipes).
         throughput: items emitted per second over the last ``window`` seconds.
         backpressure: share (0.0-1.0) of that time the stage spent blocked
             because its downstream did not take its output.
@@ -60,6 +64,9 @@ class StageMetrics:
     skipped: int = 0
     dead_lettered: int = 0
     dropped: int = 0
+    late: int = 0
+    windows_open: int = 0
+    windows_fired: int = 0
     throughput: float = 0.0
     backpressure: float = 0.0
     buffer_size: int = 0
@@ -97,10 +104,13 @@ class StageStats:
         "errors",
         "items_in",
         "items_out",
+        "late",
         "name",
         "retries",
         "skipped",
         "timed",
+        "windows_fired",
+        "windows_open",
     )
 
     def __init__(self, name: str, clock: Clock, *, timed: bool) -> None:
@@ -115,6 +125,9 @@ class StageStats:
         self.skipped = 0
         self.dead_lettered = 0
         self.dropped = 0
+        self.late = 0
+        self.windows_open = 0
+        self.windows_fired = 0
         self.buffer: _Buffered | None = None
         self.blocked_since: float | None = None
         self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
@@ -189,6 +202,9 @@ class StageStats:
             skipped=self.skipped,
             dead_lettered=self.dead_lettered,
             dropped=self.dropped,
+            late=self.late,
+            windows_open=self.windows_open,
+            windows_fired=self.windows_fired,
             throughput=throughput,
             backpressure=backpressure,
             buffer_size=buf.size if buf is not None else 0,

@@ -19,7 +19,7 @@ class StreamMetrics:
             because its consumer did not take output (the last stage's figure).
         items_in: items read from the source (the first stage's input).
         items_out: results delivered (the last stage's output).
-        errors, retries, skipped, dead_lettered, dropped: totals over stages.
+        errors, retries, skipped, dead_lettered, dropped, late: totals over stages.
         buffer_size, buffer_capacity: totals over the stages' input buffers.
         latency_p50, latency_p95, latency_p99: the slowest stage's percentile of
             processing time per item, in seconds (``None`` before any timing).
@@ -38,6 +38,7 @@ class StreamMetrics:
     skipped: int = 0
     dead_lettered: int = 0
     dropped: int = 0
+    late: int = 0
     buffer_size: int = 0
     buffer_capacity: int = 0
     latency_p50: float | None = None
@@ -96,6 +97,7 @@ class StreamMonitor:
             skipped=sum(s.skipped for s in stages),
             dead_lettered=sum(s.dead_lettered for s in stages),
             dropped=sum(s.dropped for s in stages),
+            late=sum(s.late for s in stages),
             buffer_size=sum(s.buffer_size for s in stages),
             buffer_capacity=sum(s.buffer_capacity for s in stages),
             latency_p50=_max(s.latency_p50 for s in stages),
@@ -126,6 +128,9 @@ def _sum_stages(column: tuple[StageMetrics, ...]) -> StageMetrics:
         skipped=sum(s.skipped for s in column),
         dead_lettered=sum(s.dead_lettered for s in column),
         dropped=sum(s.dropped for s in column),
+        late=sum(s.late for s in column),
+        windows_open=sum(s.windows_open for s in column),
+        windows_fired=sum(s.windows_fired for s in column),
         throughput=sum(s.throughput for s in column),
         backpressure=max((s.backpressure for s in active), default=0.0),
         buffer_size=sum(s.buffer_size for s in column),

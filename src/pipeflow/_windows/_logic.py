@@ -1,0 +1,291 @@
+"""Window maths as plain synchronous code: assign items, fire on the watermark, flush.
+
+No event loop, no clock: the windowed pipe drives these objects with times it
+reads from its clock. Times are whole microseconds since the Unix epoch, so
+boundaries are exact (an item exactly on a boundary belongs to the window that
+starts there).
+
+Window state is released the moment a window fires: memory is bounded by the
+windows open at once, never by the length of the stream.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Hashable
+from typing import Any, Protocol
+
+__all__ = ["CountWindows", "OpenWindow", "SessionWindows", "SlidingWindows", "TumblingWindows"]
+
+
+class OpenWindow:
+    """One window's state while it collects items."""
+
+    __slots__ = ("end", "fired", "items", "key", "since", "start")
+
+    def __init__(self, key: Hashable, start: int, end: int, since: int = 0) -> None:
+        self.key = key
+        self.start = start
+        self.end = end
+        self.items: list[Any] = []
+        self.fired = False
+        #: The source mark reached before this window's first item (for acks).
+        self.since = since
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenWindow(key={self.key!r}, start={self.start}, end={self.end}, n={len(self.items)})"
+        )
+
+
+class WindowLogic(Protocol):
+    """What the windowed pipe needs of a kind of window."""
+
+    def add(self, item: Any, key: Hashable, ts: int, watermark: int) -> bool:
+        """Put ``item`` (time ``ts``) in its windows; ``False`` if every one had fired."""
+        ...
+
+    def fire(self, watermark: int) -> list[OpenWindow]:
+        """Remove and return the windows complete at ``watermark``, by end time."""
+        ...
+
+    def flush(self) -> list[OpenWindow]:
+        """Remove and return every open window, by end time (end of stream)."""
+        ...
+
+    def next_end(self) -> int | None:
+        """The earliest end of an open window: when the next one fires."""
+        ...
+
+    @property
+    def open_count(self) -> int: ...
+
+    #: The source position new windows record as ``since`` (set by the pipe).
+    position: int
+
+    def open_windows(self) -> list[OpenWindow]:
+        """The windows holding items now."""
+        ...
+
+
+class _Heap:
+    """Open windows ordered by (end, start, creation); stale entries skipped lazily."""
+
+    __slots__ = ("_heap", "_seq")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, int, OpenWindow]] = []
+        self._seq = 0
+
+    def push(self, w: OpenWindow) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (w.end, w.start, self._seq, w))
+
+    def pop_until(self, watermark: int) -> list[OpenWindow]:
+        heap = self._heap
+        out = []
+        while heap and heap[0][0] <= watermark:
+            end, _, _, w = heapq.heappop(heap)
+            if not w.fired and w.end == end:
+                w.fired = True
+                out.append(w)
+        return out
+
+    def peek_end(self) -> int | None:
+        heap = self._heap
+        while heap and (heap[0][3].fired or heap[0][3].end != heap[0][0]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def drain(self) -> list[OpenWindow]:
+        return self.pop_until(2**63)
+
+
+class TumblingWindows:
+    """Fixed, non-overlapping windows ``[offset + k*size, offset + (k+1)*size)``."""
+
+    __slots__ = ("_heap", "_offset", "_open", "_size", "position")
+
+    def __init__(self, size: int, offset: int = 0) -> None:
+        self.position = 0
+        self._size = size
+        self._offset = offset % size
+        self._open: dict[tuple[Hashable, int], OpenWindow] = {}
+        self._heap = _Heap()
+
+    def add(self, item: Any, key: Hashable, ts: int, watermark: int) -> bool:
+        start = ts - (ts - self._offset) % self._size
+        w = self._open.get((key, start))
+        if w is None:
+            end = start + self._size
+            if end <= watermark:
+                return False
+            w = self._open[key, start] = OpenWindow(key, start, end, self.position)
+            self._heap.push(w)
+        w.items.append(item)
+        return True
+
+    def fire(self, watermark: int) -> list[OpenWindow]:
+        fired = self._heap.pop_until(watermark)
+        for w in fired:
+            del self._open[w.key, w.start]
+        return fired
+
+    def flush(self) -> list[OpenWindow]:
+        fired = self._heap.drain()
+        self._open.clear()
+        return fired
+
+    def next_end(self) -> int | None:
+        return self._heap.peek_end()
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+    def open_windows(self) -> list[OpenWindow]:
+        return list(self._open.values())
+
+
+class SlidingWindows(TumblingWindows):
+    """Windows of ``size`` starting every ``slide``; an item is in ``size/slide`` of them."""
+
+    __slots__ = ("_slide",)
+
+    def __init__(self, size: int, slide: int, offset: int = 0) -> None:
+        super().__init__(size, offset)
+        self._slide = slide
+        self._offset = offset % slide
+
+    def add(self, item: Any, key: Hashable, ts: int, watermark: int) -> bool:
+        size, slide = self._size, self._slide
+        start = ts - (ts - self._offset) % slide  # the latest window containing ts
+        accepted = False
+        while start > ts - size:
+            end = start + size
+            if end <= watermark:
+                break  # this and every earlier window have fired
+            w = self._open.get((key, start))
+            if w is None:
+                w = self._open[key, start] = OpenWindow(key, start, end, self.position)
+                self._heap.push(w)
+            w.items.append(item)
+            accepted = True
+            start -= slide
+        return accepted
+
+
+class SessionWindows:
+    """Per key, items closer than ``gap`` to each other form one window.
+
+    A session spans ``[first item, last item + gap)``; an item that bridges two
+    sessions merges them. It fires once the watermark passes its end.
+    """
+
+    __slots__ = ("_gap", "_heap", "_sessions", "position")
+
+    def __init__(self, gap: int) -> None:
+        self.position = 0
+        self._gap = gap
+        self._sessions: dict[Hashable, list[OpenWindow]] = {}
+        self._heap = _Heap()
+
+    def add(self, item: Any, key: Hashable, ts: int, watermark: int) -> bool:
+        gap = self._gap
+        sessions = self._sessions.setdefault(key, [])
+        touching = [s for s in sessions if ts < s.end and ts + gap > s.start]
+        if not touching:
+            if ts + gap <= watermark:
+                if not sessions:
+                    del self._sessions[key]
+                return False
+            w = OpenWindow(key, ts, ts + gap, self.position)
+            w.items.append(item)
+            sessions.append(w)
+            self._heap.push(w)
+            return True
+        w = touching[0]
+        for other in touching[1:]:
+            w.items += other.items
+            w.start = min(w.start, other.start)
+            w.end = max(w.end, other.end)
+            w.since = min(w.since, other.since)
+            other.fired = True  # merged away: its heap entry is stale
+            sessions.remove(other)
+        w.items.append(item)
+        w.start = min(w.start, ts)
+        new_end = max(w.end, ts + gap)
+        if new_end != w.end or len(touching) > 1:
+            w.end = new_end
+            self._heap.push(w)
+        return True
+
+    def _release(self, fired: list[OpenWindow]) -> list[OpenWindow]:
+        for w in fired:
+            sessions = self._sessions[w.key]
+            sessions.remove(w)
+            if not sessions:
+                del self._sessions[w.key]
+        return fired
+
+    def fire(self, watermark: int) -> list[OpenWindow]:
+        return self._release(self._heap.pop_until(watermark))
+
+    def flush(self) -> list[OpenWindow]:
+        return self._release(self._heap.drain())
+
+    def next_end(self) -> int | None:
+        return self._heap.peek_end()
+
+    @property
+    def open_count(self) -> int:
+        return sum(len(s) for s in self._sessions.values())
+
+    def open_windows(self) -> list[OpenWindow]:
+        return [w for sessions in self._sessions.values() for w in sessions]
+
+
+class CountWindows:
+    """Per key, a window of every ``count`` items in arrival order; time plays no part.
+
+    ``start`` and ``end`` are the times of the first and the last item.
+    """
+
+    __slots__ = ("_count", "_full", "_open", "position")
+
+    def __init__(self, count: int) -> None:
+        self.position = 0
+        self._count = count
+        self._open: dict[Hashable, OpenWindow] = {}
+        self._full: list[OpenWindow] = []
+
+    def add(self, item: Any, key: Hashable, ts: int, watermark: int) -> bool:
+        w = self._open.get(key)
+        if w is None:
+            w = self._open[key] = OpenWindow(key, ts, ts, self.position)
+        w.items.append(item)
+        w.end = ts
+        if len(w.items) >= self._count:
+            del self._open[key]
+            w.fired = True
+            self._full.append(w)
+        return True
+
+    def fire(self, watermark: int) -> list[OpenWindow]:
+        full, self._full = self._full, []
+        return full
+
+    def flush(self) -> list[OpenWindow]:
+        rest = sorted(self._open.values(), key=lambda w: w.end)
+        self._open.clear()
+        return self.fire(0) + rest
+
+    def next_end(self) -> int | None:
+        return None
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+    def open_windows(self) -> list[OpenWindow]:
+        return list(self._open.values())
