@@ -1,22 +1,39 @@
-"""``TestSource``: a source that records how it was read and closed."""
+"""``TestSource``: a scripted source that records how it was read, acked and closed."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
-from typing import Generic, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-__all__ = ["TestSource"]
+if TYPE_CHECKING:
+    from .._core._clock import Clock
+
+__all__ = ["Cue", "TestSource"]
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Cue:
+    """A scripted event in a ``TestSource``'s items (see ``wait``, ``at``, ``fail``, ``end``)."""
+
+    action: str
+    seconds: float = 0.0
+    error: BaseException | None = None
+    item: Any = None
 
 
 class TestSource(Generic[T]):
     """An async source over ``items`` that counts reads, acks and closing.
 
-    Args:
-        items: what to emit.
-        fail_after: raise ``fail_with`` after emitting this many items.
-        fail_with: the exception to raise (a ``RuntimeError`` by default).
+    Besides items, the script may hold cues: ``TestSource.wait(s)`` waits ``s``
+    seconds on the clock, ``TestSource.at(t, item)`` emits ``item`` once the
+    clock reads ``t``, ``TestSource.fail(exc)`` raises, ``TestSource.end()``
+    stops early. Timed cues need ``clock=`` (a ``VirtualClock`` in tests).
+
+    >>> from pipeflow.testing import TestSource
+    >>> source = TestSource([1, 2, TestSource.fail(ValueError("boom"))])
 
     Attributes:
         read: items emitted so far.
@@ -30,12 +47,14 @@ class TestSource(Generic[T]):
 
     def __init__(
         self,
-        items: Iterable[T],
+        items: Iterable[T | Cue],
         *,
+        clock: Clock | None = None,
         fail_after: int | None = None,
         fail_with: BaseException | None = None,
     ) -> None:
         self._items = list(items)
+        self._clock = clock
         self._fail_after = fail_after
         self._fail_with = fail_with
         self.read = 0
@@ -44,17 +63,57 @@ class TestSource(Generic[T]):
         self.paused = False
         self.pauses = 0
 
+    @staticmethod
+    def wait(seconds: float) -> Cue:
+        """A cue: wait ``seconds`` on the clock before going on (the source is quiet)."""
+        return Cue("wait", seconds=seconds)
+
+    @staticmethod
+    def at(t: float, item: Any) -> Cue:
+        """A cue: emit ``item`` once the clock's ``monotonic()`` reads ``t``."""
+        return Cue("at", seconds=t, item=item)
+
+    @staticmethod
+    def fail(error: BaseException) -> Cue:
+        """A cue: raise ``error`` from the source."""
+        return Cue("fail", error=error)
+
+    @staticmethod
+    def end() -> Cue:
+        """A cue: end the stream here, ignoring what follows."""
+        return Cue("end")
+
     def __aiter__(self) -> AsyncIterator[T]:
         return self._emit()
 
-    async def _emit(self) -> AsyncIterator[T]:
-        for item in self._items:
-            if self._fail_after is not None and self.read >= self._fail_after:
-                raise self._fail_with or RuntimeError(f"source failed after {self.read} items")
-            self.read += 1
-            yield item
+    def _check_fail(self) -> None:
         if self._fail_after is not None and self.read >= self._fail_after:
-            raise self._fail_with or RuntimeError(f"source failed after {self.read} items")
+            raise self._fail_with or RuntimeError(f"source failed after {self.read} items")  # noqa: EM102
+
+    async def _emit(self) -> AsyncIterator[T]:
+        for entry in self._items:
+            if isinstance(entry, Cue):
+                if entry.action == "end":
+                    return
+                if entry.action == "fail":
+                    assert entry.error is not None
+                    raise entry.error
+                await self._wait(entry)
+                if entry.action == "wait":
+                    continue
+                entry = entry.item
+            self._check_fail()
+            self.read += 1
+            yield entry  # type: ignore[misc]
+        self._check_fail()
+
+    async def _wait(self, cue: Cue) -> None:
+        if self._clock is None:
+            msg = f"TestSource.{cue.action}() needs TestSource(..., clock=...)"
+            raise RuntimeError(msg)
+        delay = cue.seconds if cue.action == "wait" else cue.seconds - self._clock.monotonic()
+        if delay > 0:
+            await self._clock.sleep(delay)
 
     async def aclose(self) -> None:
         self.closed = True
