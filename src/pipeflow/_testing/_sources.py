@@ -88,7 +88,7 @@ class TestSource(Generic[T]):
 
     def _check_fail(self) -> None:
         if self._fail_after is not None and self.read >= self._fail_after:
-            raise self._fail_with or RuntimeError(f"source failed after {self.read} items")  # noqa: EM102
+            raise self._fail_with or RuntimeError(f"source failed after {self.read} items")
 
     async def _emit(self) -> AsyncIterator[T]:
         for entry in self._items:
@@ -104,7 +104,7 @@ class TestSource(Generic[T]):
                 entry = entry.item
             self._check_fail()
             self.read += 1
-            yield entry  # type: ignore[misc]
+            yield entry
         self._check_fail()
 
     async def _wait(self, cue: Cue) -> None:
