@@ -197,7 +197,8 @@ class ErrorHandler:
             return SKIP
         assert isinstance(policy, DeadLetter)
         self.stats.dead_lettered += 1
-        log.warning("pipe %r dead-lettered a failed item: %s", self.name, error)
+        # The item went where the user asked: worth a record, not a warning per item.
+        log.info("pipe %r dead-lettered a failed item: %s", self.name, error)
         await self.deliver(policy.sink, error)
         return SKIP
 

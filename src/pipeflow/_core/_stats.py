@@ -182,7 +182,9 @@ class StageStats:
         if self.timed:
             now = self.clock.monotonic()
             self._rotate(now)
-            window = min(WINDOW_SECONDS, now - self._started)
+            # The ring holds the current, partial bucket and the full ones before it.
+            covered = (_NBUCKETS - 1) * _BUCKET + (now - self._bucket_start)
+            window = min(covered, now - self._started)
             if window > 0:
                 blocked = sum(self._blocked)
                 if self.blocked_since is not None:

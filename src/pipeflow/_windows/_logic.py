@@ -113,6 +113,19 @@ class TumblingWindows:
         self._open: dict[tuple[Hashable, int], OpenWindow] = {}
         self._heap = _Heap()
 
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def offset(self) -> int:
+        return self._offset
+
+    @property
+    def lookup(self) -> dict[tuple[Hashable, int], OpenWindow]:
+        """Open windows by ``(key, start)``: the hot loop appends to them directly."""
+        return self._open
+
     def add(self, item: Any, key: Hashable, ts: int, watermark: int) -> bool:
         start = ts - (ts - self._offset) % self._size
         w = self._open.get((key, start))

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Hashable
 from datetime import datetime, timedelta
 from functools import partial
+from math import floor as _floor
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from .._core._buffer import wait_input
@@ -41,6 +42,7 @@ In = TypeVar("In")
 Out = TypeVar("Out")
 
 _NO_TIME = -(2**62)
+_NEVER = 2**62
 
 
 class Window(list[T], Generic[T]):
@@ -265,9 +267,10 @@ class _WindowRun:
             if fired or chunk is not None:
                 out, failed = await self.emit(fired)
                 error = error or failed
-                if out or self.ack_mark() != self.acked:
-                    self.acked = self.ack_mark()
-                    yield out, self.acked
+                acked = self.ack_mark()
+                if out or acked != self.acked:
+                    self.acked = acked
+                    yield out, acked
                 if error is not None:
                     raise error
                 continue
@@ -310,30 +313,51 @@ class _WindowRun:
             logic.add(x, k, now, now)
 
     async def _add_event_time(self, items: list[Any], fired: list[OpenWindow]) -> None:
+        # The per-item loop of the whole library's heaviest stage: keep it flat.
         logic, keyfn, tsfn = self.logic, self.pipe.key, self.pipe.timestamp
         assert tsfn is not None
         add = logic.add
         self.watermark = wm = self.current_watermark()
         lateness = self.pipe._lateness
-        seen_now = self.ctx.clock.monotonic()
-        max_ts = self.max_ts
-        for x in items:
-            try:
-                ts = to_us(tsfn(x))
-                k = keyfn(x) if keyfn is not None else None
-            except Exception as exc:
-                got = await self.resolve(x, exc, partial(_ts_key, tsfn, keyfn, x))
-                if got is SKIP:
-                    continue
-                ts, k = got
-            if ts > max_ts:
-                self.max_ts = max_ts = ts
-                self.seen_at = seen_now
-                if ts - lateness > wm:
-                    self.watermark = wm = ts - lateness
-                    fired += logic.fire(wm)
-            if not add(x, k, ts, wm):
-                await self.late(x, ts, wm)
+        max_ts = start_max = self.max_ts
+        due = _due(logic)
+        # Tumbling windows: find an open window by arithmetic and one dict lookup.
+        tumbling = logic if type(logic) is TumblingWindows else None
+        lookup = tumbling.lookup if tumbling is not None else None
+        size, offset = (tumbling.size, tumbling.offset) if tumbling is not None else (1, 0)
+        try:
+            for x in items:
+                try:
+                    raw = tsfn(x)
+                    ts = _floor(raw * 1e6 + 0.5) if type(raw) is float else to_us(raw)
+                    k = keyfn(x) if keyfn is not None else None
+                except Exception as exc:
+                    got = await self.resolve(x, exc, partial(_ts_key, tsfn, keyfn, x))
+                    if got is SKIP:
+                        continue
+                    ts, k = got
+                if ts > max_ts:
+                    max_ts = ts
+                    if ts - lateness > wm:
+                        wm = ts - lateness
+                        if wm >= due:
+                            fired += logic.fire(wm)
+                            due = _due(logic)
+                if lookup is not None:
+                    w = lookup.get((k, ts - (ts - offset) % size))
+                    if w is not None:
+                        w.items.append(x)
+                        continue
+                if add(x, k, ts, wm):
+                    due = _due(logic)
+                else:
+                    self.watermark = wm
+                    await self.late(x, ts, wm)
+        finally:
+            self.watermark = wm
+            if max_ts != start_max:
+                self.max_ts = max_ts
+                self.seen_at = self.ctx.clock.monotonic()
 
     async def resolve(self, item: Any, exc: Exception, fn: Callable[[], Any]) -> Any:
         """Apply the error policy to a failed key or timestamp function."""
@@ -376,6 +400,12 @@ class _WindowRun:
             out.append(result)
         stats.items_out += len(out)
         return out, error
+
+
+def _due(logic: WindowLogic) -> int:
+    """When the next window fires, as a watermark (never, if none is open)."""
+    end = logic.next_end()
+    return _NEVER if end is None else end
 
 
 def _ts_key(
