@@ -89,6 +89,10 @@ class BatchStreamPipe(StreamPipe[In, Out]):
         self.weight = weight
         self.max_weight = max_weight
 
+    async def process_item(self, item: In) -> Any:
+        """Process one item of a batch (for ``process_items``). Default: the item itself."""
+        return item
+
     async def process_batch(self, batch: list[In]) -> Out:
         """Turn one batch into the result emitted for it. Default: ``process_items``."""
         return await self.process_items(batch)  # type: ignore[return-value]
@@ -216,6 +220,9 @@ class _BatchRun:
                 try:
                     result = await call(batch)
                 except Exception as exc:
+                    if isinstance(exc, StreamError) and exc.pipe == self.pipe.name:
+                        # An item of the batch failed for good: its policy has had its say.
+                        return out, exc
                     try:
                         result = await self.ctx.errors.handle(batch, exc, _call_once(call, batch))
                     except StreamError as failed:

@@ -213,7 +213,7 @@ class ErrorHandler:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(policy.attempts),
             wait=_wait_exponential_jitter(
-                initial=policy.backoff, max=policy.max_backoff, jitter=policy.jitter
+                multiplier=policy.backoff, max=policy.max_backoff, jitter=policy.jitter
             ),
             retry=retry_if_exception_type(policy.on),
             sleep=self.clock.sleep,

@@ -191,7 +191,7 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
         result: Out = self.aggregate_window(window)
         return result
 
-    def aggregate_window(self, window: Window[In]) -> Any:
+    def aggregate_window(self, window: list[In]) -> Any:
         """Synchronous aggregation of a window. Default: its items as a ``Window`` list."""
         return window
 
@@ -318,6 +318,8 @@ class _WindowRun:
         assert tsfn is not None
         add = logic.add
         self.watermark = wm = self.current_watermark()
+        # The watermark may have moved with the clock: windows due now close first.
+        fired += logic.fire(wm)
         lateness = self.pipe._lateness
         max_ts = start_max = self.max_ts
         due = _due(logic)

@@ -1,0 +1,462 @@
+# ruff: noqa: SIM300  -- assertions are written `expected == actual`
+"""BatchStreamPipe: batches by size, time and weight; per-item processing, errors, acks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from datetime import timedelta
+from itertools import pairwise
+from typing import Any, TypeVar
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeflow.streams import BatchStreamPipe, Pipeline, Retry, Stream, StreamError
+from pipeflow.streams import map as pmap
+from pipeflow.testing import TestSource, VirtualClock
+
+T = TypeVar("T")
+
+
+async def collect(stream: Stream[T]) -> list[T]:
+    async with stream:
+        return [x async for x in stream]
+
+
+async def collect_until_error(stream: Stream[T], got: list[T]) -> None:
+    """Append results to ``got`` until the stream ends or raises."""
+    async with stream:
+        async for x in stream:
+            got.append(x)
+
+
+async def collect_timed(stream: Stream[T], clock: VirtualClock) -> list[tuple[float, T]]:
+    """Each result with the virtual time it arrived at."""
+    async with stream:
+        return [(clock.monotonic(), x) async for x in stream]
+
+
+async def agen(items: Iterable[T]) -> AsyncIterator[T]:
+    """An async source handing over one item at a time."""
+    for x in items:
+        await asyncio.sleep(0)
+        yield x
+
+
+def batcher(size: int, **kwargs: Any) -> BatchStreamPipe[Any, list[Any]]:
+    return BatchStreamPipe(size, **kwargs)
+
+
+class Square(BatchStreamPipe[int, list[int]]):
+    async def process_item(self, item: int) -> Any:  # a per-item result, not a batch's
+        return item * item
+
+
+class FailingItems(BatchStreamPipe[int, list[int]]):
+    """Multiplies by ten; raises on the items in ``bad``; counts calls per item."""
+
+    def __init__(self, size: int, bad: set[int], **kwargs: Any) -> None:
+        super().__init__(size, **kwargs)
+        self.bad = bad
+        self.calls: dict[int, int] = {}
+
+    async def process_item(self, item: int) -> Any:
+        self.calls[item] = self.calls.get(item, 0) + 1
+        if item in self.bad:
+            raise ValueError(f"bad item {item}")
+        return item * 10
+
+
+class SumBatch(BatchStreamPipe[int, int]):
+    """Sums each batch; fails on a batch holding ``bad``."""
+
+    def __init__(self, size: int, bad: int | None = None, **kwargs: Any) -> None:
+        super().__init__(size, **kwargs)
+        self.bad = bad
+
+    async def process_batch(self, batch: list[int]) -> int:
+        if self.bad in batch:
+            raise RuntimeError("batch failed")
+        return sum(batch)
+
+
+# -- size -----------------------------------------------------------------------------
+
+
+async def test_full_batches_then_partial_last_batch() -> None:
+    """Items are grouped batch_size at a time; the end flushes the last partial batch."""
+    assert [[0, 1, 2], [3, 4, 5], [6, 7]] == await collect(batcher(3).stream(range(8)))
+
+
+async def test_exact_multiple_leaves_no_empty_batch() -> None:
+    """When the input divides evenly there is no empty batch at the end."""
+    assert [[0, 1], [2, 3], [4, 5]] == await collect(batcher(2).stream(range(6)))
+
+
+async def test_empty_source_gives_no_batch() -> None:
+    """No items, no batches."""
+    assert [] == await collect(batcher(3).stream([]))
+
+
+async def test_batch_size_one() -> None:
+    """batch_size=1 wraps every item in a batch of its own."""
+    assert [["a"], ["b"]] == await collect(batcher(1).stream(["a", "b"]))
+
+
+async def test_batches_do_not_depend_on_chunks() -> None:
+    """One item at a time or in big chunks, batches are the same."""
+    items = list(range(600))
+    chunked = await collect(batcher(7).stream(items))
+    one_by_one = await collect(batcher(7).stream(agen(items)))
+    assert chunked == one_by_one
+    assert [items[i : i + 7] for i in range(0, 600, 7)] == chunked
+
+
+async def test_batches_after_another_pipe() -> None:
+    """A batch pipe composes with other pipes."""
+    pipeline: Pipeline[int, list[Any]] = pmap(lambda x: x + 1) | batcher(2)
+    assert [[1, 2], [3]] == await collect(pipeline.stream(range(3)))
+
+
+async def test_statistics_count_items_in_and_batches_out() -> None:
+    """items_in counts items, items_out counts emitted batches."""
+    stream = batcher(4).stream(range(10))
+    await collect(stream)
+    [stats] = stream.statistics()
+    assert (10, 3) == (stats.items_in, stats.items_out)
+
+
+# -- max_wait ---------------------------------------------------------------------------
+
+
+async def test_max_wait_emits_partial_batch_while_source_is_quiet() -> None:
+    """A partial batch goes out exactly max_wait after its first item, without new input."""
+    clock = VirtualClock()
+    src: TestSource[Any] = TestSource(
+        [1, 2, TestSource.wait(10), 3, TestSource.wait(1)], clock=clock
+    )
+    out = await collect_timed(batcher(5, max_wait=2).stream(src, clock=clock), clock)
+    assert [(2.0, [1, 2]), (11.0, [3])] == out
+
+
+async def test_max_wait_counts_from_first_item_of_batch() -> None:
+    """Later items do not restart the wait; the next batch's wait starts at its own first item."""
+    clock = VirtualClock()
+    at = TestSource.at
+    src: TestSource[Any] = TestSource(
+        [at(0, 1), at(1.5, 2), at(3, 3), TestSource.wait(10)], clock=clock
+    )
+    pipe = batcher(5, max_wait=timedelta(seconds=2))
+    out = await collect_timed(pipe.stream(src, clock=clock), clock)
+    assert [(2.0, [1, 2]), (5.0, [3])] == out
+
+
+async def test_full_batch_goes_out_before_max_wait() -> None:
+    """A batch that fills up is emitted at once; the wait restarts with the next batch."""
+    clock = VirtualClock()
+    at = TestSource.at
+    src: TestSource[Any] = TestSource(
+        [at(0, 1), at(0.5, 2), at(1, 3), TestSource.wait(10)], clock=clock
+    )
+    out = await collect_timed(batcher(2, max_wait=2).stream(src, clock=clock), clock)
+    assert [(0.5, [1, 2]), (3.0, [3])] == out
+
+
+async def test_max_wait_with_chunk_completing_batch_and_starting_next() -> None:
+    """Items that fill a batch and start another in one go: the new batch waits from then."""
+    clock = VirtualClock()
+    src: TestSource[Any] = TestSource(
+        [1, TestSource.wait(1), 2, 3, TestSource.wait(10)], clock=clock
+    )
+    out = await collect_timed(batcher(2, max_wait=5).stream(src, clock=clock), clock)
+    assert [(1.0, [1, 2]), (6.0, [3])] == out
+
+
+# -- weight -----------------------------------------------------------------------------
+
+
+async def test_batches_limited_by_weight() -> None:
+    """A batch closes when the next item would take its weight over max_weight."""
+    items = ["ab", "cd", "e", "fgh", "ij", "k"]
+    pipe = batcher(10, weight=len, max_weight=5)
+    assert [["ab", "cd", "e"], ["fgh", "ij"], ["k"]] == await collect(pipe.stream(items))
+
+
+async def test_item_heavier_than_max_weight_forms_own_batch() -> None:
+    """An item heavier than max_weight alone is a batch of its own."""
+    items = ["a", "toolong", "b", "c"]
+    pipe = batcher(10, weight=len, max_weight=3)
+    assert [["a"], ["toolong"], ["b", "c"]] == await collect(pipe.stream(items))
+
+
+async def test_weight_and_size_limits_together() -> None:
+    """batch_size still caps a batch of light items."""
+    pipe = batcher(2, weight=lambda _: 0.5, max_weight=10)
+    assert [[1, 2], [3, 4], [5]] == await collect(pipe.stream([1, 2, 3, 4, 5]))
+
+
+async def test_weighted_batches_same_one_by_one() -> None:
+    """Weighted batching does not depend on chunking either."""
+    items = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5]
+    chunked = await collect(batcher(4, weight=float, max_weight=8).stream(items))
+    single = await collect(batcher(4, weight=float, max_weight=8).stream(agen(items)))
+    assert chunked == single
+    assert [[3, 1, 4], [1, 5], [9], [2, 6], [5, 3], [5]] == chunked
+
+
+# -- processing ---------------------------------------------------------------------------
+
+
+async def test_default_process_batch_applies_process_item() -> None:
+    """The default process_batch returns process_item's results for the batch, in order."""
+    assert [[0, 1, 4], [9, 16]] == await collect(Square(3).stream(range(5)))
+
+
+async def test_process_batch_override() -> None:
+    """An overridden process_batch turns each batch into one result."""
+    assert [3, 12, 6] == await collect(SumBatch(3).stream(range(7)))
+
+
+async def test_process_items_with_concurrency_keeps_order_and_limits_in_flight() -> None:
+    """process_items runs up to `concurrency` process_item calls at once; results stay in order."""
+    clock = VirtualClock()
+    in_flight = 0
+    peak = 0
+
+    class Slow(BatchStreamPipe[int, list[int]]):
+        async def process_item(self, item: int) -> Any:
+            nonlocal in_flight, peak
+            in_flight += 1
+            peak = max(peak, in_flight)
+            await clock.sleep(1.0 / (item + 1))  # later items finish sooner
+            in_flight -= 1
+            return item
+
+    out = await collect_timed(Slow(6, concurrency=2).stream(range(8), clock=clock), clock)
+    assert [[0, 1, 2, 3, 4, 5], [6, 7]] == [batch for _, batch in out]
+    assert 2 == peak
+    # Two at a time: 1/1 | 1/2 -> 1/3 starts at 0.5, ... far faster than one at a time.
+    assert out[0][0] < sum(1.0 / (i + 1) for i in range(6))
+
+
+async def test_process_items_sequential_by_default() -> None:
+    """With concurrency=1 no two process_item calls overlap."""
+    clock = VirtualClock()
+    in_flight = 0
+    peak = 0
+
+    class Slow(BatchStreamPipe[int, list[int]]):
+        async def process_item(self, item: int) -> Any:
+            nonlocal in_flight, peak
+            in_flight += 1
+            peak = max(peak, in_flight)
+            await clock.sleep(0.1)
+            in_flight -= 1
+            return item
+
+    assert [[0, 1, 2]] == await collect(Slow(3).stream(range(3), clock=clock))
+    assert 1 == peak
+
+
+async def test_skip_failed_item_drops_only_its_result() -> None:
+    """on_error="skip": a failing process_item leaves its batch one result short."""
+    pipe = FailingItems(3, {2}, on_error="skip")
+    stream = pipe.stream(range(6))
+    assert [[0, 10], [30, 40, 50]] == await collect(stream)
+    [stats] = stream.statistics()
+    assert (1, 1) == (stats.skipped, stats.errors)
+
+
+async def test_skip_failed_items_with_concurrency() -> None:
+    """Skipping works the same with concurrent process_item calls."""
+    pipe = FailingItems(4, {1, 3}, on_error="skip", concurrency=3)
+    assert [[0, 20], [40, 50]] == await collect(pipe.stream(range(6)))
+
+
+async def test_process_batch_failure_raises_with_batch_as_item() -> None:
+    """A failing process_batch under "raise": earlier results first, then StreamError(batch)."""
+    got: list[int] = []
+    with pytest.raises(StreamError) as info:
+        await collect_until_error(SumBatch(2, bad=4, name="sums").stream(range(8)), got)
+    assert [1, 5] == got
+    assert [4, 5] == info.value.item
+    assert "sums" == info.value.pipe
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
+async def test_process_batch_failure_skipped() -> None:
+    """Under "skip" a failing batch leaves no result; later batches still come."""
+    stream = SumBatch(2, bad=4, on_error="skip").stream(range(8))
+    assert [1, 5, 13] == await collect(stream)
+    assert 1 == stream.statistics()[0].skipped
+
+
+async def test_failed_item_under_raise_reports_the_item() -> None:
+    """A process_item failure under "raise" ends the stream with StreamError for that item.
+
+    Earlier batches are delivered; the error names the failing item (not the batch),
+    its cause is the original exception, and it counts as one error.
+    """
+    pipe = FailingItems(3, {4})
+    stream = pipe.stream(range(6))
+    got: list[list[int]] = []
+    with pytest.raises(StreamError) as info:
+        await collect_until_error(stream, got)
+    assert [[0, 10, 20]] == got
+    assert 4 == info.value.item
+    assert isinstance(info.value.__cause__, ValueError)
+    assert 1 == stream.statistics()[0].errors
+
+
+async def test_retry_of_failed_item_retries_only_that_item() -> None:
+    """Retry covers the failing process_item call; the other items of the batch run once."""
+    pipe = FailingItems(3, {4}, on_error=Retry(attempts=3, backoff=1, jitter=0))
+    stream = pipe.stream(range(6), clock=VirtualClock())
+    got: list[list[int]] = []
+    with pytest.raises(StreamError) as info:
+        await collect_until_error(stream, got)
+    assert [[0, 10, 20]] == got
+    assert (4, 3) == (info.value.item, info.value.attempts)
+    # Under "raise" the batch stops at the item that failed for good: 5 is never tried.
+    assert {0: 1, 1: 1, 2: 1, 3: 1, 4: 3} == pipe.calls
+    [stats] = stream.statistics()
+    assert (2, 1) == (stats.retries, stats.errors)
+
+
+async def test_transient_item_failure_retried_within_batch() -> None:
+    """An item that fails once and then succeeds keeps its place in the batch."""
+    failed: set[int] = set()
+
+    class Flaky(BatchStreamPipe[int, list[int]]):
+        async def process_item(self, item: int) -> Any:
+            if item == 1 and item not in failed:
+                failed.add(item)
+                raise ConnectionError("flaky")
+            return item
+
+    pipe = Flaky(3, on_error=Retry(attempts=2, backoff=1, jitter=0))
+    stream = pipe.stream(range(4), clock=VirtualClock())
+    assert [[0, 1, 2], [3]] == await collect(stream)
+    assert 1 == stream.statistics()[0].retries
+
+
+# -- acks -------------------------------------------------------------------------------
+
+
+async def test_acks_do_not_pass_items_held_in_pending_batch() -> None:
+    """The source is acked only up to items whose batch was delivered."""
+    src = TestSource(range(5))
+    acked_when_delivered: list[int] = []
+    async with batcher(2).stream(src) as stream:
+        async for _ in stream:
+            acked_when_delivered.append(src.acked)
+    assert [0, 2, 4] == acked_when_delivered
+    assert 5 == src.acked
+
+
+async def test_acks_with_max_wait_do_not_pass_pending_batch() -> None:
+    """With a timer-driven pipe too, items waiting in a batch are not acked."""
+    clock = VirtualClock()
+    src: TestSource[Any] = TestSource(
+        [1, 2, 3, TestSource.wait(5), 4, TestSource.wait(5)], clock=clock
+    )
+    acked_when_delivered: list[int] = []
+    delivered_before: list[int] = []
+    delivered = 0
+    async with batcher(2, max_wait=1).stream(src, clock=clock) as stream:
+        async for batch in stream:
+            acked_when_delivered.append(src.acked)
+            delivered_before.append(delivered)
+            delivered += len(batch)
+    # [1, 2] full, [3] after max_wait, [4] at the end: never acked beyond what was delivered.
+    assert all(a <= d for a, d in zip(acked_when_delivered, delivered_before, strict=True))
+    assert 3 == len(acked_when_delivered)
+    assert 4 == src.acked
+
+
+# -- validation -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "kwargs"),
+    [
+        (0, {}),
+        (-1, {}),
+        (True, {}),
+        (2.5, {}),
+        (3, {"weight": len}),
+        (3, {"max_weight": 10}),
+        (3, {"weight": len, "max_weight": 0}),
+        (3, {"weight": len, "max_weight": -1}),
+        (3, {"max_wait": -1}),
+        (3, {"max_wait": 0}),
+        (3, {"max_wait": timedelta(seconds=-1)}),
+        (3, {"concurrency": 0}),
+        (3, {"on_error": "ignore"}),
+    ],
+)
+def test_invalid_settings_rejected(size: Any, kwargs: dict[str, Any]) -> None:
+    """Bad batch settings raise ValueError at construction."""
+    with pytest.raises(ValueError, match=r"\S"):
+        BatchStreamPipe(size, **kwargs)
+
+
+def test_weight_must_be_callable() -> None:
+    """weight= that is not a function raises TypeError."""
+    with pytest.raises(TypeError):
+        BatchStreamPipe(3, weight=2, max_weight=10)  # type: ignore[arg-type]
+
+
+# -- properties ---------------------------------------------------------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    items=st.lists(st.integers(), max_size=300),
+    size=st.integers(1, 20),
+    one_by_one=st.booleans(),
+)
+def test_batches_partition_input(items: list[int], size: int, one_by_one: bool) -> None:
+    """Concatenated batches equal the input; every batch but the last has batch_size items."""
+
+    async def main() -> list[list[int]]:
+        source = agen(items) if one_by_one else items
+        return await collect(batcher(size).stream(source))
+
+    batches = asyncio.run(main())
+    assert items == [x for b in batches for x in b]
+    assert all(len(b) == size for b in batches[:-1])
+    if batches:
+        assert 1 <= len(batches[-1]) <= size
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    weights=st.lists(st.integers(0, 12), max_size=60),
+    size=st.integers(1, 8),
+    limit=st.integers(1, 10),
+    one_by_one=st.booleans(),
+)
+def test_weighted_batches_respect_limits(
+    weights: list[int], size: int, limit: int, one_by_one: bool
+) -> None:
+    """Weighted batches keep the input order, stay within size and weight (or hold one heavy
+    item), and close only when the next item would not fit."""
+    items = list(enumerate(weights))
+
+    async def main() -> list[list[tuple[int, int]]]:
+        source = agen(items) if one_by_one else items
+        pipe: BatchStreamPipe[tuple[int, int], list[tuple[int, int]]] = BatchStreamPipe(
+            size, weight=lambda x: x[1], max_weight=limit
+        )
+        return await collect(pipe.stream(source))
+
+    batches = asyncio.run(main())
+    assert items == [x for b in batches for x in b]
+    for b, following in pairwise(batches):
+        total = sum(w for _, w in b)
+        assert len(b) <= size
+        assert total <= limit or len(b) == 1
+        assert len(b) == size or total + following[0][1] > limit
