@@ -1,4 +1,4 @@
-# ruff: noqa: SIM300, UP006, UP035  -- `expected == actual`; the samples use typing.Dict/List
+# ruff: noqa: UP006, UP035  -- `expected == actual`; the samples use typing.Dict/List
 # The verbatim samples are not --strict clean: bare Dict/List (type-arg), and the Windowing
 # sample passes its `List[Dict]` parameter to aggregate_window, typed `Window[In] -> Any`
 # (arg-type, no-any-return).

@@ -1,4 +1,4 @@
-# ruff: noqa: SIM300  -- assertions are written `expected == actual`
+
 """BatchStreamPipe: batches by size, time and weight; per-item processing, errors, acks."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-# ruff: noqa: SIM300  -- assertions are written `expected == actual`
+
 """The synchronous window maths: assigning items, firing on the watermark, flushing.
 
 Times are whole microseconds; the tests use small integers so the diagrams read

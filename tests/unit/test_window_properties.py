@@ -1,4 +1,4 @@
-# ruff: noqa: SIM300  -- assertions are written `expected == actual`
+
 """Windowed pipes against small reference models, on random out-of-order event streams.
 
 The models are written from the documented semantics, item by item:

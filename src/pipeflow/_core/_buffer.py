@@ -105,6 +105,8 @@ class ChunkBuffer:
             self._append(items, mark)
             return []
         if self._overflow == "fail":
+            if free > 0:
+                self._append(items[:free], self._last_mark)  # what fits is delivered first
             raise BufferOverflowError(self.owner.name, self.capacity)
         if self._overflow == "drop_newest":
             self.owner.dropped += len(items) - free

@@ -32,6 +32,30 @@ T = TypeVar("T")
 _DEFAULT_CONFIG = BackpressureConfig()
 
 
+class _RunState:
+    """What one run needs; shared by its ``Stream`` and its generator.
+
+    The generator must not refer to the ``Stream``: a consumer that breaks out of
+    a bare ``async for`` drops both, and without a reference cycle the generator
+    is finalized (and the run closed) at once rather than at the next GC.
+    """
+
+    __slots__ = ("clock", "run", "source", "stages", "started")
+
+    def __init__(
+        self,
+        stages: list[StreamPipe[Any, Any]],
+        source: Any,
+        clock: Clock,
+        run: RunStats,
+    ) -> None:
+        self.stages = stages
+        self.source = source
+        self.clock = clock
+        self.run = run
+        self.started = False
+
+
 class Stream(Generic[T]):
     """The results of one run. Iterate it with ``async for``; close it with ``async with``.
 
@@ -39,7 +63,7 @@ class Stream(Generic[T]):
     cancellation closes the source and every task the run started.
     """
 
-    __slots__ = ("_agen", "_clock", "_pipe", "_run", "_source", "_started")
+    __slots__ = ("_agen", "_state")
 
     def __init__(
         self,
@@ -48,22 +72,18 @@ class Stream(Generic[T]):
         clock: Clock | None,
     ) -> None:
         check_source(source)
-        self._pipe = pipe
-        self._source = source
-        self._clock = clock if clock is not None else SYSTEM_CLOCK
-        self._started = False
+        clock = clock if clock is not None else SYSTEM_CLOCK
         stages = pipe._stages()
         monitors = [pipe._monitor, *(p._monitor for p in stages)]
         timed = any(m is not None for m in monitors)
-        self._run = RunStats(
-            pipe.name, [StageStats(p.name, self._clock, timed=timed) for p in stages]
-        )
+        run = RunStats(pipe.name, [StageStats(p.name, clock, timed=timed) for p in stages])
         if pipe._monitor is not None:
-            pipe._monitor.attach(self._run)
-        for p, s in zip(stages, self._run.stages, strict=True):
+            pipe._monitor.attach(run)
+        for p, s in zip(stages, run.stages, strict=True):
             if p._monitor is not None and p is not pipe:
                 p._monitor.attach(RunStats(p.name, [s]))
-        self._agen: AsyncIterator[T] = self._iterate(stages)
+        self._state = _RunState(stages, source, clock, run)
+        self._agen: AsyncIterator[T] = _iterate(self._state)
 
     def __aiter__(self) -> AsyncIterator[T]:
         return self._agen
@@ -84,74 +104,85 @@ class Stream(Generic[T]):
 
     async def aclose(self) -> None:
         """Stop the run: close the source and every task and generator it opened."""
-        if not self._started:
-            self._started = True  # a stream closed before it began never begins
-            await close_source(self._source)
+        state = self._state
+        if not state.started:
+            state.started = True  # a stream closed before it began never begins
+            state.run.finish()
+            await close_source(state.source)
         await self._agen.aclose()  # type: ignore[attr-defined]
 
     def statistics(self) -> tuple[StageMetrics, ...]:
         """A snapshot of each stage's counters, in pipeline order."""
-        return tuple(s.statistics() for s in self._run.stages)
+        return tuple(s.statistics() for s in self._state.run.stages)
 
-    async def _iterate(self, stages: list[StreamPipe[Any, Any]]) -> AsyncIterator[T]:
-        if self._started:
-            return
-        self._started = True
-        source = self._source
-        clock = self._clock
-        sides = _SideStreams(clock)
-        tasks: list[asyncio.Task[None]] = []
-        gens: list[AsyncIterator[Chunk]] = []
-        all_stats = self._run.stages
-        try:
-            up: AsyncIterator[Chunk] = source_chunks(source)
-            gens.append(up)
-            segment_stats: list[StageStats] = []
-            for pipe, stats in zip(stages, all_stats, strict=True):
-                config = pipe.config or _DEFAULT_CONFIG
-                buffer = None
-                if pipe._needs_buffer:
-                    buffer = ChunkBuffer(config, stats)
-                    buffer.producers = segment_stats
-                    if not tasks and isinstance(source, Pausable):
-                        buffer.on_throttle = _pauser(source)
-                    stats.buffer = buffer
-                    tasks.append(
-                        asyncio.get_running_loop().create_task(
-                            _feed(up, buffer), name=f"pipeflow: feed {pipe.name!r}"
-                        )
+
+def _needs_buffer(stages: list[StreamPipe[Any, Any]], i: int) -> bool:
+    """Whether stage ``i`` gets a buffer of its own in front of it.
+
+    Besides pipes that ask for one, the pipe after an overridden
+    ``process_stream`` gets one: such a stage emits item by item, and a buffer
+    lets what follows take its output in chunks without holding any of it back.
+    """
+    return stages[i]._needs_buffer or (i > 0 and stages[i - 1]._overrides_process_stream())
+
+
+async def _iterate(state: _RunState) -> AsyncIterator[Any]:
+    if state.started:
+        return
+    state.started = True
+    stages, source, clock = state.stages, state.source, state.clock
+    sides = _SideStreams(clock)
+    tasks: list[asyncio.Task[None]] = []
+    gens: list[AsyncIterator[Chunk]] = []
+    try:
+        up: AsyncIterator[Chunk] = source_chunks(source)
+        gens.append(up)
+        segment_stats: list[StageStats] = []
+        for i, (pipe, stats) in enumerate(zip(stages, state.run.stages, strict=True)):
+            config = pipe.config or _DEFAULT_CONFIG
+            buffer = None
+            if _needs_buffer(stages, i):
+                buffer = ChunkBuffer(config, stats)
+                buffer.producers = segment_stats
+                if not tasks and isinstance(source, Pausable):
+                    buffer.on_throttle = _pauser(source)
+                stats.buffer = buffer
+                tasks.append(
+                    asyncio.get_running_loop().create_task(
+                        _feed(up, buffer), name=f"pipeflow: feed {pipe.name!r}"
                     )
-                    up = buffer.chunks()
-                    gens.append(up)
-                    segment_stats = []
-                segment_stats.append(stats)
-                errors = ErrorHandler(pipe.on_error, pipe.name, stats, clock, sides)
-                up = pipe._open(up, StageContext(pipe.name, stats, clock, errors, config, buffer))
+                )
+                up = buffer.chunks()
                 gens.append(up)
-            ack = source.ack if isinstance(source, Acknowledging) else None
-            acked = 0
-            timed = bool(segment_stats) and segment_stats[0].timed
-            async for items, mark in up:
-                if items:
-                    if timed:
-                        t = clock.monotonic()
-                        for s in segment_stats:
-                            s.block(t)
-                        for x in items:
-                            yield x
-                        t = clock.monotonic()
-                        for s in segment_stats:
-                            s.unblock(t)
-                    else:
-                        for x in items:
-                            yield x
-                if ack is not None and mark > acked:
-                    acked = mark
-                    ack(mark)
-            await sides.finish()
-        finally:
-            self._run.done = True
-            await _shutdown(tasks, gens, sides)
+                segment_stats = []
+            segment_stats.append(stats)
+            errors = ErrorHandler(pipe.on_error, pipe.name, stats, clock, sides)
+            up = pipe._open(up, StageContext(pipe.name, stats, clock, errors, config, buffer))
+            gens.append(up)
+        ack = source.ack if isinstance(source, Acknowledging) else None
+        acked = 0
+        timed = bool(segment_stats) and segment_stats[0].timed
+        async for items, mark in up:
+            if items:
+                if timed:
+                    t = clock.monotonic()
+                    for s in segment_stats:
+                        s.block(t)
+                    for x in items:
+                        yield x
+                    t = clock.monotonic()
+                    for s in segment_stats:
+                        s.unblock(t)
+                else:
+                    for x in items:
+                        yield x
+            if ack is not None and mark > acked:
+                acked = mark
+                ack(mark)
+        await sides.finish()
+    finally:
+        state.run.finish()
+        await _shutdown(tasks, gens, sides)
 
 
 async def _shutdown(

@@ -76,7 +76,13 @@ async def source_chunks(source: Any) -> AsyncIterator[Chunk]:
         sync_it = iter(source)
         try:
             while True:
-                chunk = list(islice(sync_it, MAX_CHUNK))
+                chunk: list[Any] = []
+                try:
+                    chunk.extend(islice(sync_it, MAX_CHUNK))
+                except Exception:
+                    if chunk:  # what was read before the failure still goes on
+                        yield chunk, count + len(chunk)
+                    raise
                 if not chunk:
                     return
                 count += len(chunk)

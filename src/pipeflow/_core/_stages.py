@@ -48,7 +48,7 @@ class Kind(enum.Enum):
 
     MAP = "map"  # the result is the output
     FILTER = "filter"  # the item is output if the result is true
-    FLAT = "flat"  # the result is an iterable of outputs
+    FLAT = "flat_map"  # the result is an iterable of outputs
 
 
 @dataclass(slots=True)
@@ -292,6 +292,7 @@ async def concurrent_stage(
     ci = 0
     cur_mark = 0
     exhausted = False
+    upstream_error: BaseException | None = None
     last_mark = 0
 
     finished: deque[_Entry] = deque()  # unordered: done and not yet emitted
@@ -304,12 +305,18 @@ async def concurrent_stage(
         if wake is not None and not wake.done():
             wake.set_result(None)
 
+    flat = kind is Kind.FLAT
+
+    async def attempt(item: Any) -> Any:
+        result = await call(item)
+        return await _flat(result) if flat else result
+
     async def run_one(item: Any) -> Any:
         started = now() if timed else 0.0
         try:
-            result = await call(item)
+            result = await attempt(item)
         except Exception as exc:
-            result = await handle(item, exc, _call_once(call, item))
+            result = await handle(item, exc, partial(attempt, item))
         if timed:
             stats.record_latency(now() - started)
         return result
@@ -324,6 +331,11 @@ async def concurrent_stage(
                     try:
                         chunk = buf.get_nowait()
                     except StopAsyncIteration:
+                        exhausted = True
+                        break
+                    except BaseException as exc:
+                        # Upstream failed: deliver the work already started, then raise.
+                        upstream_error = exc
                         exhausted = True
                         break
                     if chunk is None:
@@ -377,9 +389,14 @@ async def concurrent_stage(
                 yield out, mark
                 continue
             if exhausted and not entries:
+                if upstream_error is not None:
+                    raise upstream_error
                 return
+            room = running < concurrency and len(entries) < window
+            if room and (ci < len(cur) or (not exhausted and buf.ready())):
+                continue  # collecting made room for input already at hand
             wake = loop.create_future()
-            if not exhausted and ci >= len(cur) and running < concurrency and len(entries) < window:
+            if room and not exhausted:
                 buf.set_waiter(wake)
             try:
                 await wake

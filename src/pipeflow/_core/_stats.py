@@ -228,12 +228,20 @@ def _quantile(ordered: list[float], q: float) -> float:
 class RunStats:
     """The stages of one ``stream()`` run, in pipeline order."""
 
-    __slots__ = ("done", "name", "stages")
+    __slots__ = ("done", "done_at", "name", "stages")
 
     def __init__(self, name: str, stages: list[StageStats]) -> None:
         self.name = name
         self.stages = stages
         self.done = False
+        #: The clock's monotonic time when the run ended (``None`` while it runs).
+        self.done_at: float | None = None
+
+    def finish(self) -> None:
+        """Mark the run ended, at the time its stages' clock reads."""
+        if not self.done:
+            self.done = True
+            self.done_at = self.stages[0].clock.monotonic() if self.stages else 0.0
 
 
 class StatsSink(Protocol):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from .._core._stats import RunStats, StageMetrics
+from .._core._stats import WINDOW_SECONDS, RunStats, StageMetrics
 
 __all__ = ["StreamMetrics", "StreamMonitor"]
 
@@ -72,17 +72,48 @@ class StreamMonitor:
 
     def __init__(self) -> None:
         self._runs: list[RunStats] = []
+        # Runs that ended more than a window ago, folded into per-stage totals so
+        # that a pipe streamed once per request does not grow the monitor.
+        self._retired: list[StageMetrics] = []
+        self._retired_runs = 0
 
     def attach(self, run: RunStats) -> None:
         """Called by a pipe when a run starts; not needed in user code."""
+        self._retire()
         self._runs.append(run)
+
+    def _retire(self) -> None:
+        keep: list[RunStats] = []
+        for run in self._runs:
+            if run.done_at is None or not run.stages:
+                keep.append(run)
+                continue
+            now = run.stages[0].clock.monotonic()
+            if now - run.done_at < WINDOW_SECONDS:
+                keep.append(run)
+                continue
+            done = [_at_rest(s.statistics()) for s in run.stages]
+            if self._retired and len(self._retired) == len(done):
+                self._retired = [
+                    _sum_stages((a, b)) for a, b in zip(self._retired, done, strict=True)
+                ]
+            elif not self._retired:
+                self._retired = done
+            else:
+                keep.append(run)  # a different shape of pipeline: keep it whole
+                continue
+            self._retired_runs += 1
+        self._runs = keep
 
     def get_metrics(self) -> StreamMetrics:
         """A snapshot now: totals over all runs, and per stage."""
+        self._retire()
         runs = self._runs
-        if not runs:
+        if not runs and not self._retired:
             return StreamMetrics()
         per_run = [[s.statistics() for s in run.stages] for run in runs]
+        if self._retired:
+            per_run.append(self._retired)
         stages = tuple(_sum_stages(column) for column in zip(*per_run, strict=False))
         if len({len(r) for r in per_run}) > 1:
             stages = tuple(s for r in per_run for s in r)
@@ -104,9 +135,14 @@ class StreamMonitor:
             latency_p95=_max(s.latency_p95 for s in stages),
             latency_p99=_max(s.latency_p99 for s in stages),
             stages=stages,
-            runs=len(runs),
+            runs=len(runs) + self._retired_runs,
             active_runs=sum(not r.done for r in runs),
         )
+
+
+def _at_rest(m: StageMetrics) -> StageMetrics:
+    """A finished run's counts, without rates: it no longer moves anything."""
+    return replace(m, throughput=0.0, backpressure=0.0, buffer_size=0, throttled=False, window=0.0)
 
 
 def _max(values: object) -> float | None:

@@ -91,8 +91,10 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
         key: ``fn(item)`` giving a key; each key has windows of its own.
         allowed_lateness: how far behind the newest event time an item may be
             and still land in its window (event time).
-        idle_advance: let the watermark move with the clock since the newest
-            event arrived, so windows fire while the source is quiet.
+        idle_advance: while the pipe waits for input, let the watermark move
+            with the clock (from the newest event time on), so windows fire
+            while the source is quiet. Time spent blocked on a slow consumer
+            does not count.
         on_late: an item behind the watermark, whose windows have all fired:
             ``"drop"`` (count it: the default), ``"raise"`` (``LateItemError``),
             or a sink (a list, a callable or a pipe) receiving ``LateItemError``
@@ -191,7 +193,7 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
         result: Out = self.aggregate_window(window)
         return result
 
-    def aggregate_window(self, window: list[In]) -> Any:
+    def aggregate_window(self, window: Window[In]) -> Any:
         """Synchronous aggregation of a window. Default: its items as a ``Window`` list."""
         return window
 
@@ -213,7 +215,10 @@ class _WindowRun:
         self.logic = pipe._logic_factory()
         self.event_time = pipe.timestamp is not None
         self.max_ts = _NO_TIME
-        self.seen_at = 0.0
+        # Seconds spent waiting for input since the newest event time arrived:
+        # the idle advance of the watermark (time blocked on output does not count).
+        self.idle = 0.0
+        self.idle_since: float | None = None
         self.watermark = _NO_TIME
         self.mark = 0  # source position reached by the input so far
         self.acked = 0
@@ -227,7 +232,10 @@ class _WindowRun:
             return self.watermark
         wm = self.max_ts - self.pipe._lateness
         if self.pipe.idle_advance:
-            wm += round((clock.monotonic() - self.seen_at) * 1_000_000)
+            idle = self.idle
+            if self.idle_since is not None:
+                idle += clock.monotonic() - self.idle_since
+            wm += round(idle * 1_000_000)
         return max(wm, self.watermark)
 
     def delay_to_next(self) -> float | None:
@@ -274,7 +282,14 @@ class _WindowRun:
                 if error is not None:
                     raise error
                 continue
-            await wait_input(buf, self.ctx.clock, self.delay_to_next())
+            clock = self.ctx.clock
+            delay = self.delay_to_next()
+            self.idle_since = clock.monotonic()
+            try:
+                await wait_input(buf, clock, delay)
+            finally:
+                self.idle += clock.monotonic() - self.idle_since
+                self.idle_since = None
         out, error = await self.emit(self.logic.flush())
         yield out, self.mark
         if error is not None:
@@ -359,7 +374,7 @@ class _WindowRun:
             self.watermark = wm
             if max_ts != start_max:
                 self.max_ts = max_ts
-                self.seen_at = self.ctx.clock.monotonic()
+                self.idle = 0.0
 
     async def resolve(self, item: Any, exc: Exception, fn: Callable[[], Any]) -> Any:
         """Apply the error policy to a failed key or timestamp function."""

@@ -1,0 +1,72 @@
+"""Formatting shared by the benchmark sections: rates, tables and target verdicts."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["Target", "median", "print_table", "print_targets", "rate"]
+
+
+def rate(per_second: float) -> str:
+    """``1234567.0`` -> ``'1.23M'``; ``45678.0`` -> ``'45.7k'``."""
+    if per_second >= 1e6:
+        return f"{per_second / 1e6:.2f}M"
+    if per_second >= 1e3:
+        return f"{per_second / 1e3:.1f}k"
+    return f"{per_second:.0f}"
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, left: int = 1) -> None:
+    """A plain-text table: the first ``left`` columns left-aligned, the others right-aligned."""
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = (
+            c.ljust(w) if i < left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+        return "  ".join(padded).rstrip()
+
+    print(line(headers))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print(line(r))
+
+
+@dataclass(frozen=True)
+class Target:
+    """One of the issue's performance targets and what was measured against it.
+
+    ``measured`` is ``None`` when an implementation it needs was not run.
+    ``higher_is_better`` is false for limits such as memory growth.
+    """
+
+    name: str
+    measured: float | None
+    threshold: float
+    unit: str = "x"
+    higher_is_better: bool = True
+
+    @property
+    def verdict(self) -> str:
+        if self.measured is None:
+            return "n/a"
+        if self.higher_is_better:
+            return "PASS" if self.measured >= self.threshold else "MISS"
+        return "PASS" if self.measured < self.threshold else "MISS"
+
+    def row(self) -> list[str]:
+        sign = ">=" if self.higher_is_better else "<"
+        fmt = "{:.2f}" if self.unit == "x" else "{:.1f}"
+        got = "not run" if self.measured is None else fmt.format(self.measured) + f" {self.unit}"
+        return [self.name, f"{sign} {fmt.format(self.threshold)} {self.unit}", got, self.verdict]
+
+
+def print_targets(targets: Sequence[Target]) -> None:
+    print_table(["target", "wanted", "measured", "verdict"], [t.row() for t in targets])

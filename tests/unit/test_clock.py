@@ -1,0 +1,179 @@
+
+"""Clocks: SystemClock and the testing VirtualClock."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from pipeflow.streams import Clock, SystemClock
+from pipeflow.testing import VirtualClock
+
+# -- SystemClock -------------------------------------------------------------------
+
+
+def test_system_clock_now_is_aware_utc() -> None:
+    """SystemClock.now() is timezone-aware, in UTC, and close to the real time."""
+    now = SystemClock().now()
+    assert now.tzinfo is not None
+    assert timedelta(0) == now.utcoffset()
+    assert abs(datetime.now(UTC) - now) < timedelta(seconds=5)
+
+
+def test_system_clock_monotonic_never_goes_back() -> None:
+    """SystemClock.monotonic() does not decrease."""
+    clock = SystemClock()
+    readings = [clock.monotonic() for _ in range(100)]
+    assert sorted(readings) == readings
+
+
+async def test_system_clock_sleep_zero_returns() -> None:
+    """SystemClock.sleep(0) returns."""
+    await SystemClock().sleep(0)
+
+
+def test_clocks_implement_the_clock_protocol() -> None:
+    """SystemClock and VirtualClock are both Clocks."""
+    assert isinstance(SystemClock(), Clock)
+    assert isinstance(VirtualClock(), Clock)
+    assert "SystemClock()" == repr(SystemClock())
+
+
+# -- VirtualClock ------------------------------------------------------------------
+
+
+def test_virtual_clock_starts_at_zero() -> None:
+    """monotonic() starts at 0.0 and now() at the default start."""
+    clock = VirtualClock()
+    assert 0.0 == clock.monotonic()
+    assert datetime(2026, 1, 1, tzinfo=UTC) == clock.now()
+    assert 0 == clock.pending
+
+
+async def test_autojump_sleep_an_hour_returns_at_once() -> None:
+    """With autojump an hour-long sleep returns at once, with monotonic() at 3600."""
+    clock = VirtualClock()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await clock.sleep(3600)
+    assert 3600.0 == clock.monotonic()
+    assert loop.time() - started < 1.0
+
+
+async def test_sleep_zero_or_negative_does_not_move_time() -> None:
+    """sleep(0) and sleep(-1) return without moving time."""
+    clock = VirtualClock()
+    await clock.sleep(0)
+    await clock.sleep(-1)
+    assert 0.0 == clock.monotonic()
+
+
+async def test_sleepers_wake_in_deadline_order_at_exact_times() -> None:
+    """Several sleepers wake in deadline order, each at its own deadline."""
+    clock = VirtualClock()
+    woke: list[tuple[str, float]] = []
+
+    async def sleeper(name: str, seconds: float) -> None:
+        await clock.sleep(seconds)
+        woke.append((name, clock.monotonic()))
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(sleeper("c", 3))
+        tg.create_task(sleeper("a", 1))
+        tg.create_task(sleeper("b", 2.5))
+        tg.create_task(sleeper("a2", 1))
+    assert [("a", 1.0), ("a2", 1.0), ("b", 2.5), ("c", 3.0)] == woke
+
+
+async def test_sequential_sleeps_add_up() -> None:
+    """Sleeps one after another add up exactly."""
+    clock = VirtualClock()
+    for _ in range(4):
+        await clock.sleep(0.5)
+    assert 2.0 == clock.monotonic()
+
+
+async def test_advance_without_autojump_wakes_only_due_sleepers() -> None:
+    """With autojump=False a sleeper wakes only once advance() reaches its deadline."""
+    clock = VirtualClock(autojump=False)
+    woke = asyncio.Event()
+
+    async def sleeper() -> None:
+        await clock.sleep(5)
+        woke.set()
+
+    task = asyncio.create_task(sleeper())
+    await asyncio.sleep(0)
+    assert 1 == clock.pending
+    await clock.advance(3)
+    assert 3.0 == clock.monotonic()
+    assert not woke.is_set()
+    assert 1 == clock.pending
+    await clock.advance(2)
+    assert woke.is_set()
+    assert 5.0 == clock.monotonic()
+    assert 0 == clock.pending
+    await task
+
+
+async def test_advance_wakes_each_sleeper_at_its_own_deadline() -> None:
+    """One large advance() wakes sleepers one by one, at their own deadlines."""
+    clock = VirtualClock(autojump=False)
+    woke: list[float] = []
+
+    async def sleeper(seconds: float) -> None:
+        await clock.sleep(seconds)
+        woke.append(clock.monotonic())
+
+    tasks = [asyncio.create_task(sleeper(s)) for s in (4, 2)]
+    await asyncio.sleep(0)
+    await clock.advance(10)
+    assert [2.0, 4.0] == woke
+    assert 10.0 == clock.monotonic()
+    await asyncio.gather(*tasks)
+
+
+async def test_no_time_passes_without_autojump() -> None:
+    """Without autojump, time stands still until advance()."""
+    clock = VirtualClock(autojump=False)
+    task = asyncio.create_task(clock.sleep(1))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not task.done()
+    assert 0.0 == clock.monotonic()
+    await clock.advance(1)
+    assert task.done()
+
+
+async def test_negative_advance_is_a_value_error() -> None:
+    """advance() with a negative duration raises ValueError."""
+    clock = VirtualClock()
+    with pytest.raises(ValueError, match="backwards"):
+        await clock.advance(-1)
+    assert 0.0 == clock.monotonic()
+
+
+def test_naive_start_is_a_value_error() -> None:
+    """A naive start datetime raises ValueError."""
+    with pytest.raises(ValueError, match="timezone-aware"):
+        VirtualClock(datetime(2026, 1, 1))  # noqa: DTZ001
+
+
+async def test_now_is_start_plus_monotonic() -> None:
+    """now() is the start plus the virtual time elapsed, in UTC."""
+    start = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
+    clock = VirtualClock(start)
+    await clock.sleep(90.5)
+    assert start + timedelta(seconds=90.5) == clock.now()
+    await clock.advance(10)
+    assert start + timedelta(seconds=100.5) == clock.now()
+
+
+def test_start_in_other_timezone_is_converted_to_utc() -> None:
+    """An aware start in another zone reads back as the same instant in UTC."""
+    start = datetime(2026, 1, 1, 3, 0, tzinfo=timezone(timedelta(hours=2)))
+    now = VirtualClock(start).now()
+    assert start == now
+    assert timedelta(0) == now.utcoffset()

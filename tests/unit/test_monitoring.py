@@ -1,0 +1,384 @@
+
+"""StreamMonitor: counts, throughput, backpressure, buffers and latency per stage."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar, cast
+
+import pytest
+
+import pipeflow.streams as ps
+from pipeflow.monitoring import StageMetrics, StreamMetrics, StreamMonitor
+from pipeflow.streams import BackpressureConfig, DeadLetter, Retry, Stream, StreamError, StreamPipe
+from pipeflow.testing import TestSource, VirtualClock
+
+T = TypeVar("T")
+
+
+class Sleeper(StreamPipe[int, int]):
+    """Takes ``delay(item)`` virtual seconds per item and passes it on."""
+
+    def __init__(
+        self, clock: VirtualClock, delay: float | Callable[[int], float], **options: Any
+    ) -> None:
+        super().__init__(**options)
+        self.clock = clock
+        self.delay = delay if callable(delay) else (lambda _: delay)
+
+    async def process_item(self, item: int) -> int:
+        await self.clock.sleep(self.delay(item))
+        return item
+
+
+async def collect(stream: Stream[T]) -> list[T]:
+    async with stream as s:
+        return [x async for x in s]
+
+
+def double(x: int) -> int:
+    return x * 2
+
+
+# -- counts --------------------------------------------------------------------
+
+
+def test_metrics_before_any_run_are_zero() -> None:
+    """A fresh monitor reports zeros, no stages and no runs."""
+    metrics = StreamMonitor().get_metrics()
+    assert StreamMetrics() == metrics
+    assert (0, 0, 0, 0) == (metrics.items_in, metrics.items_out, metrics.errors, metrics.runs)
+    assert (0.0, 0.0) == (metrics.throughput, metrics.backpressure)
+    assert () == metrics.stages
+    assert metrics.latency_p50 is None
+
+
+async def test_single_pipe_metrics() -> None:
+    """A monitored pipe reports its items, errors and skips as one stage."""
+    monitor = StreamMonitor()
+
+    def invert(x: int) -> int:
+        return 10 // x
+
+    pipe = ps.map(invert, on_error="skip", name="invert")
+    pipe.set_monitor(monitor)
+    assert [10, 5, 3] == await collect(pipe.stream([1, 0, 2, 3], clock=VirtualClock()))
+    metrics = monitor.get_metrics()
+    assert ("invert",) == tuple(s.name for s in metrics.stages)
+    assert (4, 3) == (metrics.items_in, metrics.items_out)
+    assert (1, 1, 0, 0) == (metrics.errors, metrics.skipped, metrics.dead_lettered, metrics.dropped)
+    assert (1, 0) == (metrics.runs, metrics.active_runs)
+    assert metrics.stage("invert") == metrics.stages[0]
+
+
+async def test_pipeline_metrics_per_stage_in_order() -> None:
+    """A monitored pipeline reports each stage in order, and totals over the stages."""
+    monitor = StreamMonitor()
+
+    def keep(x: int) -> bool:
+        if x == 8:
+            raise ValueError("eight")
+        return x % 3 != 0
+
+    pipeline = (
+        ps.map(double, name="double")
+        | ps.filter(keep, on_error="skip", name="keep")
+        | Sleeper(
+            VirtualClock(),
+            0,
+            config=BackpressureConfig(max_buffer_size=2, overflow="drop_newest"),
+            name="sink",
+        )
+    )
+    pipeline.set_monitor(monitor)
+    # doubled: 0 2 4 6 8 10 12 14 16 18; kept: 2 4 10 14 16 (8 fails); the buffer keeps 2.
+    assert [2, 4] == await collect(pipeline.stream(range(10), clock=VirtualClock()))
+    metrics = monitor.get_metrics()
+    assert ("double", "keep", "sink") == tuple(s.name for s in metrics.stages)
+    assert [(10, 10), (10, 5), (2, 2)] == [(s.items_in, s.items_out) for s in metrics.stages]
+    assert [(0, 0, 0), (1, 1, 0), (0, 0, 3)] == [
+        (s.errors, s.skipped, s.dropped) for s in metrics.stages
+    ]
+    assert (10, 2) == (metrics.items_in, metrics.items_out)
+    assert (1, 1, 3) == (metrics.errors, metrics.skipped, metrics.dropped)
+    assert 2 == metrics.stage("sink").buffer_capacity
+
+
+async def test_retries_and_dead_letters_are_totalled() -> None:
+    """Retries and dead letters of every stage add up in the totals."""
+    monitor = StreamMonitor()
+    dead: list[StreamError] = []
+    calls: dict[int, int] = {}
+
+    def flaky(x: int) -> int:
+        calls[x] = calls.get(x, 0) + 1
+        if calls[x] == 1:
+            raise ValueError("first try")
+        return x
+
+    def odd_fails(x: int) -> int:
+        if x % 2:
+            raise ValueError("odd")
+        return x
+
+    pipeline = ps.map(flaky, on_error=Retry(attempts=2, backoff=1, jitter=0)) | ps.map(
+        odd_fails, on_error=DeadLetter(dead)
+    )
+    pipeline.set_monitor(monitor)
+    assert [0, 2] == await collect(pipeline.stream(range(4), clock=VirtualClock()))
+    metrics = monitor.get_metrics()
+    assert (4, 2, 2) == (metrics.retries, metrics.dead_lettered, metrics.errors)
+    assert [4, 0] == [s.retries for s in metrics.stages]
+
+
+async def test_stage_lookup_unknown_name_is_a_key_error() -> None:
+    """StreamMetrics.stage() raises KeyError naming the known stages."""
+    monitor = StreamMonitor()
+    pipe = ps.map(double, name="double")
+    pipe.set_monitor(monitor)
+    await collect(pipe.stream([1]))
+    with pytest.raises(KeyError, match="no stage named 'nope'") as info:
+        monitor.get_metrics().stage("nope")
+    assert "'double'" in str(info.value)
+
+
+async def test_monitor_on_one_stage_of_a_pipeline() -> None:
+    """A monitor set on one pipe of a pipeline sees that stage alone."""
+    monitor = StreamMonitor()
+    inner = ps.map(double, name="inner")
+    inner.set_monitor(monitor)
+
+    def inc(x: int) -> int:
+        return x + 1
+
+    pipeline = ps.map(inc, name="first") | inner | ps.filter(bool, name="last")
+    assert [2, 4, 6] == await collect(pipeline.stream(range(3)))
+    metrics = monitor.get_metrics()
+    assert ("inner",) == tuple(s.name for s in metrics.stages)
+    assert (3, 3) == (metrics.items_in, metrics.items_out)
+
+
+async def test_monitor_counts_two_runs() -> None:
+    """Two runs of the same pipe count as two runs and their counts add up."""
+    monitor = StreamMonitor()
+
+    def is_even(x: int) -> bool:
+        return x % 2 == 0
+
+    pipe = ps.filter(is_even, name="even")
+    pipe.set_monitor(monitor)
+    await collect(pipe.stream(range(10)))
+    async with pipe.stream(range(6)) as s:
+        async for _ in s:
+            assert 1 == monitor.get_metrics().active_runs
+    metrics = monitor.get_metrics()
+    assert (2, 0) == (metrics.runs, metrics.active_runs)
+    assert (16, 8) == (metrics.items_in, metrics.items_out)
+    assert (16, 8) == (metrics.stage("even").items_in, metrics.stage("even").items_out)
+
+
+async def test_detached_monitor_stops_counting() -> None:
+    """set_monitor(None) detaches: later runs are not counted."""
+    monitor = StreamMonitor()
+    pipe = ps.map(double)
+    pipe.set_monitor(monitor)
+    await collect(pipe.stream(range(3)))
+    pipe.set_monitor(None)
+    await collect(pipe.stream(range(3)))
+    assert (1, 3) == (monitor.get_metrics().runs, monitor.get_metrics().items_in)
+
+
+@pytest.mark.parametrize("bogus", [object(), "monitor", 42])
+def test_set_monitor_rejects_non_monitors(bogus: object) -> None:
+    """set_monitor with something that is not a monitor raises TypeError."""
+    with pytest.raises(TypeError, match="StreamMonitor"):
+        ps.map(double).set_monitor(cast(Any, bogus))
+
+
+async def test_unmonitored_statistics_keep_counts_but_no_timing() -> None:
+    """Without a monitor, statistics() has counts but no throughput or latency."""
+    async with ps.map(double).stream(range(5), clock=VirtualClock()) as s:
+        assert [0, 2, 4, 6, 8] == [x async for x in s]
+        (stats,) = s.statistics()
+    assert StageMetrics(name="map(double)", items_in=5, items_out=5) == stats
+
+
+# -- throughput ------------------------------------------------------------------
+
+
+async def test_throughput_of_a_steady_pipe() -> None:
+    """A pipe taking 0.01 virtual s per item runs at 100 items/s."""
+    clock = VirtualClock()
+    monitor = StreamMonitor()
+    pipe = Sleeper(clock, 0.01)
+    pipe.set_monitor(monitor)
+    await collect(pipe.stream(range(100), clock=clock))
+    metrics = monitor.get_metrics()
+    assert pytest.approx(1.0) == clock.monotonic()
+    assert pytest.approx(100.0) == metrics.throughput
+    assert pytest.approx(100.0) == metrics.stages[0].throughput
+    assert pytest.approx(1.0) == metrics.stages[0].window
+
+
+async def test_throughput_per_item_source() -> None:
+    """Items arriving one by one over 5 s at 0.01 s each give 100 items/s."""
+    clock = VirtualClock()
+    monitor = StreamMonitor()
+    pipe = Sleeper(clock, 0.01)
+    pipe.set_monitor(monitor)
+    await collect(pipe.stream(TestSource(range(500)), clock=clock))
+    assert pytest.approx(100.0) == monitor.get_metrics().throughput
+
+
+async def test_throughput_window_slides() -> None:
+    """Throughput averages over at most 10 s: idle time lowers it, then it drops to 0."""
+    clock = VirtualClock()
+    monitor = StreamMonitor()
+    pipe = Sleeper(clock, 0.01)
+    pipe.set_monitor(monitor)
+    await collect(pipe.stream(range(100), clock=clock))
+    await clock.sleep(5)  # 100 items in the last 6 s
+    metrics = monitor.get_metrics()
+    assert pytest.approx(100 / 6) == metrics.throughput
+    assert pytest.approx(6.0) == metrics.stages[0].window
+    await clock.sleep(10)  # nothing in the last 10 s
+    metrics = monitor.get_metrics()
+    assert 0.0 == metrics.throughput
+    assert metrics.stages[0].window <= 10.0
+
+
+# -- backpressure ------------------------------------------------------------------
+
+
+async def test_slow_consumer_gives_high_backpressure() -> None:
+    """A consumer taking 1 s per item keeps the last stage blocked: backpressure > 0.5."""
+    clock = VirtualClock()
+    monitor = StreamMonitor()
+    pipe = ps.map(double, name="double")
+    pipe.set_monitor(monitor)
+    seen: list[StreamMetrics] = []
+    async with pipe.stream(range(20), clock=clock) as s:
+        async for x in s:
+            await clock.sleep(1)
+            if x == 18:
+                seen.append(monitor.get_metrics())
+    (metrics,) = seen
+    assert metrics.backpressure > 0.5
+    assert metrics.stage("double").backpressure > 0.5
+
+
+async def test_fast_consumer_gives_low_backpressure() -> None:
+    """A consumer that takes every result at once leaves backpressure near 0."""
+    clock = VirtualClock()
+    monitor = StreamMonitor()
+    pipe = Sleeper(clock, 0.5)
+    pipe.set_monitor(monitor)
+    seen: list[StreamMetrics] = []
+    async with pipe.stream(TestSource(range(20)), clock=clock) as s:
+        async for x in s:
+            if x == 15:
+                seen.append(monitor.get_metrics())
+    (metrics,) = seen
+    assert metrics.backpressure < 0.1
+    assert metrics.throughput > 0
+
+
+async def test_slow_buffered_stage_is_the_bottleneck() -> None:
+    """Upstream of a slow buffered stage is in backpressure; the slow stage is not."""
+    clock = VirtualClock()
+    monitor = StreamMonitor()
+    pipeline = ps.map(double, name="fast") | Sleeper(
+        clock, 1, config=BackpressureConfig(max_buffer_size=4), name="slow"
+    )
+    pipeline.set_monitor(monitor)
+    seen: list[StreamMetrics] = []
+    async with pipeline.stream(range(50), clock=clock) as s:
+        async for x in s:
+            if x == 40:
+                seen.append(monitor.get_metrics())
+    (metrics,) = seen
+    assert metrics.stage("fast").backpressure > 0.5
+    assert metrics.stage("slow").backpressure < 0.1
+    assert metrics.backpressure < 0.1
+    assert 4 == metrics.stage("slow").buffer_capacity
+    assert 0 == metrics.stage("fast").buffer_capacity
+    assert 0 <= metrics.stage("slow").buffer_size <= 4
+
+
+async def test_buffer_size_and_capacity_of_buffered_stage() -> None:
+    """A buffered stage reports the items waiting in its buffer and its capacity."""
+    clock = VirtualClock()
+    monitor = StreamMonitor()
+
+    async def trickle() -> AsyncIterator[int]:
+        for i in range(5):
+            yield i
+            await clock.sleep(0.1)
+
+    pipeline = ps.map(double, name="fused") | Sleeper(
+        clock,
+        lambda x: 1 if x == 0 else 0,
+        config=BackpressureConfig(max_buffer_size=10),
+        name="buffered",
+    )
+    pipeline.set_monitor(monitor)
+    seen: list[StreamMetrics] = []
+    async with pipeline.stream(trickle(), clock=clock) as s:
+        async for x in s:
+            if x == 0:  # at t=1: items 1-4 arrived while item 0 took 1 s
+                seen.append(monitor.get_metrics())
+    (metrics,) = seen
+    assert (10, 4) == (
+        metrics.stage("buffered").buffer_capacity,
+        metrics.stage("buffered").buffer_size,
+    )
+    assert (0, 0) == (metrics.stage("fused").buffer_capacity, metrics.stage("fused").buffer_size)
+    assert (10, 4) == (metrics.buffer_capacity, metrics.buffer_size)
+    assert 0 == monitor.get_metrics().buffer_size
+
+
+# -- latency ---------------------------------------------------------------------
+
+
+async def test_latency_percentiles_after_monitored_run() -> None:
+    """Latency percentiles are set after a monitored run and ordered p50 <= p95 <= p99."""
+    clock = VirtualClock()
+    monitor = StreamMonitor()
+    pipe = Sleeper(clock, lambda x: x * 0.01)
+    pipe.set_monitor(monitor)
+    await collect(pipe.stream(TestSource(range(1, 101)), clock=clock))
+    metrics = monitor.get_metrics()
+    assert metrics.latency_p50 is not None
+    assert metrics.latency_p95 is not None
+    assert metrics.latency_p99 is not None
+    assert metrics.latency_p50 <= metrics.latency_p95 <= metrics.latency_p99
+    # Nearest-rank percentiles of 0.01, 0.02, ..., 1.00 seconds.
+    assert pytest.approx(0.50) == metrics.latency_p50
+    assert pytest.approx(0.95) == metrics.latency_p95
+    assert pytest.approx(0.99) == metrics.latency_p99
+
+
+async def test_latency_of_concurrent_stage() -> None:
+    """A concurrent stage times each item on its own."""
+    clock = VirtualClock()
+    monitor = StreamMonitor()
+    pipe = Sleeper(clock, 0.25, concurrency=4)
+    pipe.set_monitor(monitor)
+    await collect(pipe.stream(range(20), clock=clock))
+    metrics = monitor.get_metrics()
+    assert pytest.approx(0.25) == metrics.latency_p50
+    assert pytest.approx(0.25) == metrics.latency_p99
+    assert pytest.approx(20 / 1.25) == metrics.throughput
+
+
+async def test_pipeline_latency_is_the_slowest_stage() -> None:
+    """A pipeline's latency percentile is the slowest stage's."""
+    clock = VirtualClock()
+    monitor = StreamMonitor()
+    pipeline = Sleeper(clock, 0.1, name="quick") | Sleeper(clock, 0.3, name="slow")
+    pipeline.set_monitor(monitor)
+    await collect(pipeline.stream(TestSource(range(10)), clock=clock))
+    metrics = monitor.get_metrics()
+    assert pytest.approx(0.1) == metrics.stage("quick").latency_p50
+    assert pytest.approx(0.3) == metrics.stage("slow").latency_p50
+    assert pytest.approx(0.3) == metrics.latency_p50

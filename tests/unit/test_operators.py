@@ -1,0 +1,375 @@
+
+"""map / filter / flat_map operators, composition with ``|`` and Pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from pipeflow.monitoring import StreamMonitor
+from pipeflow.streams import (
+    MAX_CHUNK,
+    BackpressureConfig,
+    FunctionPipe,
+    Pipeable,
+    Pipeline,
+    Stream,
+    StreamPipe,
+    filter,
+    flat_map,
+    map,
+)
+from pipeflow.testing import TestSource
+
+T = TypeVar("T")
+
+
+async def collect(stream: Stream[T]) -> list[T]:
+    async with stream:
+        return [x async for x in stream]
+
+
+async def agen(items: Iterable[T]) -> AsyncIterator[T]:
+    for x in items:
+        await asyncio.sleep(0)
+        yield x
+
+
+def double(x: int) -> int:
+    return x * 2
+
+
+async def adouble(x: int) -> int:
+    await asyncio.sleep(0)
+    return x * 2
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def is_even(x: int) -> bool:
+    return x % 2 == 0
+
+
+async def ais_even(x: int) -> bool:
+    await asyncio.sleep(0)
+    return x % 2 == 0
+
+
+def repeat(x: int) -> list[int]:
+    """x copies of x."""
+    return [x] * x
+
+
+def repeat_gen(x: int) -> Iterator[int]:
+    yield from [x] * x
+
+
+async def arepeat(x: int) -> list[int]:
+    await asyncio.sleep(0)
+    return [x] * x
+
+
+async def arepeat_gen(x: int) -> AsyncIterator[int]:
+    for _ in range(x):
+        await asyncio.sleep(0)
+        yield x
+
+
+class Inc(StreamPipe[int, int]):
+    async def process_item(self, item: int) -> int:
+        return item + 1
+
+
+# -- map / filter / flat_map ----------------------------------------------------
+
+
+async def test_map_sync_fn() -> None:
+    """map applies a sync function to every item."""
+    assert [0, 2, 4] == await collect(map(double).stream(range(3)))
+
+
+async def test_map_async_fn() -> None:
+    """map awaits an async function's result."""
+    assert [0, 2, 4] == await collect(map(adouble).stream(range(3)))
+
+
+async def test_map_lambda() -> None:
+    """map takes a lambda."""
+    pipe: FunctionPipe[int, str] = map(lambda x: str(x))
+    assert ["1", "2"] == await collect(pipe.stream([1, 2]))
+
+
+async def test_map_on_async_source() -> None:
+    """map works on an async source too."""
+    assert [2, 4] == await collect(map(adouble).stream(agen([1, 2])))
+
+
+async def test_filter_sync_fn() -> None:
+    """filter keeps the items for which a sync predicate is true."""
+    assert [0, 2, 4] == await collect(filter(is_even).stream(range(6)))
+
+
+async def test_filter_async_fn() -> None:
+    """filter awaits an async predicate."""
+    assert [0, 2, 4] == await collect(filter(ais_even).stream(range(6)))
+
+
+async def test_filter_uses_truthiness() -> None:
+    """filter keeps the item itself (not the predicate result) when the result is truthy."""
+    pipe: FunctionPipe[int, int] = filter(lambda x: x % 2)
+    assert [1, 3] == await collect(pipe.stream(range(5)))
+
+
+async def test_filter_dropping_everything() -> None:
+    """A filter that rejects everything gives an empty stream."""
+    pipe: FunctionPipe[int, int] = filter(lambda _: False)
+    assert [] == await collect(pipe.stream(range(1000)))
+
+
+@pytest.mark.parametrize("fn", [repeat, repeat_gen, arepeat, arepeat_gen], ids=lambda f: f.__name__)
+async def test_flat_map_emits_every_element(fn: Any) -> None:
+    """flat_map flattens a list, a sync generator, an awaited list or an async generator."""
+    expected = [1, 2, 2, 3, 3, 3]
+    assert expected == await collect(flat_map(fn).stream([0, 1, 2, 3]))
+
+
+async def test_flat_map_async_generator_on_async_source() -> None:
+    """An async generator function works with flat_map on an async source."""
+    assert [2, 2, 1] == await collect(flat_map(arepeat_gen).stream(agen([2, 0, 1])))
+
+
+async def test_flat_map_str_split() -> None:
+    """flat_map(str.split) splits lines into words."""
+    words = await collect(flat_map(str.split).stream(["a b", "", "c"]))
+    assert ["a", "b", "c"] == words
+
+
+async def test_operators_are_function_pipes() -> None:
+    """Operators are StreamPipe subclasses (FunctionPipe instances)."""
+    for pipe in (map(double), filter(is_even), flat_map(repeat)):
+        assert isinstance(pipe, FunctionPipe)
+        assert isinstance(pipe, StreamPipe)
+
+
+@pytest.mark.parametrize(
+    ("operator", "label"), [(map, "map"), (filter, "filter"), (flat_map, "flat_map")]
+)
+async def test_operator_with_non_callable_raises_type_error(operator: Any, label: str) -> None:
+    """An operator needs a function; the error names the operator as the user called it."""
+    with pytest.raises(TypeError, match=rf"^{label}\(\) takes a function, got int"):
+        operator(42)
+
+
+# -- names ------------------------------------------------------------------------
+
+
+async def test_default_operator_names() -> None:
+    """Operators are named after the operator and the function."""
+    assert "map(double)" == map(double).name
+    assert "map(adouble)" == map(adouble).name
+    assert "filter(is_even)" == filter(is_even).name
+    assert "flat_map(repeat)" == flat_map(repeat).name
+
+
+async def test_lambda_operator_name() -> None:
+    """A lambda's name is used as it is."""
+    assert "map(<lambda>)" == map(lambda x: x).name
+
+
+async def test_operator_name_argument() -> None:
+    """name= overrides the default name."""
+    assert "doubler" == map(double, name="doubler").name
+
+
+async def test_pipeline_default_name_joins_stage_names() -> None:
+    """A pipeline is named after its pipes, joined by ' | '."""
+    pipeline = map(double) | filter(is_even) | Inc()
+    assert "map(double) | filter(is_even) | Inc" == pipeline.name
+
+
+async def test_pipeline_name_argument() -> None:
+    """Pipeline(name=...) overrides the joined name."""
+    assert "etl" == Pipeline(map(double), Inc(), name="etl").name
+
+
+# -- composition --------------------------------------------------------------------
+
+
+async def test_composition_runs_pipes_in_order() -> None:
+    """a | b | c applies a, then b, then c."""
+    pipeline: Pipeable[int, int] = map(inc) | filter(is_even) | map(lambda x: x * 10)
+    assert [20, 40, 60] == await collect(pipeline.stream(range(6)))
+
+
+async def test_composition_builds_a_pipeline() -> None:
+    """| returns a Pipeline listing the pipes in order."""
+    a, b, c = map(double), filter(is_even), Inc()
+    pipeline = a | b | c
+    assert isinstance(pipeline, Pipeline)
+    assert (a, b, c) == pipeline.pipes
+
+
+async def test_nested_pipelines_flatten() -> None:
+    """Composing pipelines flattens them into one list of pipes."""
+    a, b, c, d = map(double), filter(is_even), Inc(), map(adouble)
+    assert (a, b, c, d) == ((a | b) | (c | d)).pipes
+    assert (a, b, c, d) == (a | (b | c) | d).pipes
+    assert (a, b, c, d) == Pipeline(a, Pipeline(b, Pipeline(c)), d).pipes
+
+
+async def test_composition_mixes_operators_and_subclasses() -> None:
+    """Operators and StreamPipe subclasses compose freely."""
+    pipeline = Inc() | map(adouble) | flat_map(repeat_gen) | filter(lambda x: x > 2)
+    assert [4, 4, 4, 4] == await collect(pipeline.stream([0, 1]))
+
+
+async def test_same_pipe_twice_in_a_pipeline() -> None:
+    """One pipe object may appear several times in a pipeline."""
+    inc = Inc()
+    assert [3, 4] == await collect((inc | inc).stream([1, 2]))
+
+
+@pytest.mark.parametrize("other", [42, "x", None], ids=repr)
+async def test_composing_with_non_pipe_raises_type_error(other: Any) -> None:
+    """| with something that is not a pipe raises TypeError naming its type."""
+    with pytest.raises(TypeError, match=type(other).__name__):
+        map(double) | other
+
+
+async def test_composing_with_plain_function_hints_at_map() -> None:
+    """| with a function suggests wrapping it in map()."""
+    with pytest.raises(TypeError, match=r"map\(fn\)"):
+        map(double) | double  # type: ignore[operator]
+
+
+async def test_non_pipe_on_the_left_raises_type_error() -> None:
+    """A non-pipe on the left of | is rejected too."""
+    with pytest.raises(TypeError):
+        double | map(double)  # type: ignore[operator]
+
+
+async def test_pipeline_constructor_rejects_non_pipes() -> None:
+    """Pipeline() takes only pipes."""
+    with pytest.raises(TypeError, match="int"):
+        Pipeline(map(double), 42)  # type: ignore[arg-type]
+
+
+async def test_pipeline_constructor_needs_a_pipe() -> None:
+    """An empty Pipeline is rejected."""
+    with pytest.raises(ValueError, match="at least one"):
+        Pipeline()
+
+
+# -- a pipeline used like a pipe ---------------------------------------------------
+
+
+async def test_pipeline_streams_like_a_pipe() -> None:
+    """A pipeline streams sync and async sources like a single pipe."""
+    pipeline = map(double) | Inc()
+    assert [1, 3, 5] == await collect(pipeline.stream([0, 1, 2]))
+    assert [1, 3, 5] == await collect(pipeline.stream(TestSource([0, 1, 2])))
+
+
+async def test_pipeline_is_reusable() -> None:
+    """A pipeline can be streamed again, and concurrently."""
+    pipeline = map(adouble) | Inc()
+    a, b = await asyncio.gather(
+        collect(pipeline.stream(agen([1, 2]))), collect(pipeline.stream(agen([3])))
+    )
+    assert [3, 5] == a
+    assert [7] == b
+    assert [1] == await collect(pipeline.stream([0]))
+
+
+async def test_pipeline_composes_further() -> None:
+    """A pipeline composes with | on either side."""
+    pipeline = map(double) | Inc()
+    assert [3, 5] == await collect((pipeline | filter(lambda x: x > 1)).stream([0, 1, 2]))
+    assert [3, 7] == await collect((Inc() | pipeline).stream([0, 2]))
+
+
+async def test_pipeline_set_monitor_counts_the_run() -> None:
+    """set_monitor on a pipeline reports per-stage counts of its runs."""
+    pipeline = map(double) | filter(lambda x: x % 4 == 0) | Inc()
+    monitor = StreamMonitor()
+    pipeline.set_monitor(monitor)
+    assert [1, 5, 9] == await collect(pipeline.stream(range(6)))
+    metrics = monitor.get_metrics()
+    assert 6 == metrics.items_in
+    assert 3 == metrics.items_out
+    assert [6, 6, 3] == [s.items_in for s in metrics.stages]
+    assert [6, 3, 3] == [s.items_out for s in metrics.stages]
+    assert 1 == metrics.runs
+    assert 0 == metrics.active_runs
+
+
+async def test_set_monitor_rejects_non_monitors() -> None:
+    """set_monitor takes a monitor (or None)."""
+    pipeline = map(double) | Inc()
+    with pytest.raises(TypeError, match="StreamMonitor"):
+        pipeline.set_monitor(object())  # type: ignore[arg-type]
+    pipeline.set_monitor(None)
+
+
+# -- larger inputs -----------------------------------------------------------------
+
+
+N = 10_000
+
+
+async def test_large_sync_input_keeps_order_and_count() -> None:
+    """10 000 items cross many chunk boundaries of a sync source in order."""
+    assert N > 10 * MAX_CHUNK
+    pipeline = map(double) | filter(lambda x: x % 3 != 0) | map(lambda x: x + 1)
+    expected = [2 * x + 1 for x in range(N) if (2 * x) % 3 != 0]
+    assert expected == await collect(pipeline.stream(range(N)))
+
+
+async def test_large_input_through_flat_map_changes_chunk_sizes() -> None:
+    """flat_map growing and shrinking chunks keeps order across chunk boundaries."""
+
+    def copies(x: int) -> list[int]:
+        return [x] * (x % 3)
+
+    pipeline = flat_map(copies) | filter(lambda x: x % 5 != 0)
+    expected = [x for x in range(N) for _ in range(x % 3) if x % 5 != 0]
+    assert expected == await collect(pipeline.stream(range(N)))
+
+
+async def test_large_input_through_buffers_and_async_fns() -> None:
+    """10 000 items through buffered and async stages keep order and count."""
+
+    async def not_div3(x: int) -> bool:
+        return x % 3 != 0
+
+    pipeline = (
+        map(double, config=BackpressureConfig(max_buffer_size=100))
+        | map(adouble)
+        | Inc(config=BackpressureConfig(max_buffer_size=MAX_CHUNK + 1))
+        | filter(not_div3, config=BackpressureConfig(max_buffer_size=7))
+    )
+    expected = [x for x in (4 * y + 1 for y in range(N)) if x % 3 != 0]
+    assert [] != expected
+    assert expected == await collect(pipeline.stream(range(N)))
+
+
+async def test_large_input_through_buffers_keeps_everything() -> None:
+    """Every one of 10 000 items passes through several buffers, in order."""
+    pipeline = (
+        map(double, config=BackpressureConfig(max_buffer_size=100))
+        | Inc()
+        | map(adouble, config=BackpressureConfig(max_buffer_size=300))
+    )
+    assert [(2 * x + 1) * 2 for x in range(N)] == await collect(pipeline.stream(range(N)))
+
+
+async def test_large_async_source_with_concurrency() -> None:
+    """A large async source through a concurrent stage keeps order and count."""
+    n = 3000
+    pipeline = map(adouble, concurrency=8) | filter(is_even) | Inc()
+    assert [2 * x + 1 for x in range(n)] == await collect(pipeline.stream(agen(range(n))))

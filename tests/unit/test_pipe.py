@@ -1,0 +1,241 @@
+
+"""StreamPipe used on its own: the default, overrides, sources, names, reuse, validation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from pipeflow.streams import BackpressureConfig, Stream, StreamPipe
+from pipeflow.testing import TestSource
+
+T = TypeVar("T")
+
+
+async def collect(stream: Stream[T]) -> list[T]:
+    async with stream:
+        return [x async for x in stream]
+
+
+async def agen(items: Iterable[T]) -> AsyncIterator[T]:
+    """An async source that hands control to the loop before every item."""
+    for x in items:
+        await asyncio.sleep(0)
+        yield x
+
+
+class Double(StreamPipe[int, int]):
+    async def process_item(self, item: int) -> int:
+        return item * 2
+
+
+class EvensTwice(StreamPipe[int, int]):
+    """Drops odd items and emits every even item twice."""
+
+    async def process_stream(self, stream: AsyncIterator[int]) -> AsyncIterator[int]:
+        async for item in stream:
+            if item % 2 == 0:
+                yield item
+                yield item
+
+
+class RunningSum(StreamPipe[int, int]):
+    """Keeps its state in the generator, so each run has its own."""
+
+    async def process_stream(self, stream: AsyncIterator[int]) -> AsyncIterator[int]:
+        total = 0
+        async for item in stream:
+            total += item
+            yield total
+
+
+async def test_default_pipe_is_identity() -> None:
+    """A plain StreamPipe passes every item through unchanged, in order."""
+    pipe: StreamPipe[int, int] = StreamPipe()
+    assert [1, 2, 3] == await collect(pipe.stream([1, 2, 3]))
+
+
+async def test_default_pipe_keeps_items_of_any_type() -> None:
+    """The identity pipe does not copy or convert items."""
+    marker = object()
+    items: list[Any] = [None, "a", marker, {"k": 1}]
+    out = await collect(StreamPipe[Any, Any]().stream(items))
+    assert items == out
+    assert marker is out[2]
+
+
+async def test_process_item_override_transforms_each_item() -> None:
+    """Overriding process_item applies it to every item, in input order."""
+    assert [0, 2, 4, 6] == await collect(Double().stream(range(4)))
+
+
+async def test_process_stream_override_can_filter_and_emit_several() -> None:
+    """A process_stream override may drop items and emit several outputs per input."""
+    assert [0, 0, 2, 2, 4, 4] == await collect(EvensTwice().stream(range(6)))
+
+
+async def test_process_stream_override_sees_the_whole_stream() -> None:
+    """A process_stream override keeps state across items within a run."""
+    assert [1, 3, 6, 10] == await collect(RunningSum().stream([1, 2, 3, 4]))
+
+
+async def test_process_stream_override_that_emits_nothing() -> None:
+    """A process_stream that yields nothing gives an empty stream."""
+    assert [] == await collect(EvensTwice().stream([1, 3, 5]))
+
+
+async def test_sync_generator_source() -> None:
+    """A sync generator is a valid source."""
+    assert [0, 2, 4] == await collect(Double().stream(x for x in range(3)))
+
+
+async def test_sync_iterator_source() -> None:
+    """A bare iterator (not re-iterable) is a valid source."""
+    source: Iterator[int] = iter([5, 6])
+    assert [10, 12] == await collect(Double().stream(source))
+
+
+async def test_async_generator_source() -> None:
+    """An async generator is a valid source."""
+    assert [2, 4, 6] == await collect(Double().stream(agen([1, 2, 3])))
+
+
+async def test_async_iterable_source() -> None:
+    """An async iterable object (TestSource) is read completely."""
+    source = TestSource([1, 2, 3])
+    assert [2, 4, 6] == await collect(Double().stream(source))
+    assert 3 == source.read
+
+
+async def test_async_source_through_process_stream_override() -> None:
+    """A process_stream override works on an async source."""
+    assert [0, 0, 2, 2] == await collect(EvensTwice().stream(agen(range(4))))
+
+
+@pytest.mark.parametrize(
+    "source",
+    [[], (), iter([]), TestSource([])],
+    ids=["list", "tuple", "iterator", "async"],
+)
+async def test_empty_source_gives_empty_stream(source: Any) -> None:
+    """An empty source, sync or async, ends the stream at once without results."""
+    assert [] == await collect(Double().stream(source))
+
+
+async def test_empty_async_generator_through_process_stream() -> None:
+    """An empty async generator through a process_stream override gives nothing."""
+    assert [] == await collect(RunningSum().stream(agen([])))
+
+
+async def test_stream_without_async_with() -> None:
+    """A stream can be iterated directly with async for, without async with."""
+    out = [x async for x in Double().stream([1, 2])]
+    assert [2, 4] == out
+
+
+async def test_name_defaults_to_class_name() -> None:
+    """Without name=, a pipe is called after its class."""
+    assert "StreamPipe" == StreamPipe[int, int]().name
+    assert "Double" == Double().name
+    assert "EvensTwice" == EvensTwice().name
+
+
+async def test_name_argument_overrides_class_name() -> None:
+    """name= sets the pipe's name, for base and subclasses alike."""
+    assert "ingest" == StreamPipe[int, int](name="ingest").name
+    assert "doubler" == Double(name="doubler").name
+
+
+async def test_repr_shows_class_and_name() -> None:
+    """repr names the class and the pipe."""
+    assert "<Double 'doubler'>" == repr(Double(name="doubler"))
+
+
+async def test_same_pipe_streamed_twice_sequentially() -> None:
+    """A pipe is a reusable definition: a second run starts fresh."""
+    pipe = RunningSum()
+    assert [1, 3, 6] == await collect(pipe.stream([1, 2, 3]))
+    assert [10, 30] == await collect(pipe.stream([10, 20]))
+
+
+async def test_same_pipe_streamed_concurrently_gives_independent_results() -> None:
+    """Two runs of one pipe interleaved on the loop do not share state."""
+    pipe = RunningSum()
+    a, b = await asyncio.gather(
+        collect(pipe.stream(agen([1, 2, 3, 4]))),
+        collect(pipe.stream(agen([100, 200, 300]))),
+    )
+    assert [1, 3, 6, 10] == a
+    assert [100, 300, 600] == b
+
+
+async def test_buffered_concurrent_pipe_streamed_concurrently() -> None:
+    """Runs of a pipe with a buffer and concurrency>1 each get their own buffer and workers."""
+    pipe = Double(config=BackpressureConfig(max_buffer_size=3), concurrency=2)
+    a, b, c = await asyncio.gather(
+        collect(pipe.stream(agen(range(50)))),
+        collect(pipe.stream(range(100, 140))),
+        collect(pipe.stream(TestSource(range(7)))),
+    )
+    assert [2 * x for x in range(50)] == a
+    assert [2 * x for x in range(100, 140)] == b
+    assert [2 * x for x in range(7)] == c
+
+
+@pytest.mark.parametrize("source", [42, 3.5, None, object()], ids=repr)
+async def test_stream_on_non_iterable_raises_type_error_at_once(source: Any) -> None:
+    """stream() rejects a non-iterable source immediately, naming its type."""
+    with pytest.raises(TypeError, match=type(source).__name__):
+        StreamPipe[Any, Any]().stream(source)
+
+
+@pytest.mark.parametrize("concurrency", [0, -1, True, False, 1.0, "2"], ids=repr)
+async def test_invalid_concurrency_raises_value_error(concurrency: Any) -> None:
+    """concurrency must be an int >= 1 (bools and other types rejected)."""
+    with pytest.raises(ValueError, match="concurrency"):
+        StreamPipe[int, int](concurrency=concurrency)
+
+
+async def test_concurrency_error_message_shows_value() -> None:
+    """The concurrency error shows the value that was given."""
+    with pytest.raises(ValueError, match="got 0"):
+        StreamPipe[int, int](concurrency=0)
+
+
+@pytest.mark.parametrize("name", ["", 5, b"x"], ids=repr)
+async def test_invalid_name_raises_value_error(name: Any) -> None:
+    """name must be a non-empty str."""
+    with pytest.raises(ValueError, match="name"):
+        StreamPipe[int, int](name=name)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{"max_buffer_size": 10}, 10, "block", BackpressureConfig],
+    ids=["dict", "int", "str", "class"],
+)
+async def test_config_of_wrong_type_raises_type_error(config: Any) -> None:
+    """config must be a BackpressureConfig instance; the error names what was given."""
+    with pytest.raises(TypeError, match=f"BackpressureConfig, got {type(config).__name__}"):
+        StreamPipe[int, int](config=config)
+
+
+async def test_concurrency_with_process_stream_override_raises_value_error() -> None:
+    """concurrency>1 cannot apply to a pipe that takes over process_stream."""
+    with pytest.raises(ValueError, match="process_stream"):
+        EvensTwice(concurrency=2)
+
+
+async def test_concurrency_one_with_process_stream_override_is_allowed() -> None:
+    """concurrency=1 (explicit) is fine for a process_stream override."""
+    pipe = EvensTwice(concurrency=1)
+    assert [2, 2] == await collect(pipe.stream([1, 2, 3]))
+
+
+async def test_process_stream_override_with_config() -> None:
+    """A process_stream override behind its own buffer still sees every item in order."""
+    pipe = RunningSum(config=BackpressureConfig(max_buffer_size=2))
+    assert [sum(range(k + 1)) for k in range(600)] == await collect(pipe.stream(range(600)))
