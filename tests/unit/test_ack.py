@@ -1,4 +1,3 @@
-
 """Acknowledging sources: ack(count) tells how many leading items are done with.
 
 ``ack(mark)`` is called once the consumer asks for the next result after the

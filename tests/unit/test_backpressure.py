@@ -1,4 +1,3 @@
-
 """BackpressureConfig: validation, bounded read-ahead, throttling and overflow strategies."""
 
 from __future__ import annotations

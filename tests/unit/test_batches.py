@@ -1,4 +1,3 @@
-
 """BatchStreamPipe: batches by size, time and weight; per-item processing, errors, acks."""
 
 from __future__ import annotations

@@ -1,4 +1,3 @@
-
 """Clocks: SystemClock and the testing VirtualClock."""
 
 from __future__ import annotations

@@ -1,4 +1,3 @@
-
 """concurrency=N, ordered / unordered output, and min_processing_time pacing."""
 
 from __future__ import annotations

@@ -1,4 +1,3 @@
-
 """Error policies: StreamError, "raise", "skip", Retry, DeadLetter and per-error callables."""
 
 from __future__ import annotations

@@ -1,4 +1,3 @@
-
 """The public modules export exactly their __all__, re-exported from private modules."""
 
 from __future__ import annotations

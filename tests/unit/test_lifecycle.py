@@ -1,4 +1,3 @@
-
 """Nothing is left running: every way a stream ends closes its source and its tasks.
 
 Each scenario runs over several pipeline shapes (fused, buffered, concurrent, with a

@@ -1,4 +1,3 @@
-
 """StreamMonitor: counts, throughput, backpressure, buffers and latency per stage."""
 
 from __future__ import annotations

@@ -1,4 +1,3 @@
-
 """map / filter / flat_map operators, composition with ``|`` and Pipeline."""
 
 from __future__ import annotations

@@ -1,4 +1,3 @@
-
 """StreamPipe used on its own: the default, overrides, sources, names, reuse, validation."""
 
 from __future__ import annotations

@@ -1,4 +1,3 @@
-
 """The synchronous window maths: assigning items, firing on the watermark, flushing.
 
 Times are whole microseconds; the tests use small integers so the diagrams read

@@ -1,4 +1,3 @@
-
 """Windowed pipes against small reference models, on random out-of-order event streams.
 
 The models are written from the documented semantics, item by item:

@@ -1,4 +1,3 @@
-
 """WindowedStreamPipe end to end: timers on a VirtualClock, event time, lateness, keys, errors.
 
 Processing-time windows are aligned to the Unix epoch; VirtualClock starts at
