@@ -58,6 +58,16 @@ class FunctionPipe(StreamPipe[A, B]):
         #: An async generator function's results are collected item by item.
         self._item_path = self.is_async or inspect.isasyncgenfunction(fn)
 
+    @property
+    def _fusable(self) -> bool:
+        """Whether this operator can run inside a fused loop with its neighbours."""
+        return (
+            not self._item_path
+            and self.kind is not Kind.FLAT
+            and self.concurrency == 1
+            and self.config is None
+        )
+
     async def process_item(self, item: A) -> B:
         """Apply the function to one item as ``map`` would (``filter`` keeps or not)."""
         result = self.fn(item)

@@ -154,6 +154,11 @@ class StreamPipe(Pipeable[In, Out]):
         return type(self).process_stream is not StreamPipe.process_stream
 
     @property
+    def _fusable(self) -> bool:
+        """Whether the runtime may fuse this pipe with adjacent fusable ones (operators)."""
+        return False
+
+    @property
     def _needs_buffer(self) -> bool:
         """Whether this pipe runs decoupled from its upstream, behind its own buffer."""
         return self.config is not None or self.concurrency > 1

@@ -20,6 +20,7 @@ from typing import Any, Generic, Self, TypeVar
 from ._buffer import Chunk, ChunkBuffer
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import BackpressureConfig
+from ._fusion import fused_stage
 from ._pipe import Pipeable, StreamPipe
 from ._policies import ErrorHandler
 from ._sources import Acknowledging, Pausable, check_source, close_source, source_chunks
@@ -138,10 +139,17 @@ async def _iterate(state: _RunState) -> AsyncIterator[Any]:
         up: AsyncIterator[Chunk] = source_chunks(source)
         gens.append(up)
         segment_stats: list[StageStats] = []
+        # The run of fusable operators being gathered, with their contexts.
+        fused: list[tuple[Any, StageContext]] = []
         for i, (pipe, stats) in enumerate(zip(stages, state.run.stages, strict=True)):
             config = pipe.config or _DEFAULT_CONFIG
             buffer = None
-            if _needs_buffer(stages, i):
+            needs_buffer = _needs_buffer(stages, i)
+            if fused and (needs_buffer or not pipe._fusable):
+                up = _open_fused(fused, up)
+                gens.append(up)
+                fused = []
+            if needs_buffer:
                 buffer = ChunkBuffer(config, stats)
                 buffer.producers = segment_stats
                 if not tasks and isinstance(source, Pausable):
@@ -157,7 +165,21 @@ async def _iterate(state: _RunState) -> AsyncIterator[Any]:
                 segment_stats = []
             segment_stats.append(stats)
             errors = ErrorHandler(pipe.on_error, pipe.name, stats, clock, sides)
-            up = pipe._open(up, StageContext(pipe.name, stats, clock, errors, config, buffer))
+            ctx = StageContext(pipe.name, stats, clock, errors, config, buffer)
+            if pipe._fusable and (
+                fused
+                or (
+                    i + 1 < len(stages)
+                    and stages[i + 1]._fusable
+                    and not _needs_buffer(stages, i + 1)
+                )
+            ):
+                fused.append((pipe, ctx))
+                continue
+            up = pipe._open(up, ctx)
+            gens.append(up)
+        if fused:
+            up = _open_fused(fused, up)
             gens.append(up)
         ack = source.ack if isinstance(source, Acknowledging) else None
         acked = 0
@@ -183,6 +205,15 @@ async def _iterate(state: _RunState) -> AsyncIterator[Any]:
     finally:
         state.run.finish()
         await _shutdown(tasks, gens, sides)
+
+
+def _open_fused(
+    group: list[tuple[Any, StageContext]], up: AsyncIterator[Chunk]
+) -> AsyncIterator[Chunk]:
+    """One loop for a run of fusable operators (``map``/``filter`` with sync functions)."""
+    return fused_stage(
+        [p.fn for p, _ in group], [p.kind for p, _ in group], [c for _, c in group], up
+    )
 
 
 async def _shutdown(
