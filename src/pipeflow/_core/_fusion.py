@@ -6,15 +6,15 @@ So a run of fusable operators is compiled into one Python function whose loop
 calls each function in turn, as a hand-written loop would::
 
     for v0 in it:
-        s = 0; v1 = f0(v0)
-        s = 1
+        v1 = f0(v0)
         if not f1(v1): continue
         c1 += 1
-        s = 2; v2 = f2(v1)
+        v2 = f2(v1)
         ap(v2)
 
-``s`` records the operator at work, so a failure is handed, with that operator's
-input, to that operator's error policy; the loop then resumes after the item.
+The line a failure comes from tells which operator failed; the failure goes,
+with that operator's input, to that operator's error policy, and the loop
+resumes after the item.
 Metrics stay per operator: items in and out are derived from the chunk size,
 the filters' pass counters and the skips.
 """
@@ -50,38 +50,39 @@ def compile_runner(kinds: tuple[Kind, ...]) -> Runner:
     lines = [
         "def run(it, ap, fns, passes):",
         f"    {names}, = fns",
-        "    s = 0",
         f"    {' = '.join(f'v{k}' for k in range(n + 1))} = None",
         *(f"    c{k} = 0" for k in range(n) if kinds[k] is Kind.FILTER),
         "    try:",
         "        for v0 in it:",
     ]
+    # Each operator's call sits on a line of its own: the traceback's line number
+    # says which one failed, so the loop needs no bookkeeping per item.
+    stage_of_line: dict[int, int] = {}
     inputs = []
     cur = 0
     for k, kind in enumerate(kinds):
         inputs.append(cur)
+        stage_of_line[len(lines) + 1] = k
         if kind is Kind.MAP:
-            lines.append(f"            s = {k}; v{k + 1} = f{k}(v{cur})")
+            lines.append(f"            v{k + 1} = f{k}(v{cur})")
             cur = k + 1
         else:
-            lines.append(f"            s = {k}")
             lines.append(f"            if not f{k}(v{cur}): continue")
             lines.append(f"            c{k} += 1")
     lines.append(f"            ap(v{cur})")
     values = ", ".join(f"v{i}" for i in inputs)
     lines += [
         "    except Exception as e:",
+        "        s = stage_of_line[e.__traceback__.tb_lineno]",
         f"        return s, e, ({values},)[s]",
         "    finally:",
         *(f"        passes[{k}] += c{k}" for k in range(n) if kinds[k] is Kind.FILTER),
         "        pass",
         "    return None",
     ]
-    namespace: dict[str, Any] = {}
-    exec(
-        compile("\n".join(lines), f"<pipeflow fused {'/'.join(k.value for k in kinds)}>", "exec"),
-        namespace,
-    )
+    namespace: dict[str, Any] = {"stage_of_line": stage_of_line}
+    source = "\n".join(lines)
+    exec(compile(source, f"<pipeflow fused {'/'.join(k.value for k in kinds)}>", "exec"), namespace)
     runner = namespace["run"]
     _cache[kinds] = runner
     return runner  # type: ignore[no-any-return]
