@@ -127,10 +127,11 @@ class ChunkBuffer:
         """Put ``items``, waiting for room as the overflow strategy says."""
         rest = self.put_nowait(items, mark)
         while rest:
-            await self._wait_for_room()
+            await self.wait_for_room()
             rest = self.put_nowait(rest, mark)
 
-    async def _wait_for_room(self) -> None:
+    async def wait_for_room(self) -> None:
+        """Wait until a put may add items again (recording the wait as backpressure)."""
         loop = asyncio.get_running_loop()
         fut = self._putter = loop.create_future()
         timed = [s for s in self.producers if s.timed]

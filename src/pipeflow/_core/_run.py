@@ -237,9 +237,13 @@ async def _shutdown(
 
 async def _feed(up: AsyncIterator[Chunk], buffer: ChunkBuffer) -> None:
     """Run everything upstream of ``buffer`` and fill it; pass on the end or the error."""
+    put_nowait = buffer.put_nowait
     try:
         async for items, mark in up:
-            await buffer.put(items, mark)
+            rest = put_nowait(items, mark)
+            while rest:  # no room for all of it: wait, as put() does
+                await buffer.wait_for_room()
+                rest = put_nowait(rest, mark)
     except asyncio.CancelledError:
         raise
     except BaseException as exc:
