@@ -4,14 +4,15 @@ and metrics."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeflow.streams import DeadLetter, Pipeline, Retry, StreamError, filter, map
-from pipeflow.testing import VirtualClock
+from pipeflow.streams import DeadLetter, Pipeline, Retry, StreamError, StreamPipe, filter, map
+from pipeflow.testing import TestSource, VirtualClock
 
 
 def failing(bad: set[int], fn: Any) -> Any:
@@ -121,3 +122,36 @@ def test_fused_matches_a_plain_loop(xs: list[int], bad1: set[int], bad2: set[int
     assert model() == out
     assert len(xs) == stats[0].items_in
     assert len(out) == stats[-1].items_out
+
+
+async def test_process_stream_output_is_not_held_while_input_is_quiet() -> None:
+    """After a process_stream stage, an output goes on before the stage waits for input."""
+    clock = VirtualClock()
+
+    class Evens(StreamPipe[int, int]):
+        async def process_stream(self, stream: AsyncIterator[int]) -> AsyncIterator[int]:
+            async for x in stream:
+                if x % 2 == 0:
+                    yield x
+
+    pipe = Evens() | map(lambda x: x * 10)
+    source: TestSource[int] = TestSource([2, 3, TestSource.wait(10), 4], clock=clock)
+    arrivals: list[tuple[float, int]] = []
+    async with pipe.stream(source, clock=clock) as stream:
+        async for x in stream:
+            arrivals.append((clock.monotonic(), x))
+    assert [(0.0, 20), (10.0, 40)] == arrivals
+
+
+async def test_process_stream_stage_feeds_the_next_stage_in_chunks() -> None:
+    """A process_stream stage's outputs reach the next stage whole and in order."""
+
+    class Double(StreamPipe[int, int]):
+        async def process_stream(self, stream: AsyncIterator[int]) -> AsyncIterator[int]:
+            async for x in stream:
+                yield x
+                yield x
+
+    out, stats = await collect(Double() | map(lambda x: x + 1), range(1000))
+    assert [x + 1 for x in range(1000) for _ in range(2)] == out
+    assert [(1000, 2000), (2000, 2000)] == [(s.items_in, s.items_out) for s in stats]

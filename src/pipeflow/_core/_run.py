@@ -141,6 +141,7 @@ async def _iterate(state: _RunState) -> AsyncIterator[Any]:
         segment_stats: list[StageStats] = []
         # The run of fusable operators being gathered, with their contexts.
         fused: list[tuple[Any, StageContext]] = []
+        prev_ctx: StageContext | None = None
         for i, (pipe, stats) in enumerate(zip(stages, state.run.stages, strict=True)):
             config = pipe.config or _DEFAULT_CONFIG
             buffer = None
@@ -155,6 +156,8 @@ async def _iterate(state: _RunState) -> AsyncIterator[Any]:
                 if not tasks and isinstance(source, Pausable):
                     buffer.on_throttle = _pauser(source)
                 stats.buffer = buffer
+                if prev_ctx is not None:
+                    prev_ctx.output = buffer  # the segment's last stage may put directly
                 tasks.append(
                     asyncio.get_running_loop().create_task(
                         _feed(up, buffer), name=f"pipeflow: feed {pipe.name!r}"
@@ -165,7 +168,7 @@ async def _iterate(state: _RunState) -> AsyncIterator[Any]:
                 segment_stats = []
             segment_stats.append(stats)
             errors = ErrorHandler(pipe.on_error, pipe.name, stats, clock, sides)
-            ctx = StageContext(pipe.name, stats, clock, errors, config, buffer)
+            ctx = prev_ctx = StageContext(pipe.name, stats, clock, errors, config, buffer)
             if pipe._fusable and (
                 fused
                 or (

@@ -62,6 +62,9 @@ class StageContext:
     config: BackpressureConfig
     #: The stage's own input buffer, when it runs decoupled from its upstream.
     buffer: ChunkBuffer | None
+    #: The next stage's buffer, when this stage ends a feeder's segment; a stage
+    #: that emits item by item may put its output there directly.
+    output: ChunkBuffer | None = None
 
 
 def _emit(kind: Kind, out: list[Any], item: Any, result: Any) -> None:
@@ -216,7 +219,11 @@ async def stream_stage(
     up: AsyncIterator[Chunk],
     ctx: StageContext,
 ) -> AsyncIterator[Chunk]:
-    """Run a user's ``process_stream`` over the items; each output goes on at once.
+    """Run a user's ``process_stream`` over the items.
+
+    Outputs go on at once, one by one; when the stage feeds a buffer directly
+    (``ctx.output``), they are gathered and put there in one piece each time the
+    stage has used up its input at hand, before it waits for more.
 
     A ``process_stream`` may hold items for as long as it likes, so the source
     position it completes is only known at its end: its outputs carry the mark
@@ -226,6 +233,20 @@ async def stream_stage(
     timed = stats.timed
     now = ctx.clock.monotonic
     final_mark = 0
+    sink = ctx.output
+    pending: list[Any] = []
+
+    async def flush() -> None:
+        nonlocal pending
+        assert sink is not None
+        batch, pending = pending, []
+        stats.items_out += len(batch)
+        if timed:
+            stats.record_out(len(batch), now())
+        rest = sink.put_nowait(batch, 0)
+        while rest:
+            await sink.wait_for_room()
+            rest = sink.put_nowait(rest, 0)
 
     async def items() -> AsyncIterator[Any]:
         nonlocal final_mark
@@ -234,16 +255,24 @@ async def stream_stage(
             for x in chunk:
                 yield x
             final_mark = mark
+            if pending:
+                await flush()  # before waiting for more input
 
     inner = items()
     outputs = process_stream(inner)
     aclose = getattr(outputs, "aclose", None)
     try:
-        async for y in outputs:
-            stats.items_out += 1
-            if timed:
-                stats.record_out(1, now())
-            yield [y], 0
+        if sink is not None:
+            async for y in outputs:
+                pending.append(y)
+            if pending:
+                await flush()
+        else:
+            async for y in outputs:
+                stats.items_out += 1
+                if timed:
+                    stats.record_out(1, now())
+                yield [y], 0
     finally:
         if aclose is not None:
             await aclose()
