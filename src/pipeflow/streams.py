@@ -26,8 +26,8 @@ from ._core._policies import Retry as Retry
 from ._core._run import Stream as Stream
 from ._core._sources import Acknowledging as Acknowledging
 from ._core._sources import Pausable as Pausable
-from ._windows._pipe import Window as Window
 from ._windows._pipe import WindowedStreamPipe as WindowedStreamPipe
+from ._windows._window import Window as Window
 
 __all__ = [
     "MAX_CHUNK",

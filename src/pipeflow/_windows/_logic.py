@@ -15,6 +15,8 @@ import heapq
 from collections.abc import Hashable
 from typing import Any, Protocol
 
+from ._window import Window
+
 __all__ = ["CountWindows", "OpenWindow", "SessionWindows", "SlidingWindows", "TumblingWindows"]
 
 
@@ -27,10 +29,18 @@ class OpenWindow:
         self.key = key
         self.start = start
         self.end = end
-        self.items: list[Any] = []
+        #: The items, in the ``Window`` handed to the user when the window fires.
+        self.items: Window[Any] = Window(key=key)
         self.fired = False
         #: The source mark reached before this window's first item (for acks).
         self.since = since
+
+    def window(self) -> Window[Any]:
+        """The items as the user's ``Window``, with the bounds as they are now."""
+        w = self.items
+        w._start_us = self.start
+        w._end_us = self.end
+        return w
 
     def __repr__(self) -> str:
         return (
@@ -219,7 +229,7 @@ class SessionWindows:
             return True
         w = touching[0]
         for other in touching[1:]:
-            w.items += other.items
+            w.items.extend(other.items)
             w.start = min(w.start, other.start)
             w.end = max(w.end, other.end)
             w.since = min(w.since, other.since)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Hashable
 from datetime import datetime, timedelta
 from functools import partial
 from math import floor as _floor
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .._core._buffer import wait_input
 from .._core._errors import LateItemError, StreamError
@@ -29,6 +29,7 @@ from ._logic import (
     WindowLogic,
 )
 from ._time import from_us, seconds_to_us, to_us
+from ._window import Window
 
 if TYPE_CHECKING:
     from .._core._buffer import Chunk
@@ -43,29 +44,6 @@ Out = TypeVar("Out")
 
 _NO_TIME = -(2**62)
 _NEVER = 2**62
-
-
-class Window(list[T], Generic[T]):
-    """The items of one window: a list, with ``start``, ``end`` and ``key``.
-
-    ``start`` and ``end`` are timezone-aware UTC datetimes; the window covers
-    ``[start, end)``. For count windows they are the times of the first and the
-    last item. ``key`` is the item key (``None`` without ``key=``).
-    """
-
-    __slots__ = ("end", "key", "start")
-
-    def __init__(self, items: list[T], start: datetime, end: datetime, key: Hashable) -> None:
-        super().__init__(items)
-        self.start = start
-        self.end = end
-        self.key = key
-
-    def __repr__(self) -> str:
-        return (
-            f"Window(start={self.start.isoformat()}, end={self.end.isoformat()}, "
-            f"key={self.key!r}, items={list.__repr__(self)})"
-        )
 
 
 LatePolicy = Literal["drop", "raise"] | list[Any] | Callable[[LateItemError], Any] | Any
@@ -403,7 +381,7 @@ class _WindowRun:
         out: list[Any] = []
         error: StreamError | None = None
         for w in fired:
-            window = Window(w.items, from_us(w.start), from_us(w.end), w.key)
+            window = w.window()
             try:
                 result = await process(window)
             except Exception as exc:
