@@ -61,6 +61,7 @@ def print_header(argv: list[str]) -> None:
     print(f"  python    {platform.python_implementation()} {platform.python_version()}")
     print(f"  pipeflow  {pipeflow.__version__} (git {_git_commit()})")
     print(f"  aiostream {_version('aiostream')}")
+    print(f"  bytewax   {_version('bytewax')}")
     print(f"  platform  {platform.platform()}")
     cores = psutil.cpu_count(logical=False)
     memory = psutil.virtual_memory().total / 2**30

@@ -2,6 +2,8 @@
 
 1. Throughput of map -> filter -> map against hand-written asyncio and aiostream.
 2. Memory and throughput behind a slow consumer, against queues and generators.
+3. Keyed event-time tumbling count against a dict loop, an async generator and bytewax.
+4. Batches of 100, summed, against a loop, an async generator, aiostream and bytewax.
 
 Prints a report with each of the issue's targets marked PASS or MISS.
 """
@@ -13,11 +15,13 @@ import io
 import sys
 import time
 
+from bench_batches import run_batches
 from bench_env import print_header
 from bench_memory import run_memory
 from bench_pipelines import IMPLEMENTATIONS
 from bench_report import Target, print_targets
 from bench_throughput import measure, report
+from bench_windows import run_windows
 
 #: The unbounded queue buffers every event; past this many it gets slow and large.
 UNBOUNDED_MAX = 1_000_000
@@ -28,7 +32,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=1_000_000, help="items per run")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved throughput rounds")
     parser.add_argument("--only", help="run only implementations whose key or name contains this")
+    parser.add_argument(
+        "--skip-throughput", action="store_true", help="skip the map -> filter -> map part"
+    )
     parser.add_argument("--skip-memory", action="store_true", help="skip the slow-consumer part")
+    parser.add_argument("--skip-windows", action="store_true", help="skip the windowed count part")
+    parser.add_argument("--skip-batches", action="store_true", help="skip the batches part")
     args = parser.parse_args(argv)
     if args.n < 2 or args.rounds < 1:
         parser.error("--n must be >= 2 and --rounds >= 1")
@@ -40,8 +49,9 @@ def _argv(args: argparse.Namespace) -> list[str]:
     argv = ["--n", str(args.n), "--rounds", str(args.rounds)]
     if args.only:
         argv += ["--only", args.only]
-    if args.skip_memory:
-        argv.append("--skip-memory")
+    for part in ("throughput", "memory", "windows", "batches"):
+        if getattr(args, f"skip_{part}"):
+            argv.append(f"--skip-{part}")
     return argv
 
 
@@ -57,13 +67,19 @@ def main(argv: list[str]) -> None:
     print_header(_argv(args))
     targets: list[Target] = []
     impls = [i for i in IMPLEMENTATIONS if not args.only or args.only in i.key + " " + i.label]
-    if impls:
+    if impls and not args.skip_throughput:
         _section("1. throughput: map -> filter -> map")
         results = measure(impls, args.n, args.rounds)
         targets += report(results, impls, args.rounds)
     if not args.skip_memory:
         _section("2. slow consumer: memory and throughput")
         targets += run_memory(args.n, min(args.n, UNBOUNDED_MAX), args.only)
+    if not args.skip_windows:
+        _section("3. keyed event-time tumbling count")
+        targets += run_windows(args.n, args.rounds, args.only)
+    if not args.skip_batches:
+        _section("4. batches of 100, summed")
+        targets += run_batches(args.n, args.rounds, args.only)
     if targets:
         _section("summary of targets")
         print_targets(targets)

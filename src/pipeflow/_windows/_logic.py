@@ -12,7 +12,7 @@ windows open at once, never by the length of the stream.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any, Protocol
 
 from ._window import Window
@@ -114,13 +114,16 @@ class _Heap:
 class TumblingWindows:
     """Fixed, non-overlapping windows ``[offset + k*size, offset + (k+1)*size)``."""
 
-    __slots__ = ("_heap", "_offset", "_open", "_size", "position")
+    __slots__ = ("_heap", "_offset", "_open", "_size", "appenders", "position")
 
     def __init__(self, size: int, offset: int = 0) -> None:
         self.position = 0
         self._size = size
         self._offset = offset % size
         self._open: dict[tuple[Hashable, int], OpenWindow] = {}
+        #: ``append`` of each open window's items by ``(key, start)``: the
+        #: windowed pipe's hot loop adds to an open window through these.
+        self.appenders: dict[tuple[Hashable, int], Callable[[Any], None]] = {}
         self._heap = _Heap()
 
     @property
@@ -131,11 +134,6 @@ class TumblingWindows:
     def offset(self) -> int:
         return self._offset
 
-    @property
-    def lookup(self) -> dict[tuple[Hashable, int], OpenWindow]:
-        """Open windows by ``(key, start)``: the hot loop appends to them directly."""
-        return self._open
-
     def add(self, item: Any, key: Hashable, ts: int, watermark: int) -> bool:
         start = ts - (ts - self._offset) % self._size
         w = self._open.get((key, start))
@@ -144,6 +142,7 @@ class TumblingWindows:
             if end <= watermark:
                 return False
             w = self._open[key, start] = OpenWindow(key, start, end, self.position)
+            self.appenders[key, start] = w.items.append
             self._heap.push(w)
         w.items.append(item)
         return True
@@ -152,11 +151,13 @@ class TumblingWindows:
         fired = self._heap.pop_until(watermark)
         for w in fired:
             del self._open[w.key, w.start]
+            del self.appenders[w.key, w.start]
         return fired
 
     def flush(self) -> list[OpenWindow]:
         fired = self._heap.drain()
         self._open.clear()
+        self.appenders.clear()
         return fired
 
     def next_end(self) -> int | None:
@@ -191,6 +192,7 @@ class SlidingWindows(TumblingWindows):
             w = self._open.get((key, start))
             if w is None:
                 w = self._open[key, start] = OpenWindow(key, start, end, self.position)
+                self.appenders[key, start] = w.items.append
                 self._heap.push(w)
             w.items.append(item)
             accepted = True

@@ -318,7 +318,7 @@ class _WindowRun:
         due = _due(logic)
         # Tumbling windows: find an open window by arithmetic and one dict lookup.
         tumbling = logic if type(logic) is TumblingWindows else None
-        lookup = tumbling.lookup if tumbling is not None else None
+        appenders = tumbling.appenders if tumbling is not None else None
         size, offset = (tumbling.size, tumbling.offset) if tumbling is not None else (1, 0)
         try:
             for x in items:
@@ -338,10 +338,10 @@ class _WindowRun:
                         if wm >= due:
                             fired += logic.fire(wm)
                             due = _due(logic)
-                if lookup is not None:
-                    w = lookup.get((k, ts - (ts - offset) % size))
-                    if w is not None:
-                        w.items.append(x)
+                if appenders is not None:
+                    append = appenders.get((k, ts - (ts - offset) % size))
+                    if append is not None:
+                        append(x)
                         continue
                 if add(x, k, ts, wm):
                     due = _due(logic)
