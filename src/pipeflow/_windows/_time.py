@@ -20,7 +20,7 @@ def to_us(value: Any) -> int:
         if not math.isfinite(value):
             msg = f"an event time must be finite, got {value!r}"
             raise ValueError(msg)
-        return math.floor(value * 1e6 + 0.5)  # the same rounding as the windowed hot loop
+        return round(value * 1e6)  # the same rounding as the windowed hot loops
     if isinstance(value, datetime):
         if value.tzinfo is None:
             msg = f"an event time must be timezone-aware, got naive {value!r}"

@@ -1,0 +1,52 @@
+"""``Window``: the items of one window, with its bounds and key."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from ._time import from_us, to_us
+
+__all__ = ["Window"]
+
+T = TypeVar("T")
+
+
+class Window(list[T], Generic[T]):
+    """The items of one window: a list, with ``start``, ``end`` and ``key``.
+
+    ``start`` and ``end`` are timezone-aware UTC datetimes; the window covers
+    ``[start, end)``. For count windows they are the times of the first and the
+    last item. ``key`` is the item key (``None`` without ``key=``).
+    """
+
+    __slots__ = ("_end_us", "_start_us", "key")
+
+    def __init__(
+        self,
+        items: Iterable[T] = (),
+        start: datetime | None = None,
+        end: datetime | None = None,
+        key: Hashable = None,
+    ) -> None:
+        super().__init__(items)
+        self._start_us = to_us(start) if start is not None else 0
+        self._end_us = to_us(end) if end is not None else 0
+        self.key = key
+
+    @property
+    def start(self) -> datetime:
+        """The window's first instant (inclusive), UTC."""
+        return from_us(self._start_us)
+
+    @property
+    def end(self) -> datetime:
+        """The instant the window closes (exclusive), UTC."""
+        return from_us(self._end_us)
+
+    def __repr__(self) -> str:
+        return (
+            f"Window(start={self.start.isoformat()}, end={self.end.isoformat()}, "
+            f"key={self.key!r}, items={list.__repr__(self)})"
+        )
