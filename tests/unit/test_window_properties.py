@@ -50,6 +50,10 @@ def event_time(item: Item) -> datetime:
     return EPOCH + item[0] * MS
 
 
+def epoch_seconds(item: Item) -> float:
+    return item[0] / 1000
+
+
 def key_of(item: Item) -> str:
     return item[1]
 
@@ -176,6 +180,8 @@ def time_windows(draw: st.DrawFn) -> dict[str, Any]:
     keyed=st.booleans(),
     route=st.booleans(),
     one_by_one=st.booleans(),
+    float_seconds=st.booleans(),
+    in_order=st.booleans(),
 )
 def test_time_windows_match_reference_model(
     raw: list[tuple[int, str]],
@@ -183,8 +189,16 @@ def test_time_windows_match_reference_model(
     keyed: bool,
     route: bool,
     one_by_one: bool,
+    float_seconds: bool,
+    in_order: bool,
 ) -> None:
-    """Tumbling and sliding windows hold exactly the model's items; late items are counted."""
+    """Tumbling and sliding windows hold exactly the model's items; late items are counted.
+
+    Event times come as datetimes or as float epoch seconds, and streams in time
+    order as well as out of it (in-order chunks of floats take a faster path).
+    """
+    if in_order:
+        raw = sorted(raw, key=lambda e: e[0])
     items = numbered(raw)
     model = TimeModel(spec["size"], spec["slide"], spec["offset"], spec["lateness"], keyed)
     for item in items:
@@ -196,7 +210,7 @@ def test_time_windows_match_reference_model(
         spec["size"] * MS,
         slide=spec["slide"] * MS if spec["sliding"] else None,
         offset=spec["offset"] * MS,
-        timestamp=event_time,
+        timestamp=epoch_seconds if float_seconds else event_time,
         key=key_of if keyed else None,
         allowed_lateness=spec["lateness"] * MS,
         idle_advance=False,
