@@ -1,10 +1,12 @@
-"""Clickstream demo: validate, enrich and count page views with pipeflow.
+"""Clickstream demo: validate, enrich, count per minute and store page views with pipeflow.
 
 The demo makes up a stream of website click events (a seeded ``random.Random``,
-so every run sees the same data) and pushes it through a three-stage pipeline::
+so every run sees the same data) spread over 15 minutes of event time, and
+pushes it through one five-stage pipeline::
 
-    parse  ->  enrich  ->  label
-    (sync)     (async I/O, 32 at once, bounded buffer)     (sync)
+    parse  ->  enrich  ->  label  ->  count  ->  write
+    (sync)     (async I/O, 32 at once,  (sync)  (1-minute event-time   (batches of
+                bounded buffer)                  windows per page)      window counts)
 
 - ``parse`` validates each raw record and turns it into a ``Click``. About 2 % of
   the records are deliberately broken (a missing field, a bad or naive
@@ -16,11 +18,25 @@ so every run sees the same data) and pushes it through a three-stage pipeline::
   sits behind a bounded buffer (``BackpressureConfig``), so the fast ``parse``
   stage is held back instead of piling up records in memory.
 - ``label`` classifies the traffic channel from the referrer.
+- ``count`` is a ``WindowedStreamPipe`` counting views per page in tumbling
+  one-minute windows of *event time* (the click's own timestamp). Clicks do
+  not arrive in order: about 5 % come up to 4 s behind the newest click, which
+  the 5 s ``allowed_lateness`` absorbs, and about 0.2 % come more than a window
+  plus the lateness behind, after their window has fired. Those are late: the
+  pipe hands them to a late-data list (``on_late=list``) and the demo checks
+  that exactly the clicks the generator delayed that much ended up there.
+- ``write`` is a ``BatchStreamPipe`` that stores the window counts in a
+  simulated database table, a few milliseconds per insert: a batch goes out
+  when it holds 8 rows or 0.2 s after its first row, whichever comes first.
+  The table has a primary key (page, window start), so a window written twice
+  would stop the demo.
 
-The demo's own loop consumes the results and counts views per page. A
-``StreamMonitor`` watches the pipeline: the live progress line and the final
-per-stage table print its figures, and the accounting line checks that every
-generated event was either delivered or dead-lettered.
+The demo's own loop collects the write receipts. A ``StreamMonitor`` watches
+the pipeline: the live progress line and the final per-stage table print its
+figures, including the windows fired and the late clicks. The accounting lines
+check that every generated event was counted in a window, dead-lettered or
+late, and that every window result was written exactly once. The report ends
+with the busiest pages and (page, minute) windows, read back from the table.
 
 Run it with ``make demo`` or ``python examples/clickstream.py --events 50000``.
 """
@@ -35,11 +51,11 @@ import random
 import time
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 from rich import box
@@ -56,7 +72,18 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeflow.monitoring import StageMetrics, StreamMetrics, StreamMonitor
-from pipeflow.streams import BackpressureConfig, DeadLetter, Pipeline, Stream, StreamError, map
+from pipeflow.streams import (
+    BackpressureConfig,
+    BatchStreamPipe,
+    DeadLetter,
+    LateItemError,
+    Pipeline,
+    Stream,
+    StreamError,
+    Window,
+    WindowedStreamPipe,
+    map,
+)
 
 T = TypeVar("T")
 
@@ -69,6 +96,28 @@ ENRICH_CONCURRENCY = 32
 ENRICH_BUFFER = BackpressureConfig(max_buffer_size=1024, throttle_threshold=0.75)
 #: Seconds between updates of the live progress line.
 REFRESH_EVERY = 0.1
+
+#: Event time the generated clicks cover, whatever their number.
+EVENT_SPAN = timedelta(minutes=15)
+#: ``count`` counts views per page in tumbling windows this long (event time) ...
+WINDOW = timedelta(minutes=1)
+#: ... and waits this long behind the newest click before it closes a window.
+ALLOWED_LATENESS = timedelta(seconds=5)
+#: Share of clicks that arrive out of order, but no more than ``REORDER_MAX``
+#: behind the newest click: within the allowed lateness, so never late.
+REORDER_RATE = 0.05
+REORDER_MAX = timedelta(seconds=4)
+#: Share of clicks that arrive after their window has fired: at least a window
+#: plus the allowed lateness behind the newest click, so always late.
+LATE_RATE = 0.002
+LATE_DELAY = (WINDOW + ALLOWED_LATENESS + timedelta(seconds=5), WINDOW + timedelta(seconds=40))
+
+#: ``write`` sends a batch when it holds this many window counts ...
+WRITE_BATCH_SIZE = 8
+#: ... or this many seconds after its first one, whichever comes first.
+WRITE_MAX_WAIT = 0.2
+#: Seconds one insert into the simulated table takes.
+WRITE_LATENCY = 0.004
 
 PAGES = ("/", "/pricing", "/docs", "/docs/quickstart", "/blog/backpressure", "/signup", "/login")
 PAGE_WEIGHTS = (30, 14, 18, 11, 9, 6, 12)
@@ -98,25 +147,67 @@ START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 @dataclass(frozen=True, slots=True)
 class GeneratedEvents:
-    """The synthetic input, and how many of its records were broken on purpose."""
+    """The synthetic input, and how many of its records were broken or delayed on purpose.
+
+    ``reordered`` and ``late`` count well-formed clicks only (a broken one is
+    dead-lettered before its time matters): ``reordered`` arrive out of order
+    but within the allowed lateness, ``late`` so far behind that their window
+    has fired by the time they arrive.
+    """
 
     events: list[RawEvent]
     malformed: int
+    reordered: int
+    late: int
 
 
-def generate_events(n: int, rng: random.Random) -> GeneratedEvents:
-    """``n`` click events, about ``MALFORMED_RATE`` of them malformed."""
+def generate_events(n: int, rng: random.Random, *, span: timedelta = EVENT_SPAN) -> GeneratedEvents:
+    """``n`` click events over ``span`` of event time, some broken, some out of order.
+
+    ``count``'s watermark is the newest event time it has seen minus the
+    allowed lateness. A click ``d`` behind the newest well-formed click before
+    it lands in its window if ``d < ALLOWED_LATENESS`` (its window ends after
+    its own time, so after the watermark), and is late if
+    ``d >= WINDOW + ALLOWED_LATENESS`` (its window ends at most a window after
+    its own time, so at or before the watermark). The generator only makes
+    delays of those two kinds, so it knows which clicks will be late.
+    """
+    mean_gap = span.total_seconds() / n
     events: list[RawEvent] = []
-    malformed = 0
-    ts = START
+    malformed = reordered = late = 0
+    clock = START
+    newest: datetime | None = None  # the newest well-formed click so far
     for _ in range(n):
-        ts += timedelta(milliseconds=rng.expovariate(1 / 40))
+        clock += timedelta(seconds=rng.expovariate(1 / mean_gap))
+        ts, kind = clock, "in order"
+        if newest is not None:
+            roll = rng.random()
+            if roll < LATE_RATE and newest - LATE_DELAY[1] >= START:
+                ts, kind = newest - random_delay(rng, *LATE_DELAY), "late"
+            elif roll < LATE_RATE + REORDER_RATE and newest - REORDER_MAX >= START:
+                ts, kind = (
+                    newest - random_delay(rng, timedelta(milliseconds=1), REORDER_MAX),
+                    "reordered",
+                )
+        ts = ts.replace(microsecond=ts.microsecond - ts.microsecond % 1000)  # as sent: ms
         event = make_click(rng, ts)
         if rng.random() < MALFORMED_RATE:
             corrupt(event, rng)
             malformed += 1
+        elif kind == "late":
+            late += 1
+        elif kind == "reordered":
+            reordered += 1
+        else:
+            newest = ts
         events.append(event)
-    return GeneratedEvents(events, malformed)
+    return GeneratedEvents(events, malformed, reordered, late)
+
+
+def random_delay(rng: random.Random, low: timedelta, high: timedelta) -> timedelta:
+    """A delay drawn uniformly from ``[low, high)``, in whole milliseconds."""
+    low_ms, high_ms = low // timedelta(milliseconds=1), high // timedelta(milliseconds=1)
+    return timedelta(milliseconds=rng.randrange(low_ms, high_ms))
 
 
 def make_click(rng: random.Random, ts: datetime) -> RawEvent:
@@ -224,6 +315,7 @@ class ProfileService:
 @dataclass(frozen=True, slots=True)
 class PageView:
     page: str
+    ts: datetime
     channel: str
     country: str
     plan: str
@@ -236,19 +328,126 @@ def label_channel(visit: Visit) -> PageView:
         channel = "direct"
     else:
         channel = CHANNELS.get(urlsplit(referrer).hostname or "", "referral")
-    return PageView(visit.click.page, channel, visit.country, visit.plan)
+    return PageView(visit.click.page, visit.click.ts, channel, visit.country, visit.plan)
+
+
+# -- stage 4: count views per page and minute of event time -------------------------
+
+
+class PageCount(NamedTuple):
+    """One window's result: the views of ``page`` in ``[window_start, window_start + WINDOW)``."""
+
+    page: str
+    window_start: datetime
+    views: int
+
+
+def view_time(view: PageView) -> datetime:
+    return view.ts
+
+
+def view_page(view: PageView) -> Hashable:
+    return view.page
+
+
+class PageViewCounter(WindowedStreamPipe[PageView, PageCount]):
+    """Views per page in tumbling ``WINDOW``s of event time, late views to ``late``.
+
+    A window fires once the watermark (the newest click time seen minus
+    ``ALLOWED_LATENESS``) passes its end; a view whose window has fired by the
+    time it arrives is late. Along the way the counter tallies the channels of
+    the views it counts (over every run of this instance), for the report.
+    """
+
+    def __init__(self, late: list[LateItemError]) -> None:
+        super().__init__(
+            WINDOW,
+            timestamp=view_time,
+            key=view_page,
+            allowed_lateness=ALLOWED_LATENESS,
+            # The clicks are replayed far faster than they happened: let the
+            # watermark follow their times only, not the wall clock as well, so
+            # which clicks are late depends on the data alone.
+            idle_advance=False,
+            on_late=late,
+            name="count",
+        )
+        self.channels: Counter[str] = Counter()
+
+    def aggregate_window(self, window: Window[PageView]) -> PageCount:
+        assert isinstance(window.key, str)
+        self.channels.update(view.channel for view in window)
+        return PageCount(window.key, window.start, len(window))
+
+
+# -- stage 5: write the counts in batches ----------------------------------------------
+
+
+class DuplicateKeyError(Exception):
+    """A row's primary key is in the table already."""
+
+
+class PageCountTable:
+    """A stand-in for a database table of page counts, primary key (page, window start).
+
+    Every insert is one round trip of ``latency`` seconds, however many rows it
+    carries: what makes writing in batches worth it.
+    """
+
+    def __init__(self, *, latency: float = WRITE_LATENCY) -> None:
+        self._latency = latency
+        self.rows: dict[tuple[str, datetime], int] = {}
+        #: Rows per insert, in order.
+        self.inserts: list[int] = []
+
+    async def insert_many(self, rows: Sequence[PageCount]) -> None:
+        """Insert ``rows`` all at once, or none if a key is taken."""
+        await asyncio.sleep(self._latency)
+        keys = [(row.page, row.window_start) for row in rows]
+        taken = [key for key in keys if key in self.rows]
+        if taken or len(set(keys)) < len(keys):
+            raise DuplicateKeyError(f"duplicate primary key {(taken or keys)[0]!r}")
+        self.rows.update(zip(keys, (row.views for row in rows), strict=True))
+        self.inserts.append(len(rows))
+
+
+@dataclass(frozen=True, slots=True)
+class WriteReceipt:
+    """What one batch insert wrote."""
+
+    rows: int
+
+
+class CountWriter(BatchStreamPipe[PageCount, WriteReceipt]):
+    """Write window counts to ``table``, up to ``WRITE_BATCH_SIZE`` rows per insert."""
+
+    def __init__(self, table: PageCountTable) -> None:
+        super().__init__(WRITE_BATCH_SIZE, max_wait=WRITE_MAX_WAIT, name="write")
+        self.table = table
+
+    async def process_batch(self, batch: list[PageCount]) -> WriteReceipt:
+        await self.table.insert_many(batch)
+        return WriteReceipt(len(batch))
 
 
 def build_pipeline(
-    profiles: ProfileService, dead_letters: list[StreamError]
-) -> Pipeline[RawEvent, PageView]:
-    """parse (bad records to ``dead_letters``) | enrich (32 lookups at once) | label."""
+    profiles: ProfileService,
+    dead_letters: list[StreamError],
+    counter: PageViewCounter,
+    table: PageCountTable,
+) -> Pipeline[RawEvent, WriteReceipt]:
+    """parse | enrich | label | count | write.
+
+    ``parse`` sends bad records to ``dead_letters``, ``enrich`` keeps 32 lookups
+    in flight, ``counter`` counts views per page and minute, ``write`` stores
+    the counts in ``table``.
+    """
     parse = map(parse_click, name="parse", on_error=DeadLetter(dead_letters))
     enrich = map(
         profiles.enrich, name="enrich", concurrency=ENRICH_CONCURRENCY, config=ENRICH_BUFFER
     )
     label = map(label_channel, name="label")
-    return parse | enrich | label
+    return parse | enrich | label | counter | CountWriter(table)
 
 
 # -- running it ---------------------------------------------------------------------
@@ -256,13 +455,21 @@ def build_pipeline(
 
 @dataclass(frozen=True)
 class DemoResult:
-    """What one run of the demo generated, delivered and measured."""
+    """What one run of the demo generated, counted, wrote and measured."""
 
     n_events: int
     malformed: int
-    delivered: int
+    #: Well-formed clicks the generator sent out of order within the lateness.
+    reordered: int
+    #: Well-formed clicks the generator delayed so far that they must be late.
+    late_made: int
     dead_letters: tuple[StreamError, ...]
-    pages: Counter[str]
+    #: The late-data list of ``count``.
+    late_views: tuple[LateItemError, ...]
+    #: The table ``write`` filled: views per (page, window start).
+    counts: dict[tuple[str, datetime], int]
+    #: Rows per batch, as the pipeline's write receipts report them.
+    batches: tuple[int, ...]
     channels: Counter[str]
     metrics: StreamMetrics
     seconds: float
@@ -270,6 +477,23 @@ class DemoResult:
     @property
     def dead_lettered(self) -> int:
         return len(self.dead_letters)
+
+    @property
+    def late(self) -> int:
+        return len(self.late_views)
+
+    @property
+    def counted(self) -> int:
+        """Views counted in a window: the sum of the window counts."""
+        return sum(self.counts.values())
+
+    @property
+    def pages(self) -> Counter[str]:
+        """Views per page, summed over the windows."""
+        pages: Counter[str] = Counter()
+        for (page, _), views in self.counts.items():
+            pages[page] += views
+        return pages
 
 
 async def run_demo(n_events: int, *, seed: int = 7, console: Console | None = None) -> DemoResult:
@@ -279,26 +503,32 @@ async def run_demo(n_events: int, *, seed: int = 7, console: Console | None = No
     rng = random.Random(seed)
     data = generate_events(n_events, rng)
     dead_letters: list[StreamError] = []
-    pipeline = build_pipeline(ProfileService(random.Random(seed + 1)), dead_letters)
+    late: list[LateItemError] = []
+    counter = PageViewCounter(late)
+    table = PageCountTable()
+    pipeline = build_pipeline(ProfileService(random.Random(seed + 1)), dead_letters, counter, table)
     monitor = StreamMonitor()
     pipeline.set_monitor(monitor)
     console.print(
-        f"[bold]{n_events:,}[/] click events ([bold]{data.malformed:,}[/] malformed on purpose)"
-        f" -> [cyan]{pipeline.name}[/]"
+        f"[bold]{n_events:,}[/] click events over {minutes(EVENT_SPAN)} -> [cyan]{pipeline.name}[/]"
+        f"\nOn purpose: [bold]{data.malformed:,}[/] malformed, [bold]{data.reordered:,}[/] out"
+        f" of order by < {seconds(ALLOWED_LATENESS)}, [bold]{data.late:,}[/] late by"
+        f" {LATE_DELAY[0].total_seconds():g}-{seconds(LATE_DELAY[1])}"
     )
     started = time.perf_counter()
     with make_progress(console) as progress:
-        task = progress.add_task("events", total=n_events, rate=0.0, buffer=0, dead=0)
-        pages, channels = await consume(
-            pipeline.stream(data.events), progress, task, monitor, dead_letters
-        )
+        task = progress.add_task("events", total=n_events, rate=0.0, buffer=0, dead=0, late=0)
+        batches = await consume(pipeline.stream(data.events), progress, task, monitor)
     result = DemoResult(
         n_events=n_events,
         malformed=data.malformed,
-        delivered=pages.total(),
+        reordered=data.reordered,
+        late_made=data.late,
         dead_letters=tuple(dead_letters),
-        pages=pages,
-        channels=channels,
+        late_views=tuple(late),
+        counts=dict(table.rows),
+        batches=tuple(batches),
+        channels=counter.channels,
         metrics=monitor.get_metrics(),
         seconds=time.perf_counter() - started,
     )
@@ -307,53 +537,67 @@ async def run_demo(n_events: int, *, seed: int = 7, console: Console | None = No
 
 
 async def consume(
-    results: Stream[PageView],
-    progress: Progress,
-    task: TaskID,
-    monitor: StreamMonitor,
-    dead_letters: list[StreamError],
-) -> tuple[Counter[str], Counter[str]]:
-    """Count page views and channels, refreshing the progress line as results come."""
-    pages: Counter[str] = Counter()
-    channels: Counter[str] = Counter()
-    next_refresh = 0.0
-    async with results:
-        async for view in results:
-            pages[view.page] += 1
-            channels[view.channel] += 1
-            if time.monotonic() >= next_refresh:
-                next_refresh = time.monotonic() + REFRESH_EVERY
-                show_progress(progress, task, monitor, pages.total() + len(dead_letters))
-    show_progress(progress, task, monitor, pages.total() + len(dead_letters))
-    return pages, channels
+    results: Stream[WriteReceipt], progress: Progress, task: TaskID, monitor: StreamMonitor
+) -> list[int]:
+    """Collect the rows of each written batch; refresh the progress line meanwhile.
+
+    Receipts come only when a batch is written, so a side task refreshes the
+    progress line every ``REFRESH_EVERY`` seconds.
+    """
+
+    async def refresh() -> None:
+        while True:
+            show_progress(progress, task, monitor)
+            await asyncio.sleep(REFRESH_EVERY)
+
+    batches: list[int] = []
+    refresher = asyncio.create_task(refresh())
+    try:
+        async with results:
+            async for receipt in results:
+                batches.append(receipt.rows)
+    finally:
+        refresher.cancel()
+        await asyncio.wait([refresher])
+    show_progress(progress, task, monitor)
+    return batches
 
 
 # -- display ------------------------------------------------------------------------
 
 
 def make_progress(console: Console) -> Progress:
-    """One line: a bar, items done, results/s, fill of enrich's buffer, dead letters."""
+    """One line: a bar, events done, results/s, fill of enrich's buffer, dead and late."""
     return Progress(
         BarColumn(bar_width=None),
         MofNCompleteColumn(),
         TextColumn("[green]{task.fields[rate]:>6,.0f}[/]/s"),
         TextColumn("buffer {task.fields[buffer]:>4}/" + str(ENRICH_BUFFER.max_buffer_size)),
         TextColumn("[red]{task.fields[dead]:>4}[/] dead"),
+        TextColumn("[yellow]{task.fields[late]:>3}[/] late"),
         TimeElapsedColumn(),
         console=console,
         expand=True,
     )
 
 
-def show_progress(progress: Progress, task: TaskID, monitor: StreamMonitor, done: int) -> None:
-    """Put the monitor's current figures on the progress line."""
+def show_progress(progress: Progress, task: TaskID, monitor: StreamMonitor) -> None:
+    """Put the monitor's current figures on the progress line.
+
+    An event is done once it reached ``count`` (counted in a window or late)
+    or was dead-lettered.
+    """
     metrics = monitor.get_metrics()
+    if not metrics.stages:  # the run has not started yet
+        return
+    parse, enrich, label, count = (metrics.stage(n) for n in ("parse", "enrich", "label", "count"))
     progress.update(
         task,
-        completed=done,
-        rate=metrics.throughput,
-        buffer=metrics.stage("enrich").buffer_size,
+        completed=count.items_in + parse.dead_lettered,
+        rate=label.throughput,
+        buffer=enrich.buffer_size,
         dead=metrics.dead_lettered,
+        late=metrics.late,
     )
 
 
@@ -362,16 +606,26 @@ def print_report(console: Console, result: DemoResult) -> None:
     console.print(stage_table(result.metrics))
     console.print(bottleneck_note(result.metrics.stages))
     console.print(accounting_line(result))
+    console.print(writer_line(result))
     console.print()
     print_dead_letters(console, result.dead_letters)
+    print_late(console, result.late_views, result.late_made)
     console.print()
-    console.print(top_pages_table(result.pages))
-    mix = ", ".join(f"{ch} {n / result.delivered:.0%}" for ch, n in result.channels.most_common())
-    console.print(f"Traffic by channel: {mix}" if result.delivered else "No traffic delivered.")
+    tables = Table.grid(padding=(0, 4))
+    tables.add_row(top_pages_table(result.pages), busiest_windows_table(result.counts))
+    console.print(tables)
+    total = result.channels.total()
+    mix = ", ".join(f"{ch} {n / total:.0%}" for ch, n in result.channels.most_common())
+    console.print(f"Counted views by channel: {mix}" if total else "No views counted.")
 
 
 def stage_table(metrics: StreamMetrics) -> Table:
-    """The monitor's per-stage metrics, one row per stage (fits 80 columns)."""
+    """The monitor's per-stage metrics, one row per stage (fits 80 columns).
+
+    Every error in this pipeline is dead-lettered, so the errors column would
+    repeat the dead letters; the windowed stage adds its late views and fired
+    windows.
+    """
     table = Table(
         title="Per-stage metrics from the StreamMonitor",
         title_justify="left",
@@ -380,20 +634,21 @@ def stage_table(metrics: StreamMetrics) -> Table:
         padding=0,
     )
     table.add_column("stage")
-    for header in ("in", "out", "errors", "dead\nletters", "out/s", "back-\npressure"):
-        table.add_column(header, justify="right", min_width=6 if header == "out/s" else 7)
-    for header in ("p50\nms", "p95\nms", "p99\nms", "buffer"):
-        table.add_column(header, justify="right")
+    headers = ("in", "out", "dead\nletters", "late", "windows\nfired", "out/s", "back-\npressure")
+    for header in (*headers, "p50\nms", "p95\nms", "buffer"):
+        table.add_column(header, justify="right", min_width=6)
     for s in metrics.stages:
+        windowed = bool(s.windows_fired or s.windows_open or s.late)
         table.add_row(
             s.name,
             f"{s.items_in:,}",
             f"{s.items_out:,}",
-            f"{s.errors:,}",
             f"{s.dead_lettered:,}",
+            f"{s.late:,}" if windowed else "",
+            f"{s.windows_fired:,}" if windowed else "",
             f"{s.throughput:,.0f}",
             f"{s.backpressure:.0%}",
-            *(milliseconds(q) for q in (s.latency_p50, s.latency_p95, s.latency_p99)),
+            *(milliseconds(q) for q in (s.latency_p50, s.latency_p95)),
             f"{s.buffer_size}/{s.buffer_capacity}" if s.buffer_capacity else "fused",
         )
     return table
@@ -404,6 +659,14 @@ def milliseconds(seconds: float | None) -> str:
         return "-"
     ms = seconds * 1000
     return f"{ms:.3f}" if ms < 1 else f"{ms:.1f}"
+
+
+def minutes(span: timedelta) -> str:
+    return f"{span / timedelta(minutes=1):g} min"
+
+
+def seconds(span: timedelta) -> str:
+    return f"{span.total_seconds():g} s"
 
 
 def bottleneck_note(stages: Sequence[StageMetrics]) -> str:
@@ -417,14 +680,34 @@ def bottleneck_note(stages: Sequence[StageMetrics]) -> str:
     return "No stage was held back by a slower one downstream."
 
 
+def check_mark(ok: bool, good: str) -> str:
+    return f"[green]{good}[/]" if ok else "[red]MISMATCH[/]"
+
+
 def accounting_line(result: DemoResult) -> str:
-    ok = result.delivered + result.dead_lettered == result.n_events
-    mark = "[green]all accounted for[/]" if ok else "[red]MISMATCH[/]"
+    """Every event was counted in a window, dead-lettered or late."""
+    ok = result.counted + result.dead_lettered + result.late == result.n_events
     rate = result.n_events / result.seconds if result.seconds else 0.0
     return (
-        f"{result.n_events:,} events = {result.delivered:,} delivered + "
-        f"{result.dead_lettered:,} dead-lettered: {mark} "
+        f"{result.n_events:,} events = {result.counted:,} counted in windows + "
+        f"{result.dead_lettered:,} dead-lettered + {result.late:,} late: "
+        f"{check_mark(ok, 'all accounted for')} "
         f"({result.seconds:.2f} s, {rate:,.0f} events/s end to end)"
+    )
+
+
+def writer_line(result: DemoResult) -> str:
+    """Every window result was written once, in batches no larger than the batch size."""
+    fired = result.metrics.stage("count").windows_fired
+    written, batches = sum(result.batches), len(result.batches)
+    ok = (
+        written == len(result.counts) == fired
+        and batches > 0
+        and max(result.batches) <= WRITE_BATCH_SIZE
+    )
+    return (
+        f"{fired:,} windows fired -> {batches:,} batches of <= {WRITE_BATCH_SIZE} rows -> "
+        f"{len(result.counts):,} rows in the table: " + check_mark(ok, "each written once")
     )
 
 
@@ -448,6 +731,25 @@ def distinct_examples(errors: Iterable[StreamError], k: int) -> list[StreamError
     return list(seen.values())
 
 
+def print_late(console: Console, late: Sequence[LateItemError], expected: int, k: int = 2) -> None:
+    """How many views came after their window had fired, checked against the generator."""
+    console.print(
+        f"[bold]Late views:[/] {len(late):,}, the generator delayed {expected:,} past their "
+        f"window: {check_mark(len(late) == expected, 'as expected')}"
+        + (", for example:" if late else "")
+    )
+    for err in late[:k]:
+        behind = err.watermark - err.timestamp
+        console.print(
+            f"  - {err.item.page} at {clock_time(err.timestamp)}, "
+            f"{behind.total_seconds():.1f} s behind the watermark {clock_time(err.watermark)}"
+        )
+
+
+def clock_time(ts: datetime) -> str:
+    return ts.isoformat(timespec="milliseconds")[11:23]
+
+
 def top_pages_table(pages: Counter[str], k: int = 5) -> Table:
     table = Table(title=f"Top {k} pages", title_justify="left")
     table.add_column("page")
@@ -456,6 +758,18 @@ def top_pages_table(pages: Counter[str], k: int = 5) -> Table:
     total = pages.total()
     for page, views in pages.most_common(k):
         table.add_row(page, f"{views:,}", f"{views / total:.1%}")
+    return table
+
+
+def busiest_windows_table(counts: dict[tuple[str, datetime], int], k: int = 5) -> Table:
+    """The ``k`` (page, minute) windows with the most views."""
+    table = Table(title=f"Busiest {k} windows", title_justify="left")
+    table.add_column("page")
+    table.add_column("minute (UTC)")
+    table.add_column("views", justify="right")
+    busiest = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0][1], kv[0][0]))[:k]
+    for (page, start), views in busiest:
+        table.add_row(page, f"{start:%H:%M}-{start + WINDOW:%H:%M}", f"{views:,}")
     return table
 
 

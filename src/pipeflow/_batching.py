@@ -214,6 +214,9 @@ class _BatchRun:
         stats = self.ctx.stats
         call = self.pipe.process_batch
         out: list[Any] = []
+        if not batches:
+            return out, None
+        started = self.ctx.clock.monotonic() if stats.timed else 0.0
         token = _running.set(self.ctx)
         try:
             for batch in batches:
@@ -233,6 +236,9 @@ class _BatchRun:
         finally:
             _running.reset(token)
             stats.items_out += len(out)
+            if stats.timed:
+                # Latency here is the time to process one batch.
+                stats.record_chunk(len(out), started, self.ctx.clock.monotonic(), len(batches))
         return out, None
 
     async def run_fused(self, up: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:

@@ -5,24 +5,35 @@ from __future__ import annotations
 import asyncio
 import io
 import random
+import re
 import sys
+from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
+from pipeflow.testing import TestSource, VirtualClock
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 
 import clickstream
+from clickstream import ALLOWED_LATENESS, START, WINDOW, WRITE_BATCH_SIZE, PageCount
 
 N_EVENTS = 2_000
+#: A seed whose 2,000 events include a handful of late ones (5).
+SEED = 12
+
+Key = tuple[str, datetime]
 
 
 @dataclass(frozen=True)
 class Demo:
     result: clickstream.DemoResult
     text: str
+    data: clickstream.GeneratedEvents
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +41,10 @@ def demo() -> Demo:
     """One run of the demo on a small input, its report printed to a string."""
     output = io.StringIO()
     console = Console(file=output, width=100)
-    result = asyncio.run(clickstream.run_demo(N_EVENTS, seed=11, console=console))
-    return Demo(result, output.getvalue())
+    result = asyncio.run(clickstream.run_demo(N_EVENTS, seed=SEED, console=console))
+    # run_demo generates its input from random.Random(seed): the same events.
+    data = clickstream.generate_events(N_EVENTS, random.Random(SEED))
+    return Demo(result, output.getvalue(), data)
 
 
 @pytest.fixture
@@ -39,10 +52,43 @@ def result(demo: Demo) -> clickstream.DemoResult:
     return demo.result
 
 
-def test_every_event_is_delivered_or_dead_lettered(result: clickstream.DemoResult) -> None:
+def minute_of(ts: datetime) -> datetime:
+    return ts.replace(second=0, microsecond=0)
+
+
+def expected_windows(events: list[clickstream.RawEvent]) -> tuple[Counter[Key], list[Key]]:
+    """Views per (page, minute) and the late (page, time)s, worked out without pipeflow.
+
+    In arrival order: a well-formed click is late if its minute ended at or
+    before the newest earlier click's time minus the allowed lateness.
+    """
+    counts: Counter[Key] = Counter()
+    late: list[Key] = []
+    newest: datetime | None = None
+    for raw in events:
+        try:
+            click = clickstream.parse_click(raw)
+        except ValueError:
+            continue
+        start = minute_of(click.ts)
+        if newest is not None and start + WINDOW <= newest - ALLOWED_LATENESS:
+            late.append((click.page, click.ts))
+            continue
+        counts[click.page, start] += 1
+        newest = click.ts if newest is None else max(newest, click.ts)
+    return counts, late
+
+
+# -- the demo run adds up ----------------------------------------------------------
+
+
+def test_every_event_is_counted_dead_lettered_or_late(result: clickstream.DemoResult) -> None:
     assert result.n_events == N_EVENTS
-    assert result.delivered + result.dead_lettered == N_EVENTS
-    assert result.pages.total() == result.channels.total() == result.delivered
+    assert result.counted + result.dead_lettered + result.late == N_EVENTS
+    assert result.counted > 0
+    assert result.dead_lettered > 0
+    assert result.late > 0
+    assert result.pages.total() == result.channels.total() == result.counted
 
 
 def test_dead_letters_are_exactly_the_malformed_events(result: clickstream.DemoResult) -> None:
@@ -54,20 +100,60 @@ def test_dead_letters_are_exactly_the_malformed_events(result: clickstream.DemoR
         assert isinstance(err.__cause__, ValueError)
 
 
+def test_late_views_are_the_ones_the_generator_made_late(demo: Demo) -> None:
+    result = demo.result
+    assert result.late == result.late_made == demo.data.late >= 3
+    assert result.metrics.stage("count").late == result.late
+    _, late = expected_windows(demo.data.events)
+    assert [(err.item.page, err.item.ts) for err in result.late_views] == late
+    for err in result.late_views:
+        assert err.pipe == "count"
+        assert err.timestamp == err.item.ts
+        # Delayed by more than a window plus the lateness: behind by over a window.
+        assert err.watermark - err.timestamp >= WINDOW
+
+
+def test_window_counts_are_the_views_per_page_and_minute(demo: Demo) -> None:
+    result = demo.result
+    counts, _ = expected_windows(demo.data.events)
+    assert result.counts == dict(counts)
+    starts = {start for _, start in result.counts}
+    assert len(starts) >= 10  # several windows: 15 minutes of event time
+    assert min(starts) == START
+    assert all(start == minute_of(start) for start in starts)
+    # The out-of-order clicks within the lateness were counted, not late.
+    assert demo.data.reordered > result.late
+
+
+def test_the_writer_wrote_every_window_result_exactly_once(result: clickstream.DemoResult) -> None:
+    count, write = result.metrics.stage("count"), result.metrics.stage("write")
+    assert count.windows_fired == count.items_out == write.items_in == len(result.counts)
+    # The table refuses a key twice, so rows written == distinct keys == windows fired.
+    assert sum(result.batches) == len(result.counts)
+    assert write.items_out == len(result.batches)
+    assert all(1 <= rows <= WRITE_BATCH_SIZE for rows in result.batches)
+
+
 def test_monitor_metrics_match_the_counts(result: clickstream.DemoResult) -> None:
     m = result.metrics
-    assert [s.name for s in m.stages] == ["parse", "enrich", "label"]
-    parse, enrich, label = m.stages
-    assert (parse.items_in, parse.items_out) == (N_EVENTS, result.delivered)
+    assert [s.name for s in m.stages] == ["parse", "enrich", "label", "count", "write"]
+    parse, enrich, label, count, write = m.stages
+    assert (parse.items_in, parse.items_out) == (N_EVENTS, N_EVENTS - result.malformed)
     assert parse.errors == parse.dead_lettered == result.malformed
     for stage in (enrich, label):
-        assert stage.items_in == stage.items_out == result.delivered
+        assert stage.items_in == stage.items_out == result.counted + result.late
+    assert count.items_in == result.counted + result.late
+    assert (count.late, count.windows_open) == (result.late, 0)
+    for stage in (enrich, label, count, write):
         assert stage.errors == stage.dead_lettered == 0
-    assert (m.items_in, m.items_out) == (N_EVENTS, result.delivered)
+    assert (m.items_in, m.items_out) == (N_EVENTS, len(result.batches))
     assert m.dead_lettered == m.errors == result.malformed
+    assert m.late == result.late
     assert m.dropped == m.skipped == m.retries == 0
     assert enrich.buffer_capacity == clickstream.ENRICH_BUFFER.max_buffer_size
     assert parse.buffer_capacity == label.buffer_capacity == 0
+    assert count.buffer_capacity > 0  # windowed and timed batch stages have their own buffer
+    assert write.buffer_capacity > 0
     assert enrich.latency_p50 is not None
     assert enrich.latency_p50 >= 0.001  # the simulated lookup sleeps for milliseconds
     assert (m.runs, m.active_runs) == (1, 0)
@@ -76,18 +162,68 @@ def test_monitor_metrics_match_the_counts(result: clickstream.DemoResult) -> Non
 def test_report_is_printed(demo: Demo) -> None:
     result, text = demo.result, demo.text
     assert "Per-stage metrics" in text
-    assert f"{N_EVENTS:,} events = {result.delivered:,} delivered" in text
-    assert "all accounted for" in text
+    assert f"{N_EVENTS:,} events = {result.counted:,} counted in windows" in text
+    assert f"+ {result.late:,} late: all accounted for" in text
+    assert "each written once" in text
+    assert f"Late views: {result.late:,}, the generator delayed {result.late:,}" in text
+    assert "as expected" in text
+    assert "MISMATCH" not in text
     assert f"Dead letters: {result.dead_lettered:,}" in text
     assert "pipe 'parse' failed on item" in text
     top_page = result.pages.most_common(1)[0][0]
     assert top_page in text
+    assert "Busiest 5 windows" in text
+    (page, start), views = max(result.counts.items(), key=lambda kv: kv[1])
+    row = rf"{re.escape(page)}\s+│\s+{start:%H:%M}-{start + WINDOW:%H:%M}\s+│\s+{views:,}\s+│"
+    assert re.search(row, text)
+
+
+# -- the writer and its table ------------------------------------------------------
+
+
+def rows(n: int) -> list[PageCount]:
+    return [PageCount(f"/p{i}", START, i) for i in range(n)]
+
+
+async def test_writer_batches_by_size_and_by_max_wait() -> None:
+    clock = VirtualClock()
+    table = clickstream.PageCountTable(latency=0)
+    first, second = rows(5), rows(15)[5:]
+    source: TestSource[PageCount] = TestSource([*first, TestSource.wait(1.0), *second], clock=clock)
+    receipts = [r async for r in clickstream.CountWriter(table).stream(source, clock=clock)]
+    # The first 5 rows wait max_wait for more, then go; the next 10 make a full batch + 2.
+    assert [r.rows for r in receipts] == [5, WRITE_BATCH_SIZE, 10 - WRITE_BATCH_SIZE]
+    assert table.inserts == [5, WRITE_BATCH_SIZE, 10 - WRITE_BATCH_SIZE]
+    assert table.rows == {(r.page, r.window_start): r.views for r in rows(15)}
+
+
+async def test_table_refuses_a_key_twice() -> None:
+    table = clickstream.PageCountTable(latency=0)
+    await table.insert_many(rows(3))
+    with pytest.raises(clickstream.DuplicateKeyError, match="/p1"):
+        await table.insert_many(rows(2)[1:])
+    with pytest.raises(clickstream.DuplicateKeyError):
+        await table.insert_many([PageCount("/x", START, 1), PageCount("/x", START, 2)])
+    assert table.inserts == [3]
+    assert len(table.rows) == 3
+
+
+# -- the generated data and the parser ---------------------------------------------
 
 
 def test_generated_data_is_reproducible() -> None:
     a = clickstream.generate_events(500, random.Random(3))
     b = clickstream.generate_events(500, random.Random(3))
     assert a == b
+
+
+@pytest.mark.parametrize(("n", "seed"), [(2_000, 1), (5_000, 2), (20_000, 7)])
+def test_generator_knows_which_clicks_are_late(n: int, seed: int) -> None:
+    data = clickstream.generate_events(n, random.Random(seed))
+    counts, late = expected_windows(data.events)
+    assert len(late) == data.late > 0
+    assert counts.total() + len(late) + data.malformed == n
+    assert data.reordered > 0
 
 
 def test_parse_accepts_a_well_formed_click() -> None:

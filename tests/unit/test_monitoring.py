@@ -381,3 +381,26 @@ async def test_pipeline_latency_is_the_slowest_stage() -> None:
     assert pytest.approx(0.1) == metrics.stage("quick").latency_p50
     assert pytest.approx(0.3) == metrics.stage("slow").latency_p50
     assert pytest.approx(0.3) == metrics.latency_p50
+
+
+async def test_window_and_batch_stages_report_rates_and_latency() -> None:
+    """Windowed and batch stages count their outputs in throughput and time their work."""
+    from pipeflow.streams import BatchStreamPipe, WindowedStreamPipe
+
+    clock = VirtualClock()
+
+    class SlowBatches(BatchStreamPipe[Any, int]):
+        async def process_batch(self, batch: list[Any]) -> int:
+            await clock.sleep(0.5)
+            return len(batch)
+
+    pipeline = WindowedStreamPipe[int, Any](count=10, name="w") | SlowBatches(5, name="b")
+    monitor = StreamMonitor()
+    pipeline.set_monitor(monitor)
+    async with pipeline.stream(range(100), clock=clock) as stream:
+        assert 2 == len([x async for x in stream])
+    w, b = monitor.get_metrics().stages
+    assert (10, 2) == (w.items_out, b.items_out)
+    assert w.throughput > 0
+    assert b.throughput > 0
+    assert 0.5 == b.latency_p50

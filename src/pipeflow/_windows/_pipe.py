@@ -426,6 +426,9 @@ class _WindowRun:
         process = self.pipe.process_window
         out: list[Any] = []
         error: StreamError | None = None
+        if not fired:
+            return out, error
+        started = self.ctx.clock.monotonic() if stats.timed else 0.0
         for w in fired:
             window = w.window()
             try:
@@ -440,6 +443,9 @@ class _WindowRun:
                     continue
             out.append(result)
         stats.items_out += len(out)
+        if stats.timed:
+            # Latency here is the time to process one window.
+            stats.record_chunk(len(out), started, self.ctx.clock.monotonic(), len(fired))
         return out, error
 
 
