@@ -136,6 +136,7 @@ async def _iterate(state: _RunState) -> AsyncIterator[Any]:
     tasks: list[asyncio.Task[None]] = []
     gens: list[AsyncIterator[Chunk]] = []
     try:
+        acking = isinstance(source, Acknowledging)
         up: AsyncIterator[Chunk] = source_chunks(source)
         gens.append(up)
         segment_stats: list[StageStats] = []
@@ -169,6 +170,7 @@ async def _iterate(state: _RunState) -> AsyncIterator[Any]:
             segment_stats.append(stats)
             errors = ErrorHandler(pipe.on_error, pipe.name, stats, clock, sides)
             ctx = prev_ctx = StageContext(pipe.name, stats, clock, errors, config, buffer)
+            ctx.acking = acking
             if pipe._fusable and (
                 fused
                 or (

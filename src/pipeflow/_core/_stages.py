@@ -65,6 +65,9 @@ class StageContext:
     #: The next stage's buffer, when this stage ends a feeder's segment; a stage
     #: that emits item by item may put its output there directly.
     output: ChunkBuffer | None = None
+    #: Whether the source takes acknowledgements: stages that hold items only
+    #: work out how far the source may be acknowledged when someone listens.
+    acking: bool = False
 
 
 def _emit(kind: Kind, out: list[Any], item: Any, result: Any) -> None:

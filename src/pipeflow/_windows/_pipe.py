@@ -228,6 +228,8 @@ class _WindowRun:
 
     def ack_mark(self) -> int:
         """The source position whose input no open window holds any more."""
+        if not self.ctx.acking:
+            return self.mark  # nobody listens: skip the walk over open windows
         held = min((w.since for w in self.logic.open_windows()), default=self.mark)
         return max(self.acked, held)
 
