@@ -788,8 +788,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--events", type=positive_int, default=20_000, help="events to generate")
     parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic data")
     args = parser.parse_args(argv)
-    # pipeflow logs every dead-lettered record at WARNING; the report below lists
-    # them instead, so keep those lines from tearing through the live display.
+    # pipeflow logs each failed record (skips at WARNING, dead letters at INFO); the
+    # report below lists them instead, so keep log lines out of the live display.
     logging.getLogger("pipeflow").setLevel(logging.ERROR)
     asyncio.run(run_demo(args.events, seed=args.seed))
 
