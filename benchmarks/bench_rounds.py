@@ -1,0 +1,141 @@
+"""Interleaved rounds for sections 3 and 4: implementations that return their outputs.
+
+Each section describes its workload once (the input of ``m`` items, built before
+any timer starts, and a check of an implementation's outputs against the
+synchronous reference). Every implementation first runs once with its outputs
+checked in full (this doubles as a warm-up); then every round times every
+implementation once, every other round in reverse order, and the rate reported
+is the median over the rounds, as in section 1. Timed runs only check that the
+number of outputs is the one the checked run produced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from bench_report import print_table, rate
+from bench_throughput import NOISY, Results
+
+__all__ = ["Impl", "Workload", "measure", "print_rates", "same_multiset"]
+
+D = TypeVar("D")
+
+
+@dataclass(frozen=True)
+class Impl(Generic[D]):
+    """An implementation: ``run`` maps the input to the list of its outputs.
+
+    ``canon`` turns one output into the canonical form the check compares (only
+    applied when checking, never inside a timed run). A slow implementation
+    runs over ``n // divisor`` items, to keep the suite short.
+    """
+
+    key: str
+    label: str
+    run: Callable[[D], Awaitable[Sequence[Any]]]
+    divisor: int = 1
+    canon: Callable[[Any], Hashable] | None = None
+
+    def items(self, n: int) -> int:
+        return max(n // self.divisor, 2)
+
+    def canonical(self, outputs: Sequence[Any]) -> list[Hashable]:
+        canon = self.canon
+        return list(outputs) if canon is None else [canon(x) for x in outputs]
+
+
+@dataclass(frozen=True)
+class Workload(Generic[D]):
+    """A section's input and its check.
+
+    ``inputs(m)`` builds the input of ``m`` items (before timing; reused by every
+    run). ``check(data, outputs)`` gets an input and the canonical outputs of an
+    implementation over it, and returns what is wrong with them, or ``None``.
+    """
+
+    inputs: Callable[[int], D]
+    check: Callable[[D, list[Hashable]], str | None]
+
+
+def same_multiset(got: Sequence[Hashable], want: Sequence[Hashable]) -> str | None:
+    """``None`` if ``got`` and ``want`` hold the same items (in any order), else a diff."""
+    if len(got) == len(want) and Counter(got) == Counter(want):
+        return None
+    extra = Counter(got) - Counter(want)
+    missing = Counter(want) - Counter(got)
+    return (
+        f"{len(got)} outputs, expected {len(want)};"
+        f" unexpected {list(extra.elements())[:3]}, missing {list(missing.elements())[:3]}"
+    )
+
+
+async def _measure(workload: Workload[D], impls: Sequence[Impl[D]], n: int, rounds: int) -> Results:
+    started = time.perf_counter()
+    inputs = {m: workload.inputs(m) for m in {impl.items(n) for impl in impls}}
+    outputs: dict[str, int] = {}
+    for impl in impls:
+        m = impl.items(n)
+        got = await impl.run(inputs[m])
+        if (wrong := workload.check(inputs[m], impl.canonical(got))) is not None:
+            sys.exit(f"{impl.key}: wrong result over {m:_} items: {wrong}")
+        outputs[impl.key] = len(got)
+        del got
+    print(f"  results checked (warm-up): {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    results = Results(n, {impl.key: [] for impl in impls})
+    for r in range(rounds):
+        started = time.perf_counter()
+        # Every other round runs backwards, so no implementation always follows the same one.
+        for impl in impls if r % 2 == 0 else reversed(impls):
+            m = impl.items(n)
+            elapsed = await _timed(impl, inputs[m], outputs[impl.key])
+            results.rates[impl.key].append(m / elapsed)
+        print(f"  round {r + 1}/{rounds}: {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return results
+
+
+async def _timed(impl: Impl[D], data: D, outputs: int) -> float:
+    """Seconds one run of ``impl`` over ``data`` takes (after a full collection)."""
+    gc.collect()
+    started = time.perf_counter()
+    got = await impl.run(data)
+    elapsed = time.perf_counter() - started
+    if len(got) != outputs:
+        sys.exit(f"{impl.key}: {len(got)} outputs in a timed run, {outputs} when checked")
+    return elapsed
+
+
+def measure(workload: Workload[D], impls: Sequence[Impl[D]], n: int, rounds: int) -> Results:
+    return asyncio.run(_measure(workload, impls, n, rounds))
+
+
+def print_rates(
+    res: Results, impls: Sequence[Impl[D]], reference: str, column: str, rounds: int
+) -> None:
+    """The table of items/s (median, min-max) and ratios to ``reference``, and a noise note."""
+    print(f"Input items/s, median of {rounds} interleaved rounds (every other round in")
+    print(f"reverse order). '{column}' is the median of the per-round ratios to {reference}.\n")
+    rows = []
+    for impl in impls:
+        r = res.rates[impl.key]
+        ratio = res.ratio(impl.key, reference)
+        vs = "-" if ratio is None else f"{ratio:.2f}x"
+        spread = f"{rate(min(r))}-{rate(max(r))}"
+        label = impl.label if impl.divisor == 1 else f"{impl.label} [{impl.items(res.n):_} items]"
+        rows.append([impl.key, label, rate(res.median(impl.key) or 0.0), vs, spread])
+    print_table(["key", "implementation", "items/s", column, "min-max"], rows, left=2)
+    noisy = [i.key for i in impls if max(res.rates[i.key]) > NOISY * min(res.rates[i.key])]
+    if noisy:
+        note = (
+            f"Note: the rates of {', '.join(noisy)} varied by more than {NOISY - 1:.0%}"
+            " between rounds (other load on the machine?); verdicts near a threshold may"
+            " flip between runs. More --rounds narrow the medians."
+        )
+        print("\n" + textwrap.fill(note, 80))

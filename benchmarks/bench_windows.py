@@ -1,0 +1,246 @@
+"""Section 3: keyed event-time tumbling count, against a dict loop, async generators, bytewax.
+
+The events are built up front as tuples ``(ts, key)``: ``ts = i / 1000`` epoch
+seconds (event ``i`` happens at ``i`` ms, so events arrive in order) and ``key``
+one of 100 strings (``"k00"``..``"k99"``, round robin; bytewax keys must be
+strings). Every implementation counts the events per (key, 1-second tumbling
+window aligned to the epoch), emits ``(key, window start, count)`` once the
+watermark (the largest event time seen) passes the window's end, and flushes
+the open windows at the end. 1,000,000 events make 1000 windows per key, 100,000
+outputs of 10 events each.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterable, AsyncIterator, Hashable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from operator import itemgetter
+from typing import Any
+
+import bytewax.operators as bw
+from bench_report import Target, print_targets
+from bench_rounds import Impl, Workload, measure, print_rates, same_multiset
+from bench_throughput import Results
+from bytewax.dataflow import Dataflow
+from bytewax.operators.windowing import EventClock, TumblingWindower, count_window
+from bytewax.testing import TestingSink, TestingSource, run_main
+
+from pipeflow.streams import Window, WindowedStreamPipe
+
+__all__ = ["IMPLEMENTATIONS", "run_windows"]
+
+#: (event time in epoch seconds, key)
+Event = tuple[float, str]
+#: (key, window start in epoch seconds, count): what the hand-written versions emit.
+Count = tuple[str, float, int]
+#: What pipeflow's aggregate_window returns: the window start is a datetime.
+PfCount = tuple[Hashable, datetime, int]
+
+KEYS = tuple(f"k{k:02d}" for k in range(100))
+#: The window length, in seconds.
+WINDOW = 1.0
+#: Items per bytewax batch (its fastest setting in BASELINES.md).
+BYTEWAX_BATCH = 1000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+REFERENCE = "agen-dict"
+
+
+def events(m: int) -> list[Event]:
+    return [(i / 1000, KEYS[i % len(KEYS)]) for i in range(m)]
+
+
+# -- the hand-written versions ---------------------------------------------------------
+
+
+def _fire(windows: dict[float, dict[str, int]], watermark: float) -> tuple[list[Count], float]:
+    """Remove the windows whose end the watermark has reached, by start; return their
+    counts and the end of the earliest window still open (``inf`` if none)."""
+    fired = []
+    for start in sorted(s for s in windows if s + WINDOW <= watermark):
+        fired += [(key, start, count) for key, count in windows.pop(start).items()]
+    return fired, min(windows, default=math.inf) + WINDOW
+
+
+def dict_counts(items: Iterable[Event]) -> list[Count]:
+    """The plain synchronous loop; windows are dicts of counts by key, by window start."""
+    out: list[Count] = []
+    windows: dict[float, dict[str, int]] = {}
+    watermark = -math.inf
+    due = math.inf
+    for ts, key in items:
+        start = ts - ts % WINDOW
+        if ts > watermark:
+            watermark = ts
+            if watermark >= due:
+                fired, due = _fire(windows, watermark)
+                out += fired
+        elif start + WINDOW <= watermark:
+            continue  # late: its window has fired
+        counts = windows.get(start)
+        if counts is None:
+            counts = windows[start] = {}
+            due = min(due, start + WINDOW)
+        counts[key] = counts.get(key, 0) + 1
+    out += _fire(windows, math.inf)[0]
+    return out
+
+
+async def _source(items: Iterable[Event]) -> AsyncIterator[Event]:
+    for e in items:
+        yield e
+
+
+async def _agen_counts(source: AsyncIterable[Event]) -> AsyncIterator[Count]:
+    """``dict_counts`` as an async generator over an async source."""
+    windows: dict[float, dict[str, int]] = {}
+    watermark = -math.inf
+    due = math.inf
+    async for ts, key in source:
+        start = ts - ts % WINDOW
+        if ts > watermark:
+            watermark = ts
+            if watermark >= due:
+                fired, due = _fire(windows, watermark)
+                for c in fired:
+                    yield c
+        elif start + WINDOW <= watermark:
+            continue
+        counts = windows.get(start)
+        if counts is None:
+            counts = windows[start] = {}
+            due = min(due, start + WINDOW)
+        counts[key] = counts.get(key, 0) + 1
+    for c in _fire(windows, math.inf)[0]:
+        yield c
+
+
+async def dict_loop(items: Sequence[Event]) -> list[Count]:
+    return dict_counts(items)
+
+
+async def agen_dict(items: Sequence[Event]) -> list[Count]:
+    return [c async for c in _agen_counts(_source(items))]
+
+
+def _canon(c: Count) -> Hashable:
+    key, start, count = c
+    return key, round(start), count
+
+
+# -- pipeflow ----------------------------------------------------------------------------
+
+
+class CountPerKey(WindowedStreamPipe[Event, PfCount]):
+    def aggregate_window(self, window: Window[Event]) -> PfCount:
+        return window.key, window.start, len(window)
+
+
+async def pf_window(items: Sequence[Event]) -> list[PfCount]:
+    """``WindowedStreamPipe`` over the list (a sync iterable, read in chunks)."""
+    pipe = CountPerKey(
+        timedelta(seconds=WINDOW), timestamp=itemgetter(0), key=itemgetter(1), idle_advance=False
+    )
+    async with pipe.stream(items) as results:
+        out = [c async for c in results]
+        stats = results.statistics()[0]
+    if stats.items_in != len(items) or stats.late or stats.windows_fired != len(out):
+        raise RuntimeError(f"{pipe.name}: statistics() disagree: {stats}")
+    return out
+
+
+def _pf_canon(c: PfCount) -> Hashable:
+    key, start, count = c
+    return key, round(start.timestamp()), count
+
+
+# -- bytewax -----------------------------------------------------------------------------
+
+
+def _bw_time(e: Event) -> datetime:
+    """bytewax wants aware UTC datetimes."""
+    return EPOCH + timedelta(seconds=e[0])
+
+
+def _bw_key(e: Event) -> str:
+    return e[1]
+
+
+async def bytewax_count(items: Sequence[Event]) -> list[Any]:
+    """``count_window`` (a keyed ``fold_window``) run by ``bytewax.testing.run_main``.
+
+    Outputs are ``(key, (window id, count))``; the id counts windows from ``align_to``.
+    """
+    flow = Dataflow("windows")
+    up = bw.input("events", flow, TestingSource(items, batch_size=BYTEWAX_BATCH))
+    clock = EventClock(_bw_time, wait_for_system_duration=timedelta(0))
+    windower = TumblingWindower(length=timedelta(seconds=WINDOW), align_to=EPOCH)
+    counted = count_window("count", up, clock, windower, key=_bw_key)
+    out: list[Any] = []
+    bw.output("out", counted.down, TestingSink(out))
+    run_main(flow)  # type: ignore[no-untyped-call]  # untyped in bytewax's stub
+    return out
+
+
+def _bw_canon(c: Any) -> Hashable:
+    key, (window_id, count) = c
+    return key, round(window_id * WINDOW), count
+
+
+# -- the section -------------------------------------------------------------------------
+
+IMPLEMENTATIONS: tuple[Impl[Sequence[Event]], ...] = (
+    Impl("dict-loop", "plain synchronous dict loop (reference)", dict_loop, canon=_canon),
+    Impl("agen-dict", "hand-written async generator with a dict", agen_dict, canon=_canon),
+    Impl(
+        "pf-window",
+        "pipeflow WindowedStreamPipe subclass, aggregate_window",
+        pf_window,
+        canon=_pf_canon,
+    ),
+    Impl(
+        "bytewax",
+        f"bytewax count_window, batch_size={BYTEWAX_BATCH}",
+        bytewax_count,
+        divisor=10,
+        canon=_bw_canon,
+    ),
+)
+
+
+def _workload() -> Workload[Sequence[Event]]:
+    references: dict[int, list[Hashable]] = {}
+
+    def check(items: Sequence[Event], got: list[Hashable]) -> str | None:
+        want = references.get(len(items))
+        if want is None:
+            want = references[len(items)] = [_canon(c) for c in dict_counts(items)]
+        return same_multiset(got, want)
+
+    return Workload(events, check)
+
+
+def _targets(res: Results) -> list[Target]:
+    return [
+        Target("(3) pipeflow windows vs async generator", res.ratio("pf-window", REFERENCE), 0.8),
+        Target("(3) pipeflow windows vs bytewax", res.ratio("pf-window", "bytewax"), 5.0),
+    ]
+
+
+def run_windows(n: int, rounds: int, only: str | None) -> list[Target]:
+    """Measure, print the table and the targets; return the targets."""
+    impls = [i for i in IMPLEMENTATIONS if not only or only in i.key + " " + i.label]
+    if not impls:
+        print(f"(no implementation matches --only {only!r})")
+        return []
+    windows = math.ceil(n / 1000 / WINDOW)
+    print(f"{n:_} events (ts = i ms, {len(KEYS)} keys round robin), 1 s tumbling windows:")
+    print(f"{windows:_} windows per key, about {windows * len(KEYS):_} (key, window) counts.")
+    print("Each implementation's counts are checked once against the dict loop, as a multiset")
+    print("of (key, window start, count). pipeflow runs with idle_advance=False.")
+    res = measure(_workload(), impls, n, rounds)
+    print_rates(res, impls, REFERENCE, "vs agen", rounds)
+    print("\nTargets (ratios are medians of the per-round ratios):")
+    targets = _targets(res)
+    print_targets(targets)
+    return targets
