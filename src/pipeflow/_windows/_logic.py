@@ -15,7 +15,7 @@ import heapq
 from collections.abc import Callable, Hashable
 from typing import Any, Protocol
 
-from ._window import Window
+from ._window import Window, new_window
 
 __all__ = ["CountWindows", "OpenWindow", "SessionWindows", "SlidingWindows", "TumblingWindows"]
 
@@ -30,7 +30,7 @@ class OpenWindow:
         self.start = start
         self.end = end
         #: The items, in the ``Window`` handed to the user when the window fires.
-        self.items: Window[Any] = Window(key=key)
+        self.items: Window[Any] = new_window(key)
         self.fired = False
         #: The source mark reached before this window's first item (for acks).
         self.since = since
@@ -112,19 +112,24 @@ class _Heap:
 
 
 class TumblingWindows:
-    """Fixed, non-overlapping windows ``[offset + k*size, offset + (k+1)*size)``."""
+    """Fixed, non-overlapping windows ``[offset + k*size, offset + (k+1)*size)``.
 
-    __slots__ = ("_heap", "_offset", "_open", "_size", "appenders", "position")
+    Open windows are grouped by start: every key's window for one period fires
+    together, in the order the keys' windows were opened.
+    """
+
+    __slots__ = ("_count", "_groups", "_offset", "_size", "_starts", "appends", "position")
 
     def __init__(self, size: int, offset: int = 0) -> None:
         self.position = 0
         self._size = size
         self._offset = offset % size
-        self._open: dict[tuple[Hashable, int], OpenWindow] = {}
-        #: ``append`` of each open window's items by ``(key, start)``: the
-        #: windowed pipe's hot loop adds to an open window through these.
-        self.appenders: dict[tuple[Hashable, int], Callable[[Any], None]] = {}
-        self._heap = _Heap()
+        self._groups: dict[int, dict[Hashable, OpenWindow]] = {}
+        #: For each open start, each key's ``append``: the windowed pipe's hot
+        #: loops add items to open windows through these.
+        self.appends: dict[int, dict[Hashable, Callable[[Any], None]]] = {}
+        self._starts: list[int] = []  # heap of the starts of open groups
+        self._count = 0
 
     @property
     def size(self) -> int:
@@ -136,28 +141,74 @@ class TumblingWindows:
 
     def add(self, item: Any, key: Hashable, ts: int, watermark: int) -> bool:
         start = ts - (ts - self._offset) % self._size
-        w = self._open.get((key, start))
-        if w is None:
-            end = start + self._size
-            if end <= watermark:
+        group = self._groups.get(start)
+        if group is None:
+            if start + self._size <= watermark:
                 return False
-            w = self._open[key, start] = OpenWindow(key, start, end, self.position)
-            self.appenders[key, start] = w.items.append
-            self._heap.push(w)
+            group = self._groups[start] = {}
+            self.appends[start] = {}
+            heapq.heappush(self._starts, start)
+        w = group.get(key)
+        if w is None:
+            w = group[key] = OpenWindow(key, start, start + self._size, self.position)
+            self.appends[start][key] = w.items.append
+            self._count += 1
         w.items.append(item)
         return True
+
+    def extend(self, start: int, key: Hashable, items: list[Any]) -> None:
+        """Add ``items`` to the open window of ``key`` starting at ``start``."""
+        self._groups[start][key].items.extend(items)
+
+    def fire(self, watermark: int) -> list[OpenWindow]:
+        starts, size = self._starts, self._size
+        fired: list[OpenWindow] = []
+        while starts and starts[0] + size <= watermark:
+            start = heapq.heappop(starts)
+            group = self._groups.pop(start)
+            del self.appends[start]
+            self._count -= len(group)
+            for w in group.values():
+                w.fired = True
+                fired.append(w)
+        return fired
+
+    def flush(self) -> list[OpenWindow]:
+        return self.fire(2**63)
+
+    def next_end(self) -> int | None:
+        return self._starts[0] + self._size if self._starts else None
+
+    @property
+    def open_count(self) -> int:
+        return self._count
+
+    def open_windows(self) -> list[OpenWindow]:
+        return [w for group in self._groups.values() for w in group.values()]
+
+
+class SlidingWindows:
+    """Windows of ``size`` starting every ``slide``; an item is in ``size/slide`` of them."""
+
+    __slots__ = ("_heap", "_offset", "_open", "_size", "_slide", "position")
+
+    def __init__(self, size: int, slide: int, offset: int = 0) -> None:
+        self.position = 0
+        self._size = size
+        self._slide = slide
+        self._offset = offset % slide
+        self._open: dict[tuple[Hashable, int], OpenWindow] = {}
+        self._heap = _Heap()
 
     def fire(self, watermark: int) -> list[OpenWindow]:
         fired = self._heap.pop_until(watermark)
         for w in fired:
             del self._open[w.key, w.start]
-            del self.appenders[w.key, w.start]
         return fired
 
     def flush(self) -> list[OpenWindow]:
         fired = self._heap.drain()
         self._open.clear()
-        self.appenders.clear()
         return fired
 
     def next_end(self) -> int | None:
@@ -170,17 +221,6 @@ class TumblingWindows:
     def open_windows(self) -> list[OpenWindow]:
         return list(self._open.values())
 
-
-class SlidingWindows(TumblingWindows):
-    """Windows of ``size`` starting every ``slide``; an item is in ``size/slide`` of them."""
-
-    __slots__ = ("_slide",)
-
-    def __init__(self, size: int, slide: int, offset: int = 0) -> None:
-        super().__init__(size, offset)
-        self._slide = slide
-        self._offset = offset % slide
-
     def add(self, item: Any, key: Hashable, ts: int, watermark: int) -> bool:
         size, slide = self._size, self._slide
         start = ts - (ts - self._offset) % slide  # the latest window containing ts
@@ -192,7 +232,6 @@ class SlidingWindows(TumblingWindows):
             w = self._open.get((key, start))
             if w is None:
                 w = self._open[key, start] = OpenWindow(key, start, end, self.position)
-                self.appenders[key, start] = w.items.append
                 self._heap.push(w)
             w.items.append(item)
             accepted = True

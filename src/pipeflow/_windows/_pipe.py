@@ -10,11 +10,12 @@ close even when no more items come.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Hashable, Iterable
+from bisect import bisect_left
+from collections.abc import AsyncIterator, Callable, Hashable
 from datetime import datetime, timedelta
 from functools import partial
-from itertools import islice, repeat
-from operator import le, mul
+from itertools import islice
+from operator import le
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .._core._buffer import wait_input
@@ -321,7 +322,7 @@ class _WindowRun:
         due = _due(logic)
         # Tumbling windows: find an open window by arithmetic and one dict lookup.
         tumbling = logic if type(logic) is TumblingWindows else None
-        appenders = tumbling.appenders if tumbling is not None else None
+        appends = tumbling.appends if tumbling is not None else None
         size, offset = (tumbling.size, tumbling.offset) if tumbling is not None else (1, 0)
         if tumbling is not None and self._add_in_order(tumbling, items, fired, wm):
             return
@@ -343,8 +344,9 @@ class _WindowRun:
                         if wm >= due:
                             fired += logic.fire(wm)
                             due = _due(logic)
-                if appenders is not None:
-                    append = appenders.get((k, ts - (ts - offset) % size))
+                if appends is not None:
+                    group = appends.get(ts - (ts - offset) % size)
+                    append = group.get(k) if group is not None else None
                     if append is not None:
                         append(x)
                         continue
@@ -362,38 +364,58 @@ class _WindowRun:
     def _add_in_order(
         self, logic: TumblingWindows, items: list[Any], fired: list[OpenWindow], wm: int
     ) -> bool:
-        """Tumbling windows, a chunk of float event times in order: whole-chunk passes.
+        """Tumbling windows, a chunk of numeric event times in order: slices, not items.
 
         In such a chunk no item is late once its first one is not, and no window
         fires between its items that a later item would belong to, so firing at
         the end of the chunk gives exactly what item-by-item processing gives.
-        Returns ``False``, having changed nothing, if the chunk does not qualify
-        (or a ``timestamp``/``key`` function fails: the item loop then handles it).
+        The chunk is cut where window boundaries fall (by bisection) and each
+        slice goes to its windows. Returns ``False``, having changed nothing, if
+        the chunk does not qualify or a ``timestamp``/``key`` function fails:
+        the item loop then handles the chunk.
         """
         tsfn, keyfn = self.pipe.timestamp, self.pipe.key
         assert tsfn is not None
         try:
-            raws = list(map(tsfn, items))
-            if not raws or set(map(type, raws)) != {float}:
+            raws: list[Any] = list(map(tsfn, items))
+            if not _NUMBERS.issuperset(map(type, raws)):
                 return False
-            us = list(map(round, map(mul, raws, repeat(1e6))))
-            keys: Iterable[Any] = list(map(keyfn, items)) if keyfn is not None else repeat(None)
+            if not all(map(le, raws, islice(raws, 1, None))):
+                return False
+            first, last = _seconds_to_us(raws[0]), _seconds_to_us(raws[-1])
+            keys = list(map(keyfn, items)) if keyfn is not None else None
         except Exception:
-            return False
-        if not all(map(le, us, islice(us, 1, None))):
-            return False
+            return False  # datetimes, NaN, a failing function: the item loop decides
         size, offset = logic.size, logic.offset
-        first = us[0]
-        if first - (first - offset) % size + size <= wm:
+        start = first - (first - offset) % size
+        if start + size <= wm:
             return False  # the first item may be late: let the item loop decide
-        get, add = logic.appenders.get, logic.add
-        for x, k, t in zip(items, keys, us, strict=False):
-            append = get((k, t - (t - offset) % size))
-            if append is None:
-                add(x, k, t, wm)
+        appends, add = logic.appends, logic.add
+        lo, n = 0, len(items)
+        while lo < n:
+            hi = bisect_left(raws, start + size, lo, n, key=_seconds_to_us)
+            group = appends.get(start)
+            if keys is None:
+                append = group.get(None) if group is not None else None
+                if append is None:
+                    add(items[lo], None, start, wm)
+                    lo += 1
+                    continue
+                logic.extend(start, None, items[lo:hi])
             else:
-                append(x)
-        last = us[-1]
+                get = group.get if group is not None else _nothing
+                for x, k in zip(items[lo:hi], keys[lo:hi], strict=True):
+                    append = get(k)
+                    if append is None:
+                        add(x, k, start, wm)
+                        group = appends[start]
+                        get = group.get
+                    else:
+                        append(x)
+            lo = hi
+            if lo < n:
+                t = _seconds_to_us(raws[lo])
+                start = t - (t - offset) % size
         if last > self.max_ts:
             self.max_ts = last
             self.idle = 0.0
@@ -426,6 +448,11 @@ class _WindowRun:
         stats.windows_fired += len(fired)
         stats.windows_open = self.logic.open_count
         process = self.pipe.process_window
+        aggregate = (
+            self.pipe.aggregate_window
+            if type(self.pipe).process_window is WindowedStreamPipe.process_window
+            else None
+        )
         out: list[Any] = []
         error: StreamError | None = None
         if not fired:
@@ -434,7 +461,8 @@ class _WindowRun:
         for w in fired:
             window = w.window()
             try:
-                result = await process(window)
+                # The default process_window only calls aggregate_window: skip the coroutine.
+                result = aggregate(window) if aggregate is not None else await process(window)
             except Exception as exc:
                 try:
                     result = await self.ctx.errors.handle(window, exc, partial(process, window))
@@ -449,6 +477,18 @@ class _WindowRun:
             # Latency here is the time to process one window.
             stats.record_chunk(len(out), started, self.ctx.clock.monotonic(), len(fired))
         return out, error
+
+
+_NUMBERS = frozenset((float, int))
+
+
+def _seconds_to_us(seconds: float) -> int:
+    """Epoch seconds (a float or an int) as whole microseconds, as ``to_us`` rounds them."""
+    return round(seconds * 1e6)
+
+
+def _nothing(_: Hashable) -> None:
+    return None
 
 
 def _due(logic: WindowLogic) -> int:

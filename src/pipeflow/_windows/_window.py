@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
 from datetime import datetime
-from typing import Generic, TypeVar
+from functools import lru_cache
+from typing import Any, Generic, TypeVar
 
 from ._time import from_us, to_us
 
-__all__ = ["Window"]
+__all__ = ["Window", "new_window"]
+
+# Windows of all keys share their bounds: make each datetime once.
+_datetime_of = lru_cache(maxsize=256)(from_us)
 
 T = TypeVar("T")
 
@@ -38,15 +42,25 @@ class Window(list[T], Generic[T]):
     @property
     def start(self) -> datetime:
         """The window's first instant (inclusive), UTC."""
-        return from_us(self._start_us)
+        return _datetime_of(self._start_us)
 
     @property
     def end(self) -> datetime:
         """The instant the window closes (exclusive), UTC."""
-        return from_us(self._end_us)
+        return _datetime_of(self._end_us)
 
     def __repr__(self) -> str:
         return (
             f"Window(start={self.start.isoformat()}, end={self.end.isoformat()}, "
             f"key={self.key!r}, items={list.__repr__(self)})"
         )
+
+
+_new_list = list.__new__
+
+
+def new_window(key: Hashable) -> Window[Any]:
+    """An empty window for ``key``; its bounds are set when it fires."""
+    w: Window[Any] = _new_list(Window)
+    w.key = key
+    return w
