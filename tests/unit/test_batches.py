@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
 from datetime import timedelta
 from itertools import pairwise
 from typing import Any, TypeVar
@@ -12,36 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeflow.streams import BatchStreamPipe, Pipeline, Retry, Stream, StreamError
+from helpers import agen, collect, collect_timed, collect_until_error
+from pipeflow.streams import BatchStreamPipe, Pipeline, Retry, StreamError
 from pipeflow.streams import map as pmap
 from pipeflow.testing import TestSource, VirtualClock
 
 T = TypeVar("T")
-
-
-async def collect(stream: Stream[T]) -> list[T]:
-    async with stream:
-        return [x async for x in stream]
-
-
-async def collect_until_error(stream: Stream[T], got: list[T]) -> None:
-    """Append results to ``got`` until the stream ends or raises."""
-    async with stream:
-        async for x in stream:
-            got.append(x)
-
-
-async def collect_timed(stream: Stream[T], clock: VirtualClock) -> list[tuple[float, T]]:
-    """Each result with the virtual time it arrived at."""
-    async with stream:
-        return [(clock.monotonic(), x) async for x in stream]
-
-
-async def agen(items: Iterable[T]) -> AsyncIterator[T]:
-    """An async source handing over one item at a time."""
-    for x in items:
-        await asyncio.sleep(0)
-        yield x
 
 
 def batcher(size: int, **kwargs: Any) -> BatchStreamPipe[Any, list[Any]]:

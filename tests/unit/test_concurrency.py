@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import pytest
 
+from helpers import agen, collect
 from pipeflow.streams import (
     BackpressureConfig,
     Pipeable,
-    Stream,
     StreamPipe,
     filter,
     flat_map,
@@ -22,17 +22,6 @@ from pipeflow.streams import (
 from pipeflow.testing import TestSource, VirtualClock
 
 T = TypeVar("T")
-
-
-async def collect(stream: Stream[T]) -> list[T]:
-    async with stream:
-        return [x async for x in stream]
-
-
-async def agen(items: Iterable[T]) -> AsyncIterator[T]:
-    for x in items:
-        await asyncio.sleep(0)
-        yield x
 
 
 class Tracker:

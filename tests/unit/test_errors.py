@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import pytest
 
 import pipeflow.streams as ps
+from helpers import collect, collect_until_error
 from pipeflow.streams import (
     BackpressureConfig,
     BufferOverflowError,
@@ -18,7 +19,6 @@ from pipeflow.streams import (
     Pipeable,
     PipeflowError,
     Retry,
-    Stream,
     StreamError,
     StreamPipe,
 )
@@ -86,17 +86,6 @@ class Flaky:
         if n <= self.failures:
             raise self.exc(f"attempt {n} on {item} failed")
         return item * 10
-
-
-async def collect(stream: Stream[T]) -> list[T]:
-    async with stream as s:
-        return [x async for x in s]
-
-
-async def collect_until_error(stream: Stream[T], got: list[T]) -> None:
-    async with stream as s:
-        async for x in s:
-            got.append(x)
 
 
 # -- StreamError itself ----------------------------------------------------------

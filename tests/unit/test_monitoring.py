@@ -8,8 +8,9 @@ from typing import Any, TypeVar, cast
 import pytest
 
 import pipeflow.streams as ps
+from helpers import collect
 from pipeflow.monitoring import StageMetrics, StreamMetrics, StreamMonitor
-from pipeflow.streams import BackpressureConfig, DeadLetter, Retry, Stream, StreamError, StreamPipe
+from pipeflow.streams import BackpressureConfig, DeadLetter, Retry, StreamError, StreamPipe
 from pipeflow.testing import TestSource, VirtualClock
 
 T = TypeVar("T")
@@ -28,11 +29,6 @@ class Sleeper(StreamPipe[int, int]):
     async def process_item(self, item: int) -> int:
         await self.clock.sleep(self.delay(item))
         return item
-
-
-async def collect(stream: Stream[T]) -> list[T]:
-    async with stream as s:
-        return [x async for x in s]
 
 
 def double(x: int) -> int:

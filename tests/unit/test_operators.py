@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeVar
 
 import pytest
 
+from helpers import agen, collect
 from pipeflow.monitoring import StreamMonitor
 from pipeflow.streams import (
     MAX_CHUNK,
@@ -15,7 +16,6 @@ from pipeflow.streams import (
     FunctionPipe,
     Pipeable,
     Pipeline,
-    Stream,
     StreamPipe,
     filter,
     flat_map,
@@ -24,17 +24,6 @@ from pipeflow.streams import (
 from pipeflow.testing import TestSource
 
 T = TypeVar("T")
-
-
-async def collect(stream: Stream[T]) -> list[T]:
-    async with stream:
-        return [x async for x in stream]
-
-
-async def agen(items: Iterable[T]) -> AsyncIterator[T]:
-    for x in items:
-        await asyncio.sleep(0)
-        yield x
 
 
 def double(x: int) -> int:

@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeVar
 
 import pytest
 
-from pipeflow.streams import BackpressureConfig, Stream, StreamPipe
+from helpers import agen, collect
+from pipeflow.streams import BackpressureConfig, StreamPipe
 from pipeflow.testing import TestSource
 
 T = TypeVar("T")
-
-
-async def collect(stream: Stream[T]) -> list[T]:
-    async with stream:
-        return [x async for x in stream]
-
-
-async def agen(items: Iterable[T]) -> AsyncIterator[T]:
-    """An async source that hands control to the loop before every item."""
-    for x in items:
-        await asyncio.sleep(0)
-        yield x
 
 
 class Double(StreamPipe[int, int]):

@@ -8,16 +8,16 @@ end of the first one-second window.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 import pytest
 
+from helpers import agen, collect, collect_timed, collect_until_error
 from pipeflow.monitoring import StreamMonitor
 from pipeflow.streams import (
     LateItemError,
-    Stream,
     StreamError,
     StreamPipe,
     Window,
@@ -49,31 +49,6 @@ def ts_of(e: Event) -> float:
 
 def key_of(e: Event) -> str:
     return e[1]
-
-
-async def collect(stream: Stream[T]) -> list[T]:
-    async with stream:
-        return [x async for x in stream]
-
-
-async def collect_until_error(stream: Stream[T], got: list[T]) -> None:
-    """Append results to ``got`` until the stream ends or raises."""
-    async with stream:
-        async for x in stream:
-            got.append(x)
-
-
-async def collect_timed(stream: Stream[T], clock: VirtualClock) -> list[tuple[float, T]]:
-    """Each result with the virtual time it arrived at."""
-    async with stream:
-        return [(clock.monotonic(), x) async for x in stream]
-
-
-async def agen(items: Iterable[T]) -> AsyncIterator[T]:
-    """An async source handing over one item at a time."""
-    for x in items:
-        await asyncio.sleep(0)
-        yield x
 
 
 def contents(windows: Iterable[Window[T]]) -> list[list[T]]:
