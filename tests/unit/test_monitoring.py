@@ -400,3 +400,18 @@ async def test_window_and_batch_stages_report_rates_and_latency() -> None:
     assert w.throughput > 0
     assert b.throughput > 0
     assert 0.5 == b.latency_p50
+
+
+async def test_monitor_folds_finished_runs_into_totals() -> None:
+    """A pipe streamed once per request does not grow its monitor: old runs become totals."""
+    clock = VirtualClock()
+    pipe: ps.FunctionPipe[int, int] = ps.map(lambda x: x + 1, name="inc")
+    monitor = StreamMonitor()
+    pipe.set_monitor(monitor)
+    for _ in range(50):
+        assert [1, 2, 3] == await collect(pipe.stream([0, 1, 2], clock=clock))
+        await clock.sleep(11)  # older than the monitor's window
+    metrics = monitor.get_metrics()
+    assert (50, 0) == (metrics.runs, metrics.active_runs)
+    assert (150, 150) == (metrics.items_in, metrics.items_out)
+    assert 2 >= len(monitor._runs)  # only runs within the window are kept whole
