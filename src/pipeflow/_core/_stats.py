@@ -52,7 +52,9 @@ class StageMetrics:
         throttled: whether the input buffer is above its throttle threshold now.
         latency_p50, latency_p95, latency_p99: processing time per item, in
             seconds, over recent items (``None`` before any was timed). Items
-            processed together in one chunk share the chunk's average.
+            processed together in one chunk share the chunk's average; fused
+            operators share their loop's time evenly; for windowed and batch
+            stages a sample is the time to process one window or one batch.
         window: seconds of history behind ``throughput`` and ``backpressure``.
     """
 
