@@ -552,3 +552,30 @@ async def test_sync_iterable_without_close_is_fine() -> None:
             assert 3 == x
             break
     assert set() == other_tasks() - before
+
+
+async def test_break_closes_the_dead_letter_pipe_task() -> None:
+    """Leaving a stream early also stops the task streaming its dead-letter pipe."""
+    from pipeflow.streams import DeadLetter, map
+
+    seen: list[object] = []
+
+    class Recorder(StreamPipe[object, object]):
+        async def process_item(self, item: object) -> object:
+            seen.append(item)
+            return item
+
+    def fail_odd(x: int) -> int:
+        if x % 2:
+            raise ValueError(x)
+        return x
+
+    before = asyncio.all_tasks()
+    source = TestSource(range(1000))
+    async with map(fail_odd, on_error=DeadLetter(Recorder())).stream(source) as stream:
+        async for x in stream:
+            if x >= 10:
+                break
+    assert source.closed
+    assert set() == asyncio.all_tasks() - before - {asyncio.current_task()}
+    assert [] != seen

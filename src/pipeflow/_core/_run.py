@@ -135,6 +135,7 @@ async def _iterate(state: _RunState) -> AsyncIterator[Any]:
     sides = _SideStreams(clock)
     tasks: list[asyncio.Task[None]] = []
     gens: list[AsyncIterator[Chunk]] = []
+    cancelled = False
     try:
         acking = isinstance(source, Acknowledging)
         up: AsyncIterator[Chunk] = source_chunks(source)
@@ -207,9 +208,12 @@ async def _iterate(state: _RunState) -> AsyncIterator[Any]:
                 acked = mark
                 ack(mark)
         await sides.finish()
+    except asyncio.CancelledError:
+        cancelled = True
+        raise
     finally:
         state.run.finish()
-        await _shutdown(tasks, gens, sides)
+        await _shutdown(tasks, gens, sides, drain_sides=not cancelled)
 
 
 def _open_fused(
@@ -222,9 +226,16 @@ def _open_fused(
 
 
 async def _shutdown(
-    tasks: list[asyncio.Task[None]], gens: list[AsyncIterator[Chunk]], sides: _SideStreams
+    tasks: list[asyncio.Task[None]],
+    gens: list[AsyncIterator[Chunk]],
+    sides: _SideStreams,
+    *,
+    drain_sides: bool,
 ) -> None:
-    """Cancel the run's tasks, then close its generators from the last to the first."""
+    """Cancel the run's tasks, close its generators from the last to the first, and
+    let dead-letter pipes deliver what they were given (unless the run is cancelled):
+    a record counted as dead-lettered must reach its sink, however the run ends.
+    """
     for t in tasks:
         t.cancel()
     if tasks:
@@ -235,7 +246,13 @@ async def _shutdown(
             await g.aclose()  # type: ignore[attr-defined]
         except Exception as exc:
             first = first or exc
-    await sides.cancel()
+    try:
+        if drain_sides:
+            await sides.finish()
+    except Exception as exc:
+        first = first or exc
+    finally:
+        await sides.cancel()
     if first is not None:
         raise first
 
@@ -281,7 +298,10 @@ class _SideStreams:
         await side.send(record)
 
     async def finish(self) -> None:
-        """End every side stream normally, letting it deliver what it holds."""
+        """End every side stream normally, letting it deliver what it holds.
+
+        Raises the first failure of a side stream (again, if called again).
+        """
         for side in self._sides.values():
             await side.finish()
 
