@@ -296,3 +296,35 @@ async def test_process_stream_override_in_pipeline_acks_only_at_end() -> None:
     held = await consume_checking_acks(pipeline.stream(source), source)
     assert [(i + 1, 0) for i in range(10)] == held
     assert 10 == source.acked
+
+
+async def test_acks_wait_for_the_dead_letter_pipe() -> None:
+    """The source is never acknowledged past an item whose dead letter the pipe has not
+    finished processing, and every item is acknowledged at the end."""
+    from pipeflow.streams import DeadLetter, StreamError, StreamPipe, map
+    from pipeflow.testing import TestSource, VirtualClock
+
+    clock = VirtualClock()
+    handled: list[int] = []
+
+    class SlowRecorder(StreamPipe[StreamError, None]):
+        async def process_item(self, item: StreamError) -> None:
+            await clock.sleep(5)
+            handled.append(item.item)
+
+    def fail_odd(x: int) -> int:
+        if x % 2:
+            raise ValueError(x)
+        return x
+
+    source: TestSource[int] = TestSource(range(20))
+    checked = 0
+    pipe = map(fail_odd, on_error=DeadLetter(SlowRecorder()))
+    async with pipe.stream(source, clock=clock) as stream:
+        async for _ in stream:
+            unhandled = [x for x in range(source.acked) if x % 2 and x not in handled]
+            assert [] == unhandled
+            checked += 1
+    assert 10 == checked
+    assert 20 == source.acked
+    assert list(range(1, 20, 2)) == handled

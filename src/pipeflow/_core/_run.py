@@ -188,7 +188,7 @@ async def _iterate(state: _RunState) -> AsyncIterator[Any]:
             up = _open_fused(fused, up)
             gens.append(up)
         ack = source.ack if isinstance(source, Acknowledging) else None
-        acked = 0
+        acked = last_mark = 0
         timed = bool(segment_stats) and segment_stats[0].timed
         async for items, mark in up:
             if items:
@@ -204,10 +204,14 @@ async def _iterate(state: _RunState) -> AsyncIterator[Any]:
                 else:
                     for x in items:
                         yield x
-            if ack is not None and mark > acked:
+            # A dead letter still on its way to a dead-letter pipe holds acks back.
+            if ack is not None and mark > acked and sides.settled:
                 acked = mark
                 ack(mark)
+            last_mark = mark
         await sides.finish()
+        if ack is not None and last_mark > acked:
+            ack(last_mark)
     except asyncio.CancelledError:
         cancelled = True
         raise
@@ -297,6 +301,11 @@ class _SideStreams:
             side = self._sides[id(pipe)] = _Side(pipe, self._clock)
         await side.send(record)
 
+    @property
+    def settled(self) -> bool:
+        """Whether every dead letter sent so far has been processed by its pipe."""
+        return all(side.settled for side in self._sides.values())
+
     async def finish(self) -> None:
         """End every side stream normally, letting it deliver what it holds.
 
@@ -314,25 +323,35 @@ class _SideStreams:
 
 
 class _Side:
+    """One dead-letter pipe, streamed over the records sent to it.
+
+    Its source acknowledges like any other: ``done`` counts the records whose
+    processing by the dead-letter pipe is complete, so the main stream can hold
+    its own acknowledgements back until every dead letter has been taken care of.
+    """
+
     def __init__(self, pipe: Pipeable[Any, Any], clock: Clock) -> None:
         self.buffer = ChunkBuffer(_DEFAULT_CONFIG, StageStats(pipe.name, clock, timed=False))
+        self.sent = 0
+        self.done = 0
         self.task = asyncio.get_running_loop().create_task(
             self._drain(pipe, clock), name=f"pipeflow: dead letters to {pipe.name!r}"
         )
 
-    async def _records(self) -> AsyncIterator[Any]:
-        async for items, _ in self.buffer.chunks():
-            for record in items:
-                yield record
-
     async def _drain(self, pipe: Pipeable[Any, Any], clock: Clock) -> None:
-        async with pipe.stream(self._records(), clock=clock) as results:
+        async with pipe.stream(_SideSource(self), clock=clock) as results:
             async for _ in results:
                 pass
+
+    @property
+    def settled(self) -> bool:
+        """Whether the dead-letter pipe has finished with every record sent so far."""
+        return self.done >= self.sent
 
     async def send(self, record: Any) -> None:
         if self.task.done():
             self._stopped()
+        self.sent += 1
         rest = self.buffer.put_nowait([record], 0)
         if not rest:
             return
@@ -352,3 +371,18 @@ class _Side:
     async def finish(self) -> None:
         self.buffer.close()
         await self.task
+
+
+class _SideSource:
+    """The source of a dead-letter pipe's run: the records, and their acknowledgement."""
+
+    def __init__(self, side: _Side) -> None:
+        self._side = side
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        async for items, _ in self._side.buffer.chunks():
+            for record in items:
+                yield record
+
+    def ack(self, count: int) -> None:
+        self._side.done = count
