@@ -56,7 +56,7 @@ class RecordingSource(TestSource[int]):
     """A TestSource that remembers every ack."""
 
     def __init__(self, items: Iterable[int]) -> None:
-        super().__init__(items)
+        super().__init__(items, one_by_one=True)  # each item arrives on its own
         self.history: list[int] = []
 
     def ack(self, count: int) -> None:

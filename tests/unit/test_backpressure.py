@@ -175,11 +175,10 @@ def read_ahead_bound(capacities: Iterable[int], sync: bool) -> int:
     Every buffer holds at most its capacity; downstream of each buffer, one chunk
     taken from it (at most min(capacity, MAX_CHUNK) items) is being processed or
     waits to be put into the next buffer (or delivered); and the first feeder holds
-    one chunk of the source: one item of an async source, up to MAX_CHUNK of a
-    sync one.
+    one chunk of the source: up to MAX_CHUNK items it handed over without waiting.
     """
     caps = list(capacities)
-    source_chunk = MAX_CHUNK if sync else 1
+    source_chunk = MAX_CHUNK  # what the source hands over without waiting, sync or async
     return sum(caps) + sum(min(c, MAX_CHUNK) for c in caps) + source_chunk
 
 
@@ -224,8 +223,9 @@ async def test_concurrent_pipe_with_config_bounds_read_ahead() -> None:
     pipe = StreamPipe[int, int](config=config, concurrency=4)
     out = await consume_slowly(pipe, counting, sync=False)
     assert list(range(500)) == out
-    # buffer + the stage's window of started/finished entries + feeder's item + consumer chunk
-    assert counting.max_ahead <= 8 + 8 + 1 + 8
+    # buffer + the stage's window of started/finished entries + the feeder's source chunk
+    # (what the source handed over without waiting) + the chunk the consumer is taking
+    assert counting.max_ahead <= 8 + 8 + MAX_CHUNK + 8
 
 
 # -- throttling ---------------------------------------------------------------------------
@@ -281,7 +281,8 @@ async def test_throttled_buffer_stops_intake_until_it_drains() -> None:
     clock = VirtualClock()
     config = BackpressureConfig(max_buffer_size=20, throttle_threshold=0.5)
     sizes: list[int] = []
-    async with StreamPipe[int, int](config=config).stream(TestSource(range(300)), clock=clock) as s:
+    source = TestSource(range(300), one_by_one=True)
+    async with StreamPipe[int, int](config=config).stream(source, clock=clock) as s:
         async for _ in s:
             await clock.sleep(1.0)
             sizes.append(s.statistics()[0].buffer_size)

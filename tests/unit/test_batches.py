@@ -321,7 +321,7 @@ async def test_transient_item_failure_retried_within_batch() -> None:
 
 async def test_acks_do_not_pass_items_held_in_pending_batch() -> None:
     """The source is acked only up to items whose batch was delivered."""
-    src = TestSource(range(5))
+    src = TestSource(range(5), one_by_one=True)
     acked_when_delivered: list[int] = []
     async with batcher(2).stream(src) as stream:
         async for _ in stream:

@@ -341,7 +341,7 @@ async def test_latency_percentiles_after_monitored_run() -> None:
     monitor = StreamMonitor()
     pipe = Sleeper(clock, lambda x: x * 0.01)
     pipe.set_monitor(monitor)
-    await collect(pipe.stream(TestSource(range(1, 101)), clock=clock))
+    await collect(pipe.stream(TestSource(range(1, 101), one_by_one=True), clock=clock))
     metrics = monitor.get_metrics()
     assert metrics.latency_p50 is not None
     assert metrics.latency_p95 is not None

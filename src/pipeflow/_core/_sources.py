@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from itertools import islice
 from typing import Any, Protocol, runtime_checkable
 
@@ -57,37 +57,123 @@ async def close_source(source: object) -> None:
 
 
 async def source_chunks(source: Any) -> AsyncIterator[Chunk]:
-    """Chunks of what is ready: up to ``MAX_CHUNK`` items of a sync iterable at a
-    time, one item of an async iterable at a time (waiting for more is never
-    worth delaying what is there). Each chunk's mark counts the items read so far.
+    """Chunks of what is ready, up to ``MAX_CHUNK`` items; each chunk's mark
+    counts the items read so far. Waiting for more is never worth delaying what
+    is there: an async source's chunk ends where reading on would wait.
+    """
+    if hasattr(source, "__aiter__"):
+        chunks = _async_chunks(source.__aiter__())
+    else:
+        chunks = _sync_chunks(iter(source))
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+        await close_source(source)
+
+
+async def _sync_chunks(it: Iterator[Any]) -> AsyncIterator[Chunk]:
+    count = 0
+    try:
+        while True:
+            chunk: list[Any] = []
+            try:
+                chunk.extend(islice(it, MAX_CHUNK))
+            except Exception:
+                if chunk:  # what was read before the failure still goes on
+                    yield chunk, count + len(chunk)
+                raise
+            if not chunk:
+                return
+            count += len(chunk)
+            yield chunk, count
+    finally:
+        await close_source(it)
+
+
+async def _async_chunks(it: AsyncIterator[Any]) -> AsyncIterator[Chunk]:
+    """Read an async iterator in chunks of the items it hands over without waiting.
+
+    Each ``__anext__()`` awaitable is stepped by hand: if it completes at once,
+    its item joins the chunk; if it has to wait, the chunk goes on first, and
+    the step in progress is resumed afterwards exactly as ``await`` would have.
     """
     count = 0
-    if hasattr(source, "__aiter__"):
-        it = source.__aiter__()
-        try:
-            async for x in it:
-                count += 1
-                yield [x], count
-        finally:
-            await close_source(it)
-            if it is not source:
-                await close_source(source)
-    else:
-        sync_it = iter(source)
-        try:
-            while True:
-                chunk: list[Any] = []
+    pending: _Resume | None = None
+    try:
+        while True:
+            chunk: list[Any] = []
+            if pending is not None:
+                step, pending = pending, None
                 try:
-                    chunk.extend(islice(sync_it, MAX_CHUNK))
-                except Exception:
-                    if chunk:  # what was read before the failure still goes on
-                        yield chunk, count + len(chunk)
-                    raise
-                if not chunk:
+                    chunk.append(await step)
+                except StopAsyncIteration:
                     return
-                count += len(chunk)
-                yield chunk, count
-        finally:
-            await close_source(sync_it)
-            if sync_it is not source:
-                await close_source(source)
+            try:
+                while len(chunk) < MAX_CHUNK:
+                    awaiting = it.__anext__().__await__()
+                    try:
+                        signal = awaiting.send(None)
+                    except StopIteration as ready:
+                        chunk.append(ready.value)
+                        continue
+                    pending = _Resume(awaiting, signal)
+                    break
+            except StopAsyncIteration:
+                if chunk:
+                    yield chunk, count + len(chunk)
+                return
+            except Exception:
+                if chunk:  # what was read before the failure still goes on
+                    yield chunk, count + len(chunk)
+                raise
+            count += len(chunk)
+            yield chunk, count
+    finally:
+        if pending is not None:
+            pending.abandon()
+        await close_source(it)
+
+
+class _Resume:
+    """The rest of an awaitable whose first step yielded ``signal``: awaiting this
+    object passes ``signal`` to the event loop and drives the awaitable to its end,
+    with the semantics of ``yield from`` (values sent and exceptions thrown in go
+    through).
+    """
+
+    __slots__ = ("_awaiting", "_signal")
+
+    def __init__(self, awaiting: Generator[Any, Any, Any], signal: Any) -> None:
+        self._awaiting = awaiting
+        self._signal = signal
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        awaiting, signal = self._awaiting, self._signal
+        while True:
+            try:
+                sent = yield signal
+            except GeneratorExit:
+                self.abandon()
+                raise
+            except BaseException as exc:
+                try:
+                    signal = awaiting.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    signal = awaiting.send(sent)
+                except StopIteration as done:
+                    return done.value
+
+    def abandon(self) -> None:
+        """Stop the step in progress, so the source can still be closed."""
+        try:
+            self._awaiting.throw(GeneratorExit)
+        except (GeneratorExit, StopIteration, StopAsyncIteration):
+            pass
+        except Exception:
+            # The source's own cleanup failed; closing the source will report it.
+            pass

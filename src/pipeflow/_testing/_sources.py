@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -27,6 +28,10 @@ class Cue:
 class TestSource(Generic[T]):
     """An async source over ``items`` that counts reads, acks and closing.
 
+    Items at hand are handed over without waiting, so a pipeline takes them in
+    chunks; with ``one_by_one=True`` the source lets the event loop run before
+    each item, as a network source does, and each arrives on its own.
+
     Besides items, the script may hold cues: ``TestSource.wait(s)`` waits ``s``
     seconds on the clock, ``TestSource.at(t, item)`` emits ``item`` once the
     clock reads ``t``, ``TestSource.fail(exc)`` raises, ``TestSource.end()``
@@ -50,10 +55,12 @@ class TestSource(Generic[T]):
         items: Iterable[T | Cue],
         *,
         clock: Clock | None = None,
+        one_by_one: bool = False,
         fail_after: int | None = None,
         fail_with: BaseException | None = None,
     ) -> None:
         self._items = list(items)
+        self._one_by_one = one_by_one
         self._clock = clock
         self._fail_after = fail_after
         self._fail_with = fail_with
@@ -103,6 +110,8 @@ class TestSource(Generic[T]):
                     continue
                 entry = entry.item
             self._check_fail()
+            if self._one_by_one:
+                await asyncio.sleep(0)  # let the loop run, as a network source would
             self.read += 1
             yield entry
         self._check_fail()

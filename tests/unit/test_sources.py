@@ -1,0 +1,130 @@
+"""Reading async sources in chunks of what is ready, and stopping them cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from helpers import collect_until_error
+from pipeflow.streams import FunctionPipe, StreamPipe, map
+from pipeflow.testing import TestSource
+
+
+class Gate:
+    """An async source that hands over ``ready`` items at once, then waits on an event."""
+
+    def __init__(self, ready: int) -> None:
+        self.ready = ready
+        self.event = asyncio.Event()
+        self.waiting = asyncio.Event()
+        self.finally_ran = False
+        self.saw: BaseException | None = None
+
+    async def items(self) -> AsyncIterator[int]:
+        try:
+            for i in range(self.ready):
+                yield i
+            self.waiting.set()
+            await self.event.wait()
+            yield self.ready
+        except BaseException as exc:
+            self.saw = exc
+            raise
+        finally:
+            self.finally_ran = True
+
+
+async def test_items_at_hand_travel_as_one_chunk() -> None:
+    """An async source's items that need no waiting are acknowledged a chunk at a time."""
+    source = TestSource(range(600))
+    history: list[int] = []
+    original_ack = source.ack
+
+    def record(count: int) -> None:
+        original_ack(count)
+        history.append(count)
+
+    source.ack = record  # type: ignore[method-assign]
+    async with map(lambda x: x).stream(source) as stream:
+        assert list(range(600)) == [x async for x in stream]
+    assert [256, 512, 600] == history
+
+
+async def test_break_while_the_source_waits_closes_it() -> None:
+    """Leaving while the source is in the middle of fetching the next item closes it."""
+    gate = Gate(3)
+    got: list[int] = []
+    before = asyncio.all_tasks()
+    async with map(lambda x: x).stream(gate.items()) as stream:
+        async for x in stream:
+            got.append(x)
+            if x == 2:
+                break
+    assert [0, 1, 2] == got
+    assert gate.finally_ran
+    assert set() == asyncio.all_tasks() - before - {asyncio.current_task()}
+
+
+async def test_results_come_before_the_source_waits() -> None:
+    """What the source handed over is delivered while it waits for more."""
+    gate = Gate(3)
+    got: list[int] = []
+
+    async def consume() -> None:
+        async with StreamPipe[int, int]().stream(gate.items()) as stream:
+            async for x in stream:
+                got.append(x)
+
+    task = asyncio.create_task(consume())
+    await gate.waiting.wait()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert [0, 1, 2] == got
+    gate.event.set()
+    await task
+    assert [0, 1, 2, 3] == got
+
+
+async def test_cancellation_reaches_a_waiting_source() -> None:
+    """Cancelling the consumer while the source waits delivers the cancellation to it."""
+    gate = Gate(0)
+
+    async def consume() -> None:
+        async with map(lambda x: x).stream(gate.items()) as stream:
+            async for _ in stream:
+                pass
+
+    task = asyncio.create_task(consume())
+    await gate.waiting.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert isinstance(gate.saw, asyncio.CancelledError)
+    assert gate.finally_ran
+
+
+async def test_a_source_failing_after_a_wait_propagates_unchanged() -> None:
+    """An error raised by the source after it waited comes out as it is."""
+
+    async def flaky() -> AsyncIterator[int]:
+        yield 1
+        await asyncio.sleep(0)
+        raise ConnectionResetError("peer went away")
+
+    got: list[int] = []
+    tenfold: FunctionPipe[int, int] = map(lambda x: x * 10)
+    with pytest.raises(ConnectionResetError, match="peer went away"):
+        await collect_until_error(tenfold.stream(flaky()), got)
+    assert [10] == got
+
+
+async def test_a_source_failing_mid_chunk_delivers_what_came_before() -> None:
+    """Items handed over before the source failed are delivered, then the error."""
+    source = TestSource(range(10), fail_after=4, fail_with=ValueError("broken record"))
+    got: list[int] = []
+    with pytest.raises(ValueError, match="broken record"):
+        await collect_until_error(map(lambda x: x).stream(source), got)
+    assert [0, 1, 2, 3] == got
+    assert source.closed
