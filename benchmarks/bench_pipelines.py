@@ -237,7 +237,7 @@ def _buffered() -> BackpressureConfig:
 
 
 async def _run_pipeflow(
-    pipeline: Pipeable[int, int], source: Iterable[int], n: int, check: bool
+    pipeline: Pipeable[int, int], source: Iterable[int] | AsyncIterable[int], n: int, check: bool
 ) -> Tally:
     async with pipeline.stream(source) as results:
         tally = await drain(results, check)
@@ -265,6 +265,12 @@ async def pf_subclasses_stream_filter(n: int, check: bool) -> Tally:
     """Three subclasses; the filter one overrides ``process_stream``."""
     pipeline = AddOne() | KeepEven() | Double()
     return await _run_pipeflow(pipeline, range(n), n, check)
+
+
+async def pf_operators_async_source(n: int, check: bool) -> Tally:
+    """As ``pf_operators``, over the async-generator source the chains read."""
+    pipeline = pf_map(add_one) | pf_filter(is_even) | pf_map(double)
+    return await _run_pipeflow(pipeline, _numbers(n), n, check)
 
 
 def _buffered_pipeline() -> Pipeable[int, int]:
@@ -319,6 +325,11 @@ IMPLEMENTATIONS: tuple[Impl, ...] = (
     Impl("queue-256", "asyncio.Queue(1000) per stage, lists of 256", queue_pipeline),
     Impl("aiostream", "aiostream map | filter | map (sync functions)", aiostream_chain, 10),
     Impl("pf-ops", "(a) pipeflow map | filter | map, sync functions", pf_operators),
+    Impl(
+        "pf-ops-asrc",
+        "(a') = (a) over the chain's async-generator source",
+        pf_operators_async_source,
+    ),
     Impl("pf-sub", "(b) pipeflow subclasses (process_item), async filter", pf_subclasses),
     Impl("pf-sub-buf", "(c) = (b), each pipe config=BackpressureConfig()", pf_buffered),
     Impl("pf-sub-mon", "(d) = (c) + StreamMonitor via set_monitor", pf_buffered_monitored),
