@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from itertools import islice
+from types import AsyncGeneratorType
 from typing import Any, Protocol, runtime_checkable
 
 from ._buffer import MAX_CHUNK, Chunk
@@ -101,6 +102,11 @@ async def _async_chunks(it: AsyncIterator[Any]) -> AsyncIterator[Chunk]:
     """
     count = 0
     pending: _Resume | None = None
+    # An async generator's __anext__() is its own __await__() iterator: skip a call.
+    anext = it.__anext__
+    start_next: Callable[[], Any] = (
+        anext if isinstance(it, AsyncGeneratorType) else lambda: anext().__await__()
+    )
     try:
         while True:
             chunk: list[Any] = []
@@ -111,12 +117,13 @@ async def _async_chunks(it: AsyncIterator[Any]) -> AsyncIterator[Chunk]:
                 except StopAsyncIteration:
                     return
             try:
-                while len(chunk) < MAX_CHUNK:
-                    awaiting = it.__anext__().__await__()
+                append = chunk.append
+                for _ in range(MAX_CHUNK - len(chunk)):
+                    awaiting = start_next()
                     try:
                         signal = awaiting.send(None)
                     except StopIteration as ready:
-                        chunk.append(ready.value)
+                        append(ready.value)
                         continue
                     pending = _Resume(awaiting, signal)
                     break
