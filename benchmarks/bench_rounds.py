@@ -14,15 +14,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import sys
-import textwrap
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from bench_report import print_table, rate
-from bench_throughput import NOISY, Results
+from bench_throughput import Results, print_rate_table
 
 __all__ = ["Impl", "Workload", "measure", "print_rates", "same_multiset"]
 
@@ -122,20 +120,4 @@ def print_rates(
     """The table of items/s (median, min-max) and ratios to ``reference``, and a noise note."""
     print(f"Input items/s, median of {rounds} interleaved rounds (every other round in")
     print(f"reverse order). '{column}' is the median of the per-round ratios to {reference}.\n")
-    rows = []
-    for impl in impls:
-        r = res.rates[impl.key]
-        ratio = res.ratio(impl.key, reference)
-        vs = "-" if ratio is None else f"{ratio:.2f}x"
-        spread = f"{rate(min(r))}-{rate(max(r))}"
-        label = impl.label if impl.divisor == 1 else f"{impl.label} [{impl.items(res.n):_} items]"
-        rows.append([impl.key, label, rate(res.median(impl.key) or 0.0), vs, spread])
-    print_table(["key", "implementation", "items/s", column, "min-max"], rows, left=2)
-    noisy = [i.key for i in impls if max(res.rates[i.key]) > NOISY * min(res.rates[i.key])]
-    if noisy:
-        note = (
-            f"Note: the rates of {', '.join(noisy)} varied by more than {NOISY - 1:.0%}"
-            " between rounds (other load on the machine?); verdicts near a threshold may"
-            " flip between runs. More --rounds narrow the medians."
-        )
-        print("\n" + textwrap.fill(note, 80))
+    print_rate_table(res, impls, reference, column)

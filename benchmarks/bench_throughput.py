@@ -15,11 +15,12 @@ import textwrap
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from bench_pipelines import Impl, expected
 from bench_report import Target, median, print_table, print_targets, rate
 
-__all__ = ["Results", "measure", "report"]
+__all__ = ["Results", "measure", "print_rate_table", "report"]
 
 #: The ratios in the table are against this implementation.
 REFERENCE = "agen-sync"
@@ -98,21 +99,30 @@ def _targets(res: Results) -> list[Target]:
     ]
 
 
-def report(res: Results, impls: Sequence[Impl], rounds: int) -> list[Target]:
-    """Print the table and the targets; return the targets."""
-    print(f"map(x+1) -> filter(even) -> map(x*2) over range({res.n:_}), {res.n // 2:_} outputs.")
-    print(f"Input items/s, median of {rounds} interleaved rounds (every other round in")
-    print("reverse order). 'vs chain' is the median of the per-round ratios to the")
-    print("hand-written async-generator chain calling the same sync functions.\n")
-    base = res.median(REFERENCE)
+class Measured(Protocol):
+    """What a rate table needs of an implementation (sections share the table)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def divisor(self) -> int: ...
+
+    def items(self, n: int) -> int: ...
+
+
+def print_rate_table(res: Results, impls: Sequence[Measured], reference: str, column: str) -> None:
+    """Items/s per implementation (median, min-max), ratios to ``reference``, a noise note."""
     rows = []
     for impl in impls:
         r = res.rates[impl.key]
-        vs = f"{res.ratio(impl.key, REFERENCE):.2f}x" if base else "-"
+        ratio = res.ratio(impl.key, reference)
+        vs = "-" if ratio is None else f"{ratio:.2f}x"
         spread = f"{rate(min(r))}-{rate(max(r))}"
         label = impl.label if impl.divisor == 1 else f"{impl.label} [{impl.items(res.n):_} items]"
-        rows.append([impl.key, label, rate(median(r)), vs, spread])
-    print_table(["key", "implementation", "items/s", "vs chain", "min-max"], rows, left=2)
+        rows.append([impl.key, label, rate(res.median(impl.key) or 0.0), vs, spread])
+    print_table(["key", "implementation", "items/s", column, "min-max"], rows, left=2)
     noisy = [i.key for i in impls if max(res.rates[i.key]) > NOISY * min(res.rates[i.key])]
     if noisy:
         note = (
@@ -121,6 +131,15 @@ def report(res: Results, impls: Sequence[Impl], rounds: int) -> list[Target]:
             " flip between runs. More --rounds narrow the medians."
         )
         print("\n" + textwrap.fill(note, 80))
+
+
+def report(res: Results, impls: Sequence[Impl], rounds: int) -> list[Target]:
+    """Print the table and the targets; return the targets."""
+    print(f"map(x+1) -> filter(even) -> map(x*2) over range({res.n:_}), {res.n // 2:_} outputs.")
+    print(f"Input items/s, median of {rounds} interleaved rounds (every other round in")
+    print("reverse order). 'vs chain' is the median of the per-round ratios to the")
+    print("hand-written async-generator chain calling the same sync functions.\n")
+    print_rate_table(res, impls, REFERENCE, "vs chain")
     print("\nTargets (ratios are medians of the per-round ratios):")
     targets = _targets(res)
     print_targets(targets)
