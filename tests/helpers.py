@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Coroutine, Iterable
+from typing import Any, TypeVar
 
 from pipeflow.streams import Stream
 from pipeflow.testing import VirtualClock
@@ -36,3 +36,24 @@ async def agen(items: Iterable[T]) -> AsyncIterator[T]:
     for x in items:
         await asyncio.sleep(0)
         yield x
+
+
+async def without_deadlock(
+    coro: Coroutine[Any, Any, T], clock: VirtualClock, *, watchdog: float = 1e6
+) -> T:
+    """Await ``coro``, failing at once if it deadlocks.
+
+    The run must wait only on ``clock`` and on its own tasks. The virtual clock's
+    autojump then reaches the far ``watchdog`` deadline only once no task can move
+    any more: the run is stuck, and waiting in real time would not help.
+    """
+    task = asyncio.ensure_future(coro)
+    alarm = asyncio.ensure_future(clock.sleep(watchdog))
+    await asyncio.wait({task, alarm}, return_when=asyncio.FIRST_COMPLETED)
+    stuck = not task.done()
+    for t in (task, alarm):
+        t.cancel()
+    await asyncio.gather(task, alarm, return_exceptions=True)
+    if stuck:
+        raise AssertionError("deadlock: the stream stopped making progress")
+    return task.result()

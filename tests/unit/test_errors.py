@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import pickle
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
 
 import pipeflow.streams as ps
-from helpers import collect, collect_until_error
+from helpers import collect, collect_until_error, without_deadlock
 from pipeflow.streams import (
     BackpressureConfig,
     BufferOverflowError,
@@ -201,24 +200,6 @@ async def test_raise_is_the_default_policy() -> None:
 
 
 # -- on_error="skip" ---------------------------------------------------------------
-
-
-async def without_deadlock(coro: Coroutine[Any, Any, T], clock: VirtualClock) -> T:
-    """Await ``coro``; fail at once if it deadlocks.
-
-    The run waits only on ``clock`` and on its own tasks, so the virtual clock's
-    autojump reaches the watchdog's far deadline only once nothing can move.
-    """
-    task = asyncio.ensure_future(coro)
-    watchdog = asyncio.ensure_future(clock.sleep(1e6))
-    await asyncio.wait({task, watchdog}, return_when=asyncio.FIRST_COMPLETED)
-    stuck = not task.done()
-    for t in (task, watchdog):
-        t.cancel()
-    await asyncio.gather(task, watchdog, return_exceptions=True)
-    if stuck:
-        raise AssertionError("deadlock: the stream stopped making progress")
-    return task.result()
 
 
 async def test_skip_counts_logs_and_continues(caplog: pytest.LogCaptureFixture) -> None:

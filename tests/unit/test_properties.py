@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -17,6 +17,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import pipeflow.streams as ps
+from helpers import without_deadlock
 from pipeflow.streams import (
     BackpressureConfig,
     DeadLetter,
@@ -153,29 +154,6 @@ def make_source(case: Case) -> tuple[Iterable[Any] | TestSource[Any], bool]:
 
 def flatten(group: list[Item]) -> list[Item]:
     return group
-
-
-#: Far beyond any run's virtual duration (40 items x at most 7 s of backoff each).
-WATCHDOG_SECONDS = 1e6
-
-
-async def without_deadlock(coro: Coroutine[Any, Any, T], clock: VirtualClock) -> T:
-    """Await ``coro``, failing at once if it deadlocks.
-
-    Everything in these runs waits on ``clock`` or on other tasks. The virtual
-    clock's autojump only reaches the watchdog's far deadline once no task can
-    move any more: the run is stuck, and waiting in real time would not help.
-    """
-    task = asyncio.ensure_future(coro)
-    watchdog = asyncio.ensure_future(clock.sleep(WATCHDOG_SECONDS))
-    await asyncio.wait({task, watchdog}, return_when=asyncio.FIRST_COMPLETED)
-    stuck = not task.done()
-    for t in (task, watchdog):
-        t.cancel()
-    await asyncio.gather(task, watchdog, return_exceptions=True)
-    if stuck:
-        raise AssertionError("deadlock: the stream stopped making progress")
-    return task.result()
 
 
 async def run_case(case: Case, *, buffered: bool = True) -> Outcome:
