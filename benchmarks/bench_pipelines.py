@@ -112,6 +112,12 @@ async def _amap(fn: Callable[[int], int], items: AsyncIterable[int]) -> AsyncIte
         yield fn(x)
 
 
+async def _amap_first(fn: Callable[[int], int], items: Iterable[int]) -> AsyncIterator[int]:
+    """A first stage reading a plain iterable, as pipeflow reads ``range(n)``."""
+    for x in items:
+        yield fn(x)
+
+
 async def _afilter(fn: Callable[[int], bool], items: AsyncIterable[int]) -> AsyncIterator[int]:
     async for x in items:
         if fn(x):
@@ -125,6 +131,13 @@ async def _amap_await(
         yield await fn(x)
 
 
+async def _amap_await_first(
+    fn: Callable[[int], Awaitable[int]], items: Iterable[int]
+) -> AsyncIterator[int]:
+    for x in items:
+        yield await fn(x)
+
+
 async def _afilter_await(
     fn: Callable[[int], Awaitable[bool]], items: AsyncIterable[int]
 ) -> AsyncIterator[int]:
@@ -134,14 +147,20 @@ async def _afilter_await(
 
 
 async def agen_chain(n: int, check: bool) -> Tally:
-    """Async generators chained by hand, calling the sync functions."""
+    """Async generators chained by hand, calling the sync functions; the first one
+    iterates ``range(n)``, the source pipeflow's (a) reads."""
+    return await drain(_amap(double, _afilter(is_even, _amap_first(add_one, range(n)))), check)
+
+
+async def agen_chain_async_source(n: int, check: bool) -> Tally:
+    """The same chain over an async-generator source: one generator more per item."""
     return await drain(_amap(double, _afilter(is_even, _amap(add_one, _numbers(n)))), check)
 
 
 async def agen_chain_async(n: int, check: bool) -> Tally:
-    """The same chain, awaiting async functions."""
+    """The chain of ``agen_chain``, awaiting async functions."""
     chain = _amap_await(
-        double_async, _afilter_await(is_even_async, _amap_await(add_one_async, _numbers(n)))
+        double_async, _afilter_await(is_even_async, _amap_await_first(add_one_async, range(n)))
     )
     return await drain(chain, check)
 
@@ -321,6 +340,11 @@ class Impl:
 IMPLEMENTATIONS: tuple[Impl, ...] = (
     Impl("for-loop", "plain synchronous for-loop (the Python limit)", sync_loop),
     Impl("agen-sync", "async-generator chain, sync functions", agen_chain),
+    Impl(
+        "agen-sync-asrc",
+        "the same chain over an async-generator source",
+        agen_chain_async_source,
+    ),
     Impl("agen-async", "async-generator chain, awaiting async functions", agen_chain_async),
     Impl("queue-256", "asyncio.Queue(1000) per stage, lists of 256", queue_pipeline),
     Impl("aiostream", "aiostream map | filter | map (sync functions)", aiostream_chain, 10),

@@ -12,6 +12,11 @@ calls each function in turn, as a hand-written loop would::
         v2 = f2(v1)
         ap(v2)
 
+When the operators end the pipeline and nothing times them, the loop is compiled
+into the async generator the consumer iterates, and ``ap(v2)`` becomes
+``yield v2``: every result goes straight to the consumer, with no list in between
+(:func:`direct_consumer`).
+
 The line a failure comes from tells which operator failed; the failure goes,
 with that operator's input, to that operator's error policy, and the loop
 resumes after the item.
@@ -21,9 +26,10 @@ the filters' pass counters and the skips.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from operator import length_hint
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._errors import StreamError
 from ._policies import SKIP
@@ -32,125 +38,246 @@ from ._stages import Kind, StageContext, _call_once
 if TYPE_CHECKING:
     from ._buffer import Chunk
 
-__all__ = ["fused_stage"]
+__all__ = ["DirectRun", "FusedOps", "direct_consumer", "fused_stage"]
 
 # run(it, ap, fns, passes) -> None, or (operator index, exception, its input)
 Runner = Callable[[Any, Any, tuple[Any, ...], list[int]], tuple[int, Exception, Any] | None]
 
-_cache: dict[tuple[Kind, ...], Runner] = {}
+_runners: dict[tuple[Kind, ...], Runner] = {}
+_consumers: dict[tuple[Kind, ...], Callable[..., AsyncIterator[Any]]] = {}
 
 
-def compile_runner(kinds: tuple[Kind, ...]) -> Runner:
-    """The fused loop for a run of operators of these kinds (cached by shape)."""
-    runner = _cache.get(kinds)
-    if runner is not None:
-        return runner
+_RUNNER = """\
+def run(it, ap, fns, passes):
+    {fns}, = fns
+    {values} = None
+    {counters}
+    try:
+        {loop}
+    except Exception as e:
+        s = stage_of_line[e.__traceback__.tb_lineno]
+        return s, e, {failed_input}
+    finally:
+        {add_counters}
+    return None
+"""
+
+_CONSUMER = """\
+async def run(run, tail):
+    {values} = None
+    if run.started:
+        return
+    cancelled = False
+    try:
+        up, ops = run.open(tail)
+        {fns}, = ops.fns
+        recover, count, delivered = ops.recover, ops.count, run.delivered
+        async for items, mark in up:
+            passes = [0] * {n}
+            skips = [0] * {n}
+            it = iter(items)
+            {counters}
+            try:
+                while True:
+                    try:
+                        {loop}
+                        break
+                    except Exception as e:
+                        s = stage_of_line.get(e.__traceback__.tb_lineno)
+                        if s is None:  # thrown in at a yield: not an operator's
+                            raise
+                        pending = await recover(s, e, {failed_input}, passes, skips)
+                    for x in pending:
+                        yield x
+            finally:
+                {add_counters}
+                count(len(items) - length_hint(it), passes, skips)
+            delivered(mark)
+        await run.end()
+    except CancelledError:
+        cancelled = True
+        raise
+    finally:
+        await run.close(cancelled=cancelled)
+"""
+
+
+def _generate(template: str, kinds: tuple[Kind, ...], emit: str) -> Any:
+    """Compile ``template`` for operators of these kinds; return its ``run``.
+
+    ``{loop}`` becomes the per-item loop over ``it``, ending in ``emit`` of each
+    result. Each operator's call sits on a line of its own: the traceback's line
+    number says which one failed (``stage_of_line``), so the loop needs no
+    bookkeeping per item.
+    """
     n = len(kinds)
-    names = ", ".join(f"f{k}" for k in range(n))
-    lines = [
-        "def run(it, ap, fns, passes):",
-        f"    {names}, = fns",
-        f"    {' = '.join(f'v{k}' for k in range(n + 1))} = None",
-        *(f"    c{k} = 0" for k in range(n) if kinds[k] is Kind.FILTER),
-        "    try:",
-        "        for v0 in it:",
-    ]
-    # Each operator's call sits on a line of its own: the traceback's line number
-    # says which one failed, so the loop needs no bookkeeping per item.
-    stage_of_line: dict[int, int] = {}
+    filters = [k for k, kind in enumerate(kinds) if kind is Kind.FILTER]
+    loop = ["for v0 in it:"]
+    stage_of_loop_line: dict[int, int] = {}
     inputs = []
     cur = 0
     for k, kind in enumerate(kinds):
         inputs.append(cur)
-        stage_of_line[len(lines) + 1] = k
+        stage_of_loop_line[len(loop)] = k
         if kind is Kind.MAP:
-            lines.append(f"            v{k + 1} = f{k}(v{cur})")
+            loop.append(f"    v{k + 1} = f{k}(v{cur})")
             cur = k + 1
         else:
-            lines.append(f"            if not f{k}(v{cur}): continue")
-            lines.append(f"            c{k} += 1")
-    lines.append(f"            ap(v{cur})")
-    values = ", ".join(f"v{i}" for i in inputs)
-    lines += [
-        "    except Exception as e:",
-        "        s = stage_of_line[e.__traceback__.tb_lineno]",
-        f"        return s, e, ({values},)[s]",
-        "    finally:",
-        *(f"        passes[{k}] += c{k}" for k in range(n) if kinds[k] is Kind.FILTER),
-        "        pass",
-        "    return None",
-    ]
-    namespace: dict[str, Any] = {"stage_of_line": stage_of_line}
-    source = "\n".join(lines)
-    exec(compile(source, f"<pipeflow fused {'/'.join(k.value for k in kinds)}>", "exec"), namespace)
-    runner = namespace["run"]
-    _cache[kinds] = runner
-    return runner  # type: ignore[no-any-return]
+            loop.append(f"    if not f{k}(v{cur}): continue")
+            loop.append(f"    c{k} += 1")
+    loop.append(f"    {emit}")
+    blocks = {
+        "loop": loop,
+        "counters": [f"c{k} = 0" for k in filters] or ["pass"],
+        "add_counters": [f"passes[{k}] += c{k}" for k in filters] or ["pass"],
+    }
+    words = {
+        "n": str(n),
+        "fns": ", ".join(f"f{k}" for k in range(n)),
+        "values": " = ".join(f"v{k}" for k in range(n + 1)),
+        "result": f"v{cur}",
+        "failed_input": f"({', '.join(f'v{i}' for i in inputs)},)[s]",
+    }
+    lines: list[str] = []
+    stage_of_line: dict[int, int] = {}
+    for line in template.splitlines():
+        name = line.strip()[1:-1]
+        if name in blocks:
+            indent = line[: len(line) - len(line.lstrip())]
+            if name == "loop":  # line numbers count from 1
+                stage_of_line = {len(lines) + 1 + i: k for i, k in stage_of_loop_line.items()}
+            lines += [indent + b.format(**words) for b in blocks[name]]
+        else:
+            lines.append(line.format(**words))
+    namespace: dict[str, Any] = {
+        "stage_of_line": stage_of_line,
+        "length_hint": length_hint,
+        "CancelledError": asyncio.CancelledError,
+    }
+    name = f"<pipeflow fused {'/'.join(k.value for k in kinds)}>"
+    exec(compile("\n".join(lines), name, "exec"), namespace)
+    return namespace["run"]
 
 
-async def fused_stage(
-    fns: list[Callable[[Any], Any]],
-    kinds: list[Kind],
-    ctxs: list[StageContext],
-    up: AsyncIterator[Chunk],
-) -> AsyncIterator[Chunk]:
-    """Run fused operators over each chunk; see the module docstring."""
-    n = len(fns)
-    runners = [compile_runner(tuple(kinds[k:])) for k in range(n)]
-    fn_tails = [tuple(fns[k:]) for k in range(n)]
-    timed = ctxs[0].stats.timed
-    now = ctxs[0].clock.monotonic
-    last_mark = 0
+def compile_runner(kinds: tuple[Kind, ...]) -> Runner:
+    """The fused loop for a run of operators of these kinds (cached by shape).
+
+    It appends each result with ``ap`` and stops at the first failure, returning
+    ``(operator index, exception, that operator's input)``.
+    """
+    runner = _runners.get(kinds)
+    if runner is None:
+        runner = _runners[kinds] = _generate(_RUNNER, kinds, "ap({result})")
+    return runner
+
+
+class FusedOps:
+    """A run of fused operators in one run of a pipeline: their functions, contexts
+    and compiled loops, and how a failure or a chunk is accounted for."""
+
+    __slots__ = ("ctxs", "fn_tails", "fns", "kinds", "runners")
+
+    def __init__(
+        self, fns: list[Callable[[Any], Any]], kinds: list[Kind], ctxs: list[StageContext]
+    ) -> None:
+        n = len(fns)
+        self.fns = fns
+        self.kinds = kinds
+        self.ctxs = ctxs
+        self.runners = [compile_runner(tuple(kinds[k:])) for k in range(n)]
+        self.fn_tails = [tuple(fns[k:]) for k in range(n)]
 
     async def settle(
-        start: int,
-        failure: tuple[int, Exception, Any],
+        self,
+        s: int,
+        exc: Exception,
+        value: Any,
         ap: Any,
         passes: list[int],
         skips: list[int],
     ) -> None:
-        """Resolve a failure at operator ``start + s``; carry on with the rest."""
-        s, exc, value = failure
-        s += start
-        result = await ctxs[s].errors.handle(value, exc, _call_once(fns[s], value))
-        if result is SKIP:
-            skips[s] += 1
-            return
-        if kinds[s] is Kind.FILTER:
-            if not result:
-                return
-            passes[s] += 1
-        else:
-            value = result
-        if s + 1 == n:
-            ap(value)
-            return
-        tail_passes = [0] * (n - s - 1)
-        again = runners[s + 1](iter((value,)), ap, fn_tails[s + 1], tail_passes)
-        for k, c in enumerate(tail_passes):
-            passes[s + 1 + k] += c
-        if again is not None:
-            await settle(s + 1, again, ap, passes, skips)
+        """Resolve a failure of operator ``s`` on ``value``, and carry the result
+        through the operators after it, appending what comes out with ``ap``.
 
+        A ``StreamError`` (the policy gave up) propagates; the item then counts
+        as not having come out of operator ``s``.
+        """
+        kinds, fns, n = self.kinds, self.fns, len(self.fns)
+        while True:
+            try:
+                result = await self.ctxs[s].errors.handle(value, exc, _call_once(fns[s], value))
+            except StreamError:
+                skips[s] += 1
+                raise
+            if result is SKIP:
+                skips[s] += 1
+                return
+            if kinds[s] is Kind.FILTER:
+                if not result:
+                    return
+                passes[s] += 1
+            else:
+                value = result
+            if s + 1 == n:
+                ap(value)
+                return
+            tail_passes = [0] * (n - s - 1)
+            again = self.runners[s + 1](iter((value,)), ap, self.fn_tails[s + 1], tail_passes)
+            for k, c in enumerate(tail_passes):
+                passes[s + 1 + k] += c
+            if again is None:
+                return
+            base = s + 1
+            s, exc, value = again
+            s += base
+
+    async def recover(
+        self, s: int, exc: Exception, value: Any, passes: list[int], skips: list[int]
+    ) -> list[Any]:
+        """:meth:`settle` for the direct consumer: what comes out, as a list."""
+        out: list[Any] = []
+        await self.settle(s, exc, value, out.append, passes, skips)
+        return out
+
+    def count(self, n_in: int, passes: list[int], skips: list[int]) -> None:
+        """Items in and out of each operator for one chunk (or the part of it read)."""
+        kinds = self.kinds
+        for k, ctx in enumerate(self.ctxs):
+            stats = ctx.stats
+            n_k = n_in - skips[k] if kinds[k] is Kind.MAP else passes[k]
+            stats.items_in += n_in
+            stats.items_out += n_k
+            if stats.timed:
+                stats.record_out(n_k, ctx.clock.monotonic())
+            n_in = n_k
+
+
+async def fused_stage(ops: FusedOps, up: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    """Run fused operators over each chunk, passing on a chunk of results for each."""
+    n = len(ops.fns)
+    ctxs = ops.ctxs
+    run, fns = ops.runners[0], ops.fn_tails[0]
+    timed = ctxs[0].stats.timed
+    now = ctxs[0].clock.monotonic
+    last_mark = 0
     async for items, mark in up:
         started = now() if timed else 0.0
         out: list[Any] = []
         ap = out.append
         passes = [0] * n
         skips = [0] * n
-
         it = iter(items)
         try:
-            failure = runners[0](it, ap, fn_tails[0], passes)
+            failure = run(it, ap, fns, passes)
             while failure is not None:
-                await settle(0, failure, ap, passes, skips)
-                failure = runners[0](it, ap, fn_tails[0], passes)
+                await ops.settle(*failure, ap, passes, skips)
+                failure = run(it, ap, fns, passes)
         except StreamError:
+            ops.count(len(items) - length_hint(it), passes, skips)
             if out:
-                _count(ctxs, kinds, len(items) - length_hint(it), passes, skips, len(out))
                 yield out, last_mark
             raise
-        _count(ctxs, kinds, len(items), passes, skips, len(out))
+        ops.count(len(items), passes, skips)
         if timed and items:
             # Fused operators share the chunk's time evenly.
             per_item = (now() - started) / n / len(items)
@@ -160,22 +287,36 @@ async def fused_stage(
         yield out, mark
 
 
-def _count(
-    ctxs: list[StageContext],
-    kinds: list[Kind],
-    n_in: int,
-    passes: list[int],
-    skips: list[int],
-    n_out: int,
-) -> None:
-    """Per-operator items in and out for one chunk of a fused run."""
-    for k, ctx in enumerate(ctxs):
-        stats = ctx.stats
-        n_k = n_in - skips[k] if kinds[k] is Kind.MAP else passes[k]
-        if k == len(ctxs) - 1:
-            n_k = n_out
-        stats.items_in += n_in
-        stats.items_out += n_k
-        if stats.timed:
-            stats.record_out(n_k, ctx.clock.monotonic())
-        n_in = n_k
+class DirectRun(Protocol):
+    """What a direct consumer needs from its run (see ``_run.py``)."""
+
+    started: bool
+
+    def open(self, tail: int) -> tuple[AsyncIterator[Any], FusedOps | None]:
+        """Start everything before stage ``tail``; return the chunks (sequences of
+        items, with their source marks) coming out of it and the tail's operators."""
+
+    def delivered(self, mark: int) -> None:
+        """Every result of the source's items up to ``mark`` has been taken."""
+
+    async def end(self) -> None:
+        """The input is exhausted and every result taken."""
+
+    async def close(self, *, cancelled: bool) -> None:
+        """Stop everything the run started."""
+
+
+def direct_consumer(kinds: tuple[Kind, ...]) -> Callable[[DirectRun, int], AsyncIterator[Any]]:
+    """The async generator a consumer iterates when fused operators of these kinds
+    end the pipeline: it runs the operators and yields each result as it comes.
+
+    Called as ``consumer(run, tail)``, where ``tail`` is the index of the first
+    fused stage. It opens the run on its first step and closes it however it
+    ends, as the general consumer loop in ``_run.py`` does. The result is stored
+    before it is yielded, so that an exception thrown in at the ``yield`` is not
+    taken for a failure of the last operator.
+    """
+    consumer = _consumers.get(kinds)
+    if consumer is None:
+        consumer = _consumers[kinds] = _generate(_CONSUMER, kinds, "yield {result}")
+    return consumer

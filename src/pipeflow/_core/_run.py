@@ -20,7 +20,7 @@ from typing import Any, Generic, Self, TypeVar
 from ._buffer import Chunk, ChunkBuffer
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import BackpressureConfig
-from ._fusion import fused_stage
+from ._fusion import FusedOps, direct_consumer, fused_stage
 from ._pipe import Pipeable, StreamPipe
 from ._policies import ErrorHandler
 from ._sources import Acknowledging, Pausable, check_source, close_source, source_chunks
@@ -33,15 +33,29 @@ T = TypeVar("T")
 _DEFAULT_CONFIG = BackpressureConfig()
 
 
-class _RunState:
-    """What one run needs; shared by its ``Stream`` and its generator.
+class _Run:
+    """One run: its stages, and the tasks and generators it has started.
 
-    The generator must not refer to the ``Stream``: a consumer that breaks out of
-    a bare ``async for`` drops both, and without a reference cycle the generator
+    Shared by the ``Stream`` and the generator the consumer iterates. The
+    generator must not refer to the ``Stream``: a consumer that breaks out of a
+    bare ``async for`` drops both, and without a reference cycle the generator
     is finalized (and the run closed) at once rather than at the next GC.
     """
 
-    __slots__ = ("clock", "run", "source", "stages", "started")
+    __slots__ = (
+        "_ack",
+        "_acked",
+        "_last_mark",
+        "clock",
+        "gens",
+        "run",
+        "segment_stats",
+        "sides",
+        "source",
+        "stages",
+        "started",
+        "tasks",
+    )
 
     def __init__(
         self,
@@ -55,6 +69,106 @@ class _RunState:
         self.clock = clock
         self.run = run
         self.started = False
+        self.sides = _SideStreams(clock)
+        self.tasks: list[asyncio.Task[None]] = []
+        self.gens: list[AsyncIterator[Any]] = []
+        #: The stats of the stages running in the consumer's task.
+        self.segment_stats: list[StageStats] = []
+        self._ack = source.ack if isinstance(source, Acknowledging) else None
+        self._acked = self._last_mark = 0
+
+    def open(self, tail: int) -> tuple[AsyncIterator[Any], FusedOps | None]:
+        """Start the stages before ``tail`` and return the chunks they put out.
+
+        The stages from ``tail`` on are fused operators the consumer's generator
+        runs itself; they come back as one ``FusedOps`` (``None`` if there are none).
+        """
+        self.started = True
+        stages, source, clock, tasks, gens = (
+            self.stages,
+            self.source,
+            self.clock,
+            self.tasks,
+            self.gens,
+        )
+        acking = self._ack is not None
+        # The direct consumer of a sync source takes any slice of it as a chunk.
+        up: AsyncIterator[Any] = source_chunks(source, lists=tail > 0 or _needs_buffer(stages, 0))
+        gens.append(up)
+        segment_stats: list[StageStats] = []
+        # The run of fusable operators being gathered, with their contexts.
+        fused: list[tuple[Any, StageContext]] = []
+        prev_ctx: StageContext | None = None
+        for i, (pipe, stats) in enumerate(zip(stages, self.run.stages, strict=True)):
+            config = pipe.config or _DEFAULT_CONFIG
+            buffer = None
+            needs_buffer = _needs_buffer(stages, i)
+            if fused and (needs_buffer or not pipe._fusable or i == tail):
+                up = fused_stage(_fused_ops(fused), up)
+                gens.append(up)
+                fused = []
+            if needs_buffer:
+                buffer = ChunkBuffer(config, stats)
+                buffer.producers = segment_stats
+                if not tasks and isinstance(source, Pausable):
+                    buffer.on_throttle = _pauser(source)
+                stats.buffer = buffer
+                if prev_ctx is not None:
+                    prev_ctx.output = buffer  # the segment's last stage may put directly
+                tasks.append(
+                    asyncio.get_running_loop().create_task(
+                        _feed(up, buffer), name=f"pipeflow: feed {pipe.name!r}"
+                    )
+                )
+                up = buffer.chunks()
+                gens.append(up)
+                segment_stats = []
+            segment_stats.append(stats)
+            errors = ErrorHandler(pipe.on_error, pipe.name, stats, clock, self.sides)
+            ctx = prev_ctx = StageContext(pipe.name, stats, clock, errors, config, buffer)
+            ctx.acking = acking
+            if i >= tail or (
+                pipe._fusable
+                and (
+                    fused
+                    or (
+                        i + 1 < len(stages)
+                        and stages[i + 1]._fusable
+                        and not _needs_buffer(stages, i + 1)
+                    )
+                )
+            ):
+                fused.append((pipe, ctx))
+                continue
+            up = pipe._open(up, ctx)
+            gens.append(up)
+        self.segment_stats = segment_stats
+        if tail < len(stages):
+            return up, _fused_ops(fused)
+        if fused:
+            up = fused_stage(_fused_ops(fused), up)
+            gens.append(up)
+        return up, None
+
+    def delivered(self, mark: int) -> None:
+        """The consumer has taken every result of the source's first ``mark`` items."""
+        # A dead letter still on its way to a dead-letter pipe holds acks back.
+        if self._ack is not None and mark > self._acked and self.sides.settled:
+            self._acked = mark
+            self._ack(mark)
+        self._last_mark = mark
+
+    async def end(self) -> None:
+        """The input is used up and every result taken: finish the dead-letter pipes."""
+        await self.sides.finish()
+        if self._ack is not None and self._last_mark > self._acked:
+            self._acked = self._last_mark
+            self._ack(self._last_mark)
+
+    async def close(self, *, cancelled: bool) -> None:
+        """Stop every task and generator of the run (see :func:`_shutdown`)."""
+        self.run.finish()
+        await _shutdown(self.tasks, self.gens, self.sides, drain_sides=not cancelled)
 
 
 class Stream(Generic[T]):
@@ -64,7 +178,7 @@ class Stream(Generic[T]):
     cancellation closes the source and every task the run started.
     """
 
-    __slots__ = ("_agen", "_state")
+    __slots__ = ("_agen", "_run")
 
     def __init__(
         self,
@@ -83,8 +197,13 @@ class Stream(Generic[T]):
         for p, s in zip(stages, run.stages, strict=True):
             if p._monitor is not None and p is not pipe:
                 p._monitor.attach(RunStats(p.name, [s]))
-        self._state = _RunState(stages, source, clock, run)
-        self._agen: AsyncIterator[T] = _iterate(self._state)
+        self._run = _Run(stages, source, clock, run)
+        tail = None if timed else _direct_tail(stages)
+        if tail is None:
+            self._agen: AsyncIterator[T] = _iterate(self._run)
+        else:
+            kinds = tuple(p.kind for p in stages[tail:])  # type: ignore[attr-defined]
+            self._agen = direct_consumer(kinds)(self._run, tail)
 
     def __aiter__(self) -> AsyncIterator[T]:
         return self._agen
@@ -105,16 +224,16 @@ class Stream(Generic[T]):
 
     async def aclose(self) -> None:
         """Stop the run: close the source and every task and generator it opened."""
-        state = self._state
-        if not state.started:
-            state.started = True  # a stream closed before it began never begins
-            state.run.finish()
-            await close_source(state.source)
+        run = self._run
+        if not run.started:
+            run.started = True  # a stream closed before it began never begins
+            run.run.finish()
+            await close_source(run.source)
         await self._agen.aclose()  # type: ignore[attr-defined]
 
     def statistics(self) -> tuple[StageMetrics, ...]:
         """A snapshot of each stage's counters, in pipeline order."""
-        return tuple(s.statistics() for s in self._state.run.stages)
+        return tuple(s.statistics() for s in self._run.run.stages)
 
 
 def _needs_buffer(stages: list[StreamPipe[Any, Any]], i: int) -> bool:
@@ -127,69 +246,36 @@ def _needs_buffer(stages: list[StreamPipe[Any, Any]], i: int) -> bool:
     return stages[i]._needs_buffer or (i > 0 and stages[i - 1]._overrides_process_stream())
 
 
-async def _iterate(state: _RunState) -> AsyncIterator[Any]:
-    if state.started:
+def _direct_tail(stages: list[StreamPipe[Any, Any]]) -> int | None:
+    """Where the fused operators that end the pipeline begin, if any do.
+
+    The consumer's own generator runs them and yields each result as it comes
+    (see ``_fusion.direct_consumer``); no buffer may sit between them.
+    """
+    tail = len(stages)
+    while tail > 0 and stages[tail - 1]._fusable:
+        if tail < len(stages) and _needs_buffer(stages, tail):
+            break
+        tail -= 1
+    return tail if tail < len(stages) else None
+
+
+def _fused_ops(group: list[tuple[Any, StageContext]]) -> FusedOps:
+    """A run of fusable operators (``map``/``filter`` with sync functions)."""
+    return FusedOps([p.fn for p, _ in group], [p.kind for p, _ in group], [c for _, c in group])
+
+
+async def _iterate(run: _Run) -> AsyncIterator[Any]:
+    """The consumer's generator: results of the last stage, chunk by chunk."""
+    if run.started:
         return
-    state.started = True
-    stages, source, clock = state.stages, state.source, state.clock
-    sides = _SideStreams(clock)
-    tasks: list[asyncio.Task[None]] = []
-    gens: list[AsyncIterator[Chunk]] = []
     cancelled = False
     try:
-        acking = isinstance(source, Acknowledging)
-        up: AsyncIterator[Chunk] = source_chunks(source)
-        gens.append(up)
-        segment_stats: list[StageStats] = []
-        # The run of fusable operators being gathered, with their contexts.
-        fused: list[tuple[Any, StageContext]] = []
-        prev_ctx: StageContext | None = None
-        for i, (pipe, stats) in enumerate(zip(stages, state.run.stages, strict=True)):
-            config = pipe.config or _DEFAULT_CONFIG
-            buffer = None
-            needs_buffer = _needs_buffer(stages, i)
-            if fused and (needs_buffer or not pipe._fusable):
-                up = _open_fused(fused, up)
-                gens.append(up)
-                fused = []
-            if needs_buffer:
-                buffer = ChunkBuffer(config, stats)
-                buffer.producers = segment_stats
-                if not tasks and isinstance(source, Pausable):
-                    buffer.on_throttle = _pauser(source)
-                stats.buffer = buffer
-                if prev_ctx is not None:
-                    prev_ctx.output = buffer  # the segment's last stage may put directly
-                tasks.append(
-                    asyncio.get_running_loop().create_task(
-                        _feed(up, buffer), name=f"pipeflow: feed {pipe.name!r}"
-                    )
-                )
-                up = buffer.chunks()
-                gens.append(up)
-                segment_stats = []
-            segment_stats.append(stats)
-            errors = ErrorHandler(pipe.on_error, pipe.name, stats, clock, sides)
-            ctx = prev_ctx = StageContext(pipe.name, stats, clock, errors, config, buffer)
-            ctx.acking = acking
-            if pipe._fusable and (
-                fused
-                or (
-                    i + 1 < len(stages)
-                    and stages[i + 1]._fusable
-                    and not _needs_buffer(stages, i + 1)
-                )
-            ):
-                fused.append((pipe, ctx))
-                continue
-            up = pipe._open(up, ctx)
-            gens.append(up)
-        if fused:
-            up = _open_fused(fused, up)
-            gens.append(up)
-        ack = source.ack if isinstance(source, Acknowledging) else None
-        acked = last_mark = 0
+        up, _ = run.open(len(run.stages))
+        clock = run.clock
+        segment_stats = run.segment_stats
         timed = bool(segment_stats) and segment_stats[0].timed
+        delivered = run.delivered
         async for items, mark in up:
             if items:
                 if timed:
@@ -204,29 +290,13 @@ async def _iterate(state: _RunState) -> AsyncIterator[Any]:
                 else:
                     for x in items:
                         yield x
-            # A dead letter still on its way to a dead-letter pipe holds acks back.
-            if ack is not None and mark > acked and sides.settled:
-                acked = mark
-                ack(mark)
-            last_mark = mark
-        await sides.finish()
-        if ack is not None and last_mark > acked:
-            ack(last_mark)
+            delivered(mark)
+        await run.end()
     except asyncio.CancelledError:
         cancelled = True
         raise
     finally:
-        state.run.finish()
-        await _shutdown(tasks, gens, sides, drain_sides=not cancelled)
-
-
-def _open_fused(
-    group: list[tuple[Any, StageContext]], up: AsyncIterator[Chunk]
-) -> AsyncIterator[Chunk]:
-    """One loop for a run of fusable operators (``map``/``filter`` with sync functions)."""
-    return fused_stage(
-        [p.fn for p, _ in group], [p.kind for p, _ in group], [c for _, c in group], up
-    )
+        await run.close(cancelled=cancelled)
 
 
 async def _shutdown(

@@ -57,13 +57,22 @@ async def close_source(source: object) -> None:
             await result
 
 
-async def source_chunks(source: Any) -> AsyncIterator[Chunk]:
+async def source_chunks(source: Any, *, lists: bool = True) -> AsyncIterator[Chunk]:
     """Chunks of what is ready, up to ``MAX_CHUNK`` items; each chunk's mark
     counts the items read so far. Waiting for more is never worth delaying what
     is there: an async source's chunk ends where reading on would wait.
+
+    A ``list``, ``tuple`` or ``range`` is sliced rather than iterated. With
+    ``lists=False`` its slices go on as they are (a tuple or a range) and
+    ``SLICE_CHUNK`` items long, for a reader that only iterates them: the
+    consumer's own generator, which yields each result as it comes, so that
+    larger slices cost nothing and save bookkeeping per chunk.
     """
+    chunks: AsyncIterator[Chunk]
     if hasattr(source, "__aiter__"):
         chunks = _async_chunks(source.__aiter__())
+    elif type(source) in _SLICEABLE:
+        chunks = _sequence_chunks(source, lists)
     else:
         chunks = _sync_chunks(iter(source))
     try:
@@ -72,6 +81,21 @@ async def source_chunks(source: Any) -> AsyncIterator[Chunk]:
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]
         await close_source(source)
+
+
+_SLICEABLE = (list, tuple, range)
+#: Items per slice of a ``list``, ``tuple`` or ``range`` read by a direct consumer.
+SLICE_CHUNK = 16 * MAX_CHUNK
+
+
+async def _sequence_chunks(seq: Any, lists: bool) -> AsyncIterator[Chunk]:
+    # Slicing until a slice comes back empty sees what is appended to a list
+    # meanwhile, as its iterator would.
+    count = 0
+    size = MAX_CHUNK if lists else SLICE_CHUNK
+    while chunk := seq[count : count + size]:
+        count += len(chunk)
+        yield (list(chunk) if lists and type(chunk) is not list else chunk), count
 
 
 async def _sync_chunks(it: Iterator[Any]) -> AsyncIterator[Chunk]:
