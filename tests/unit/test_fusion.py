@@ -11,8 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import collect_until_error
+from pipeflow.monitoring import StreamMonitor
 from pipeflow.streams import DeadLetter, Pipeline, Retry, StreamError, StreamPipe, filter, map
 from pipeflow.testing import TestSource, VirtualClock
+
+COUNTERS = ("items_in", "items_out", "errors", "retries", "skipped", "dead_lettered")
 
 
 def failing(bad: set[int], fn: Any) -> Any:
@@ -24,9 +28,21 @@ def failing(bad: set[int], fn: Any) -> Any:
     return apply
 
 
-async def collect(pipe: Any, source: Any) -> tuple[list[Any], Any]:
+async def collect(pipe: Any, source: Any, *, monitored: bool = False) -> tuple[list[Any], Any]:
+    """The results and the statistics of a run.
+
+    Fused operators that end a pipeline run in the consumer's own generator,
+    unless a monitor times them (``monitored``): then they take the general path,
+    a fused stage handing chunks to the consumer's loop. Both must agree.
+    """
+    if monitored:
+        pipe.set_monitor(StreamMonitor())
     async with pipe.stream(source, clock=VirtualClock()) as stream:
         return [x async for x in stream], stream.statistics()
+
+
+def counters(stats: Any) -> list[tuple[int, ...]]:
+    return [tuple(getattr(s, c) for c in COUNTERS) for s in stats]
 
 
 async def test_fused_chain_counts_per_operator() -> None:
@@ -96,8 +112,11 @@ async def test_raise_delivers_results_before_the_failure() -> None:
     st.lists(st.integers(-50, 50), max_size=600),
     st.sets(st.integers(-50, 50), max_size=5),
     st.sets(st.integers(-50, 50), max_size=5),
+    st.booleans(),
 )
-def test_fused_matches_a_plain_loop(xs: list[int], bad1: set[int], bad2: set[int]) -> None:
+def test_fused_matches_a_plain_loop(
+    xs: list[int], bad1: set[int], bad2: set[int], monitored: bool
+) -> None:
     """Fused map/filter/map with skips equals the same logic written as a plain loop."""
 
     def model() -> list[int]:
@@ -118,10 +137,120 @@ def test_fused_matches_a_plain_loop(xs: list[int], bad1: set[int], bad2: set[int
         | filter(lambda y: y % 2 == 0)
         | map(failing(bad2, lambda y: y - 1), on_error="skip")
     )
-    out, stats = asyncio.run(collect(pipe, xs))
+    out, stats = asyncio.run(collect(pipe, xs, monitored=monitored))
     assert model() == out
     assert len(xs) == stats[0].items_in
     assert len(out) == stats[-1].items_out
+
+
+def pipeline_with_every_policy(letters: list[StreamError]) -> Pipeline[int, int]:
+    return (
+        map(failing({3, 30}, lambda x: x * 2), on_error="skip", name="double")
+        | filter(failing({8}, lambda x: x % 4 == 0), on_error=DeadLetter(letters), name="by4")
+        | map(lambda x: x + 1, name="inc")
+        | map(failing({13}, lambda x: x), on_error=Retry(attempts=2, backoff=0, then="skip"))
+    )
+
+
+@pytest.mark.parametrize("source", [list, tuple, iter], ids=["list", "tuple", "iterator"])
+async def test_direct_and_general_paths_agree(source: Any) -> None:
+    """The consumer's own generator and the general path give the same results and counts."""
+    runs = []
+    for monitored in (False, True):
+        letters: list[StreamError] = []
+        out, stats = await collect(
+            pipeline_with_every_policy(letters), source(range(5000)), monitored=monitored
+        )
+        runs.append((out, counters(stats), [e.item for e in letters]))
+    assert runs[0] == runs[1]
+    out, counts, letters_seen = runs[0]
+    assert [x * 2 + 1 for x in range(5000) if x not in {3, 30, 4, 6} and x % 2 == 0] == out
+    assert [8] == letters_seen
+    # items in, out, errors, retries, skipped, dead-lettered
+    assert [
+        (5000, 4998, 2, 0, 2, 0),
+        (4998, 2498, 1, 0, 0, 1),
+        (2498, 2498, 0, 0, 0, 0),
+        (2498, 2497, 1, 1, 1, 0),
+    ] == counts
+
+
+@pytest.mark.parametrize("monitored", [False, True])
+async def test_raise_counts_the_failed_item_as_not_out(monitored: bool) -> None:
+    """Under "raise", the failing operator counts the item in but not out."""
+    pipe = map(lambda x: x) | map(failing({300}, lambda x: x)) | map(lambda x: x)
+    if monitored:
+        pipe.set_monitor(StreamMonitor())
+    got: list[int] = []
+    stream = pipe.stream(range(1000))
+    with pytest.raises(StreamError):
+        await collect_until_error(stream, got)
+    assert list(range(300)) == got
+    assert [(301, 301), (301, 300), (300, 300)] == [
+        (s.items_in, s.items_out) for s in stream.statistics()
+    ]
+
+
+async def test_break_counts_only_what_was_read() -> None:
+    """Leaving the loop early counts the items read so far, not the whole slice."""
+    pipe: Pipeline[int, int] = map(lambda x: x + 1) | filter(lambda x: x % 2 == 0)
+    async with pipe.stream(range(100_000)) as stream:
+        got = []
+        async for x in stream:
+            got.append(x)
+            if len(got) == 10:
+                break
+    assert [2, 4, 6, 8, 10, 12, 14, 16, 18, 20] == got
+    assert [(20, 20), (20, 10)] == [(s.items_in, s.items_out) for s in stream.statistics()]
+
+
+async def test_exception_thrown_in_is_not_an_operators_failure() -> None:
+    """An exception thrown into the stream at a result propagates as it is."""
+    letters: list[StreamError] = []
+    closed = []
+
+    def source() -> Any:
+        try:
+            yield from range(10)
+        finally:
+            closed.append(True)
+
+    pipe = map(lambda x: x, on_error=DeadLetter(letters)) | map(lambda x: x)
+    results: Any = pipe.stream(source()).__aiter__()
+    assert 0 == await results.__anext__()
+    with pytest.raises(KeyError, match="thrown in"):
+        await results.athrow(KeyError("thrown in"))
+    assert [] == letters
+    assert [True] == closed
+
+
+@pytest.mark.parametrize("monitored", [False, True])
+async def test_items_appended_to_a_list_source_are_read(monitored: bool) -> None:
+    """A list is sliced, not iterated, yet what is appended meanwhile is read as well."""
+    source = list(range(3))
+    pipe = map(lambda x: x) | map(lambda x: x)
+    if monitored:
+        pipe.set_monitor(StreamMonitor())
+    got = []
+    async with pipe.stream(source) as stream:
+        async for x in stream:
+            got.append(x)
+            if x < 5000:
+                source.append(x + 3)
+    assert list(range(5003)) == got
+
+
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 257, 4096, 4097, 10_000])
+@pytest.mark.parametrize("kind", [list, tuple, range])
+@pytest.mark.parametrize("monitored", [False, True])
+async def test_sequence_sources_of_any_size(size: int, kind: Any, monitored: bool) -> None:
+    """Lists, tuples and ranges are read whole, whatever their size."""
+    source = range(size) if kind is range else kind(range(size))
+    out, stats = await collect(
+        map(lambda x: x * 2) | filter(lambda x: x % 3 == 0), source, monitored=monitored
+    )
+    assert [x * 2 for x in range(size) if x * 2 % 3 == 0] == out
+    assert [(size, size), (size, len(out))] == [(s.items_in, s.items_out) for s in stats]
 
 
 async def test_process_stream_output_is_not_held_while_input_is_quiet() -> None:

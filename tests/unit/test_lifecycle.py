@@ -103,8 +103,18 @@ def streaming() -> Pipeable[int, int]:
     )
 
 
+def direct() -> Pipeable[int, int]:
+    """Fused operators only: the consumer's generator runs them on the source."""
+    return map(inc) | filter(lambda _: True) | map(inc)
+
+
+def stream_then_fused() -> Pipeable[int, int]:
+    """Fused operators the consumer's generator runs, after a buffer."""
+    return Passthrough() | map(inc) | filter(lambda _: True) | map(inc)
+
+
 Shape = Callable[[], Pipeable[int, int]]
-SHAPES: list[Shape] = [fused, buffered, concurrent, streaming]
+SHAPES: list[Shape] = [fused, buffered, concurrent, streaming, direct, stream_then_fused]
 shapes = pytest.mark.parametrize("shape", SHAPES, ids=lambda s: s.__name__)
 
 
