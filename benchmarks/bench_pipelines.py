@@ -152,6 +152,19 @@ async def agen_chain(n: int, check: bool) -> Tally:
     return await drain(_amap(double, _afilter(is_even, _amap_first(add_one, range(n)))), check)
 
 
+async def _one_generator(n: int) -> AsyncIterator[int]:
+    for x in range(n):
+        y = add_one(x)
+        if is_even(y):
+            yield double(y)
+
+
+async def agen_one(n: int, check: bool) -> Tally:
+    """One async generator doing all three steps inline: the least an async
+    iterator can cost per result, whatever library produces it."""
+    return await drain(_one_generator(n), check)
+
+
 async def agen_chain_async_source(n: int, check: bool) -> Tally:
     """The same chain over an async-generator source: one generator more per item."""
     return await drain(_amap(double, _afilter(is_even, _amap(add_one, _numbers(n)))), check)
@@ -337,23 +350,25 @@ class Impl:
         return max(n // self.divisor, 2)
 
 
+#: In the order they run in each round: the implementations a target compares run
+#: next to each other, so that a change in the machine's speed between them
+#: (the machine may be shared) skews their ratio as little as possible.
 IMPLEMENTATIONS: tuple[Impl, ...] = (
     Impl("for-loop", "plain synchronous for-loop (the Python limit)", sync_loop),
+    Impl("pf-ops", "(a) pipeflow map | filter | map, sync functions", pf_operators),
     Impl("agen-sync", "async-generator chain, sync functions", agen_chain),
+    Impl("agen-one", "one async generator, all three steps inline", agen_one),
     Impl(
         "agen-sync-asrc",
-        "the same chain over an async-generator source",
+        "the chain over an async-generator source",
         agen_chain_async_source,
     ),
-    Impl("agen-async", "async-generator chain, awaiting async functions", agen_chain_async),
-    Impl("queue-256", "asyncio.Queue(1000) per stage, lists of 256", queue_pipeline),
-    Impl("aiostream", "aiostream map | filter | map (sync functions)", aiostream_chain, 10),
-    Impl("pf-ops", "(a) pipeflow map | filter | map, sync functions", pf_operators),
     Impl(
         "pf-ops-asrc",
-        "(a') = (a) over the chain's async-generator source",
+        "(a') = (a) over that async-generator source",
         pf_operators_async_source,
     ),
+    Impl("agen-async", "async-generator chain, awaiting async functions", agen_chain_async),
     Impl("pf-sub", "(b) pipeflow subclasses (process_item), async filter", pf_subclasses),
     Impl("pf-sub-buf", "(c) = (b), each pipe config=BackpressureConfig()", pf_buffered),
     Impl("pf-sub-mon", "(d) = (c) + StreamMonitor via set_monitor", pf_buffered_monitored),
@@ -362,4 +377,6 @@ IMPLEMENTATIONS: tuple[Impl, ...] = (
         "(b') pipeflow 3 subclasses, filter via process_stream",
         pf_subclasses_stream_filter,
     ),
+    Impl("queue-256", "asyncio.Queue(1000) per stage, lists of 256", queue_pipeline),
+    Impl("aiostream", "aiostream map | filter | map (sync functions)", aiostream_chain, 10),
 )

@@ -30,7 +30,7 @@ UNBOUNDED_MAX = 1_000_000
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000, help="items per run")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved throughput rounds")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved throughput rounds")
     parser.add_argument("--only", help="run only implementations whose key or name contains this")
     parser.add_argument(
         "--skip-throughput", action="store_true", help="skip the map -> filter -> map part"
