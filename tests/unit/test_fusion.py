@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import collect_until_error
+from helpers import agen, collect_until_error
 from pipeflow.monitoring import StreamMonitor
 from pipeflow.streams import DeadLetter, Pipeline, Retry, StreamError, StreamPipe, filter, map
 from pipeflow.testing import TestSource, VirtualClock
@@ -152,7 +152,9 @@ def pipeline_with_every_policy(letters: list[StreamError]) -> Pipeline[int, int]
     )
 
 
-@pytest.mark.parametrize("source", [list, tuple, iter], ids=["list", "tuple", "iterator"])
+@pytest.mark.parametrize(
+    "source", [list, tuple, iter, agen], ids=["list", "tuple", "iterator", "async"]
+)
 async def test_direct_and_general_paths_agree(source: Any) -> None:
     """The consumer's own generator and the general path give the same results and counts."""
     runs = []
@@ -204,19 +206,28 @@ async def test_break_counts_only_what_was_read() -> None:
     assert [(20, 20), (20, 10)] == [(s.items_in, s.items_out) for s in stream.statistics()]
 
 
-async def test_exception_thrown_in_is_not_an_operators_failure() -> None:
+def sync_numbers(closed: list[bool]) -> Any:
+    try:
+        yield from range(10)
+    finally:
+        closed.append(True)
+
+
+async def async_numbers(closed: list[bool]) -> Any:
+    try:
+        for x in range(10):
+            yield x
+    finally:
+        closed.append(True)
+
+
+@pytest.mark.parametrize("numbers", [sync_numbers, async_numbers], ids=["sync", "async"])
+async def test_exception_thrown_in_is_not_an_operators_failure(numbers: Any) -> None:
     """An exception thrown into the stream at a result propagates as it is."""
     letters: list[StreamError] = []
-    closed = []
-
-    def source() -> Any:
-        try:
-            yield from range(10)
-        finally:
-            closed.append(True)
-
+    closed: list[bool] = []
     pipe = map(lambda x: x, on_error=DeadLetter(letters)) | map(lambda x: x)
-    results: Any = pipe.stream(source()).__aiter__()
+    results: Any = pipe.stream(numbers(closed)).__aiter__()
     assert 0 == await results.__anext__()
     with pytest.raises(KeyError, match="thrown in"):
         await results.athrow(KeyError("thrown in"))
@@ -284,3 +295,96 @@ async def test_process_stream_stage_feeds_the_next_stage_in_chunks() -> None:
     out, stats = await collect(Double() | map(lambda x: x + 1), range(1000))
     assert [x + 1 for x in range(1000) for _ in range(2)] == out
     assert [(1000, 2000), (2000, 2000)] == [(s.items_in, s.items_out) for s in stats]
+
+
+async def test_counts_are_current_while_an_async_source_is_read() -> None:
+    """Over an async source, read item by item, the counters are up to date at every result."""
+    clock = VirtualClock()
+    source = agen(range(1000))
+    pipe: Pipeline[int, int] = map(lambda x: x + 1) | filter(lambda x: x % 10 == 0)
+    seen = []
+    async with pipe.stream(source, clock=clock) as stream:
+        async for x in stream:
+            stats = stream.statistics()
+            seen.append((x, stats[0].items_in, stats[1].items_out))
+    assert [(10 * k, 10 * k, k) for k in range(1, 101)] == seen
+    assert [(1000, 1000), (1000, 100)] == [(s.items_in, s.items_out) for s in stream.statistics()]
+
+
+async def test_counts_are_current_while_an_async_source_waits() -> None:
+    """Items read before the source waits are counted, though none came out."""
+    gate = asyncio.Event()
+    waiting = asyncio.Event()
+
+    async def source() -> AsyncIterator[int]:
+        for x in range(5):
+            yield x
+        waiting.set()
+        await gate.wait()
+        yield 100
+
+    pipe: Pipeline[int, int] = map(lambda x: x) | filter(lambda x: x >= 100)
+    got: list[int] = []
+    async with pipe.stream(source()) as stream:
+        consumer = asyncio.ensure_future(collect_until_error(stream, got))
+        await waiting.wait()
+        assert [(5, 5), (5, 0)] == [(s.items_in, s.items_out) for s in stream.statistics()]
+        gate.set()
+        await consumer
+    assert [100] == got
+
+
+class Numbers:
+    """An async iterable whose iterator is a separate object, without ``__aiter__``."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.closed = False
+
+    def __aiter__(self) -> Any:
+        return self.Iterator(self)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+    class Iterator:
+        def __init__(self, owner: Numbers) -> None:
+            self.owner = owner
+            self.i = 0
+
+        async def __anext__(self) -> int:
+            if self.i == self.owner.n:
+                raise StopAsyncIteration
+            self.i += 1
+            return self.i - 1
+
+
+async def test_async_iterator_without_aiter_is_read_and_its_source_closed() -> None:
+    """An iterator that has only ``__anext__`` is read; the source is closed afterwards."""
+    source = Numbers(600)
+    out, stats = await collect(map(lambda x: -x) | filter(lambda x: x % 2 == 0), source)
+    assert [-x for x in range(600) if x % 2 == 0] == out
+    assert [(600, 600), (600, 300)] == [(s.items_in, s.items_out) for s in stats]
+    assert source.closed
+
+
+async def test_an_iterator_from_aiter_is_closed_on_break() -> None:
+    """A source whose ``__aiter__`` starts a new generator: both are closed on break."""
+    closed: list[str] = []
+
+    class Source:
+        async def __aiter__(self) -> Any:
+            try:
+                for x in range(100):
+                    yield x
+            finally:
+                closed.append("iterator")
+
+        async def aclose(self) -> None:
+            closed.append("source")
+
+    async with (map(lambda x: x) | map(lambda x: x)).stream(Source()) as stream:
+        async for x in stream:
+            if x == 3:
+                break
+    assert ["iterator", "source"] == closed

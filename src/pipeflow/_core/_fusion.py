@@ -44,7 +44,7 @@ __all__ = ["DirectRun", "FusedOps", "direct_consumer", "fused_stage"]
 Runner = Callable[[Any, Any, tuple[Any, ...], list[int]], tuple[int, Exception, Any] | None]
 
 _runners: dict[tuple[Kind, ...], Runner] = {}
-_consumers: dict[tuple[Kind, ...], Callable[..., AsyncIterator[Any]]] = {}
+_consumers: dict[tuple[tuple[Kind, ...], bool], Callable[..., AsyncIterator[Any]]] = {}
 
 
 _RUNNER = """\
@@ -53,7 +53,9 @@ def run(it, ap, fns, passes):
     {values} = None
     {counters}
     try:
-        {loop}
+        for v0 in it:
+            {steps}
+            ap({result})
     except Exception as e:
         s = stage_of_line[e.__traceback__.tb_lineno]
         return s, e, {failed_input}
@@ -62,6 +64,9 @@ def run(it, ap, fns, passes):
     return None
 """
 
+# The consumer's generator over chunks (sequences) of a source's items; the
+# result is stored before it is yielded, so that an exception thrown in at the
+# ``yield`` is not taken for a failure of the last operator.
 _CONSUMER = """\
 async def run(run, tail):
     {values} = None
@@ -80,7 +85,9 @@ async def run(run, tail):
             try:
                 while True:
                     try:
-                        {loop}
+                        for v0 in it:
+                            {steps}
+                            yield {result}
                         break
                     except Exception as e:
                         s = stage_of_line.get(e.__traceback__.tb_lineno)
@@ -101,33 +108,64 @@ async def run(run, tail):
         await run.close(cancelled=cancelled)
 """
 
+# The consumer's generator reading an async source item by item, with the
+# counters kept up to date in ``ops`` as it goes: there are no chunks to count by.
+_ASYNC_CONSUMER = """\
+async def run(run, tail):
+    {values} = None
+    if run.started:
+        return
+    cancelled = False
+    try:
+        it, ops = run.open(tail, items=True)
+        {fns}, = ops.fns
+        recover, seen, passes, skips = ops.recover, ops.seen, ops.passes, ops.skips
+        async for v0 in it:
+            seen[0] += 1
+            try:
+                {steps}
+            except Exception as e:
+                s = stage_of_line[e.__traceback__.tb_lineno]
+                for x in await recover(s, e, {failed_input}, passes, skips):
+                    yield x
+                continue
+            yield {result}
+        await run.end()
+    except CancelledError:
+        cancelled = True
+        raise
+    finally:
+        await run.close(cancelled=cancelled)
+"""
 
-def _generate(template: str, kinds: tuple[Kind, ...], emit: str) -> Any:
+
+def _generate(template: str, kinds: tuple[Kind, ...], *, live: bool = False) -> Any:
     """Compile ``template`` for operators of these kinds; return its ``run``.
 
-    ``{loop}`` becomes the per-item loop over ``it``, ending in ``emit`` of each
-    result. Each operator's call sits on a line of its own: the traceback's line
-    number says which one failed (``stage_of_line``), so the loop needs no
-    bookkeeping per item.
+    ``{steps}`` becomes the operators' calls on ``v0``, leaving the result in
+    ``{result}``; a filter that drops the item ``continue``s. Each call sits on a
+    line of its own: the traceback's line number says which operator failed
+    (``stage_of_line``), so the loop needs no bookkeeping per item. A filter
+    counts what passes in a local ``c{k}``, or straight into ``passes`` when the
+    counts are ``live``.
     """
     n = len(kinds)
     filters = [k for k, kind in enumerate(kinds) if kind is Kind.FILTER]
-    loop = ["for v0 in it:"]
-    stage_of_loop_line: dict[int, int] = {}
+    steps: list[str] = []
+    stage_of_step: dict[int, int] = {}
     inputs = []
     cur = 0
     for k, kind in enumerate(kinds):
         inputs.append(cur)
-        stage_of_loop_line[len(loop)] = k
+        stage_of_step[len(steps)] = k
         if kind is Kind.MAP:
-            loop.append(f"    v{k + 1} = f{k}(v{cur})")
+            steps.append(f"v{k + 1} = f{k}(v{cur})")
             cur = k + 1
         else:
-            loop.append(f"    if not f{k}(v{cur}): continue")
-            loop.append(f"    c{k} += 1")
-    loop.append(f"    {emit}")
+            steps.append(f"if not f{k}(v{cur}): continue")
+            steps.append(f"passes[{k}] += 1" if live else f"c{k} += 1")
     blocks = {
-        "loop": loop,
+        "steps": steps,
         "counters": [f"c{k} = 0" for k in filters] or ["pass"],
         "add_counters": [f"passes[{k}] += c{k}" for k in filters] or ["pass"],
     }
@@ -144,9 +182,9 @@ def _generate(template: str, kinds: tuple[Kind, ...], emit: str) -> Any:
         name = line.strip()[1:-1]
         if name in blocks:
             indent = line[: len(line) - len(line.lstrip())]
-            if name == "loop":  # line numbers count from 1
-                stage_of_line = {len(lines) + 1 + i: k for i, k in stage_of_loop_line.items()}
-            lines += [indent + b.format(**words) for b in blocks[name]]
+            if name == "steps":  # line numbers count from 1
+                stage_of_line = {len(lines) + 1 + i: k for i, k in stage_of_step.items()}
+            lines += [indent + b for b in blocks[name]]
         else:
             lines.append(line.format(**words))
     namespace: dict[str, Any] = {
@@ -167,7 +205,7 @@ def compile_runner(kinds: tuple[Kind, ...]) -> Runner:
     """
     runner = _runners.get(kinds)
     if runner is None:
-        runner = _runners[kinds] = _generate(_RUNNER, kinds, "ap({result})")
+        runner = _runners[kinds] = _generate(_RUNNER, kinds)
     return runner
 
 
@@ -175,7 +213,17 @@ class FusedOps:
     """A run of fused operators in one run of a pipeline: their functions, contexts
     and compiled loops, and how a failure or a chunk is accounted for."""
 
-    __slots__ = ("ctxs", "fn_tails", "fns", "kinds", "runners")
+    __slots__ = (
+        "_counted",
+        "ctxs",
+        "fn_tails",
+        "fns",
+        "kinds",
+        "passes",
+        "runners",
+        "seen",
+        "skips",
+    )
 
     def __init__(
         self, fns: list[Callable[[Any], Any]], kinds: list[Kind], ctxs: list[StageContext]
@@ -186,6 +234,13 @@ class FusedOps:
         self.ctxs = ctxs
         self.runners = [compile_runner(tuple(kinds[k:])) for k in range(n)]
         self.fn_tails = [tuple(fns[k:]) for k in range(n)]
+        #: Live counters, for a consumer that reads its source item by item:
+        #: items read, and per operator the items its filter passed and the
+        #: failed items that did not come out. ``flush`` counts what is new.
+        self.seen = [0]
+        self.passes = [0] * n
+        self.skips = [0] * n
+        self._counted = (0, [0] * n, [0] * n)
 
     async def settle(
         self,
@@ -238,6 +293,18 @@ class FusedOps:
         out: list[Any] = []
         await self.settle(s, exc, value, out.append, passes, skips)
         return out
+
+    def flush(self) -> None:
+        """Add what the live counters gained since the last flush to the metrics."""
+        seen, passes, skips = self._counted
+        if self.seen[0] == seen and self.passes == passes and self.skips == skips:
+            return
+        self.count(
+            self.seen[0] - seen,
+            [a - b for a, b in zip(self.passes, passes, strict=True)],
+            [a - b for a, b in zip(self.skips, skips, strict=True)],
+        )
+        self._counted = (self.seen[0], self.passes.copy(), self.skips.copy())
 
     def count(self, n_in: int, passes: list[int], skips: list[int]) -> None:
         """Items in and out of each operator for one chunk (or the part of it read)."""
@@ -292,9 +359,10 @@ class DirectRun(Protocol):
 
     started: bool
 
-    def open(self, tail: int) -> tuple[AsyncIterator[Any], FusedOps | None]:
-        """Start everything before stage ``tail``; return the chunks (sequences of
-        items, with their source marks) coming out of it and the tail's operators."""
+    def open(self, tail: int, *, items: bool = False) -> tuple[AsyncIterator[Any], FusedOps | None]:
+        """Start everything before stage ``tail``; return what comes out of it
+        (chunks, or with ``items`` the source's own async iterator) and the
+        operators from ``tail`` on."""
 
     def delivered(self, mark: int) -> None:
         """Every result of the source's items up to ``mark`` has been taken."""
@@ -306,17 +374,25 @@ class DirectRun(Protocol):
         """Stop everything the run started."""
 
 
-def direct_consumer(kinds: tuple[Kind, ...]) -> Callable[[DirectRun, int], AsyncIterator[Any]]:
+def direct_consumer(
+    kinds: tuple[Kind, ...], *, async_source: bool = False
+) -> Callable[[DirectRun, int], AsyncIterator[Any]]:
     """The async generator a consumer iterates when fused operators of these kinds
     end the pipeline: it runs the operators and yields each result as it comes.
 
     Called as ``consumer(run, tail)``, where ``tail`` is the index of the first
     fused stage. It opens the run on its first step and closes it however it
-    ends, as the general consumer loop in ``_run.py`` does. The result is stored
-    before it is yielded, so that an exception thrown in at the ``yield`` is not
-    taken for a failure of the last operator.
+    ends, as the general consumer loop in ``_run.py`` does. With
+    ``async_source``, the operators are the whole pipeline and it reads the
+    source with ``async for`` itself, keeping the operators' counters up to date
+    item by item (``FusedOps.flush`` adds them to the metrics).
     """
-    consumer = _consumers.get(kinds)
+    key = (kinds, async_source)
+    consumer = _consumers.get(key)
     if consumer is None:
-        consumer = _consumers[kinds] = _generate(_CONSUMER, kinds, "yield {result}")
+        if async_source:
+            consumer = _generate(_ASYNC_CONSUMER, kinds, live=True)
+        else:
+            consumer = _generate(_CONSUMER, kinds)
+        _consumers[key] = consumer
     return consumer

@@ -46,6 +46,7 @@ class _Run:
         "_ack",
         "_acked",
         "_last_mark",
+        "_live",
         "clock",
         "gens",
         "run",
@@ -71,27 +72,32 @@ class _Run:
         self.started = False
         self.sides = _SideStreams(clock)
         self.tasks: list[asyncio.Task[None]] = []
-        self.gens: list[AsyncIterator[Any]] = []
+        #: Async generators and other things to close at the end: each has aclose().
+        self.gens: list[Any] = []
         #: The stats of the stages running in the consumer's task.
         self.segment_stats: list[StageStats] = []
         self._ack = source.ack if isinstance(source, Acknowledging) else None
         self._acked = self._last_mark = 0
+        #: Fused operators that keep their counters live (see ``flush``).
+        self._live: FusedOps | None = None
 
-    def open(self, tail: int) -> tuple[AsyncIterator[Any], FusedOps | None]:
+    def open(self, tail: int, *, items: bool = False) -> tuple[AsyncIterator[Any], FusedOps | None]:
         """Start the stages before ``tail`` and return the chunks they put out.
 
         The stages from ``tail`` on are fused operators the consumer's generator
         runs itself; they come back as one ``FusedOps`` (``None`` if there are none).
+        With ``items`` they are the whole pipeline, and what comes back is the
+        async source's own iterator, for the consumer's generator to read item
+        by item.
         """
         self.started = True
-        stages, source, clock, tasks, gens = (
-            self.stages,
-            self.source,
-            self.clock,
-            self.tasks,
-            self.gens,
-        )
-        acking = self._ack is not None
+        if items:
+            it = self.source.__aiter__()
+            self.gens.append(_SourceCloser(it, self.source))
+            pairs = zip(self.stages, self.run.stages, strict=True)
+            self._live = ops = _fused_ops([(p, self._context(p, s)) for p, s in pairs])
+            return (it if hasattr(it, "__aiter__") else _Aiter(it)), ops
+        stages, source, tasks, gens = self.stages, self.source, self.tasks, self.gens
         # The direct consumer of a sync source takes any slice of it as a chunk.
         up: AsyncIterator[Any] = source_chunks(source, lists=tail > 0 or _needs_buffer(stages, 0))
         gens.append(up)
@@ -124,9 +130,7 @@ class _Run:
                 gens.append(up)
                 segment_stats = []
             segment_stats.append(stats)
-            errors = ErrorHandler(pipe.on_error, pipe.name, stats, clock, self.sides)
-            ctx = prev_ctx = StageContext(pipe.name, stats, clock, errors, config, buffer)
-            ctx.acking = acking
+            ctx = prev_ctx = self._context(pipe, stats, buffer)
             if i >= tail or (
                 pipe._fusable
                 and (
@@ -150,6 +154,20 @@ class _Run:
             gens.append(up)
         return up, None
 
+    def _context(
+        self, pipe: StreamPipe[Any, Any], stats: StageStats, buffer: ChunkBuffer | None = None
+    ) -> StageContext:
+        errors = ErrorHandler(pipe.on_error, pipe.name, stats, self.clock, self.sides)
+        config = pipe.config or _DEFAULT_CONFIG
+        ctx = StageContext(pipe.name, stats, self.clock, errors, config, buffer)
+        ctx.acking = self._ack is not None
+        return ctx
+
+    def flush(self) -> None:
+        """Bring the metrics up to date with counters kept live by the consumer."""
+        if self._live is not None:
+            self._live.flush()
+
     def delivered(self, mark: int) -> None:
         """The consumer has taken every result of the source's first ``mark`` items."""
         # A dead letter still on its way to a dead-letter pipe holds acks back.
@@ -167,6 +185,7 @@ class _Run:
 
     async def close(self, *, cancelled: bool) -> None:
         """Stop every task and generator of the run (see :func:`_shutdown`)."""
+        self.flush()
         self.run.finish()
         await _shutdown(self.tasks, self.gens, self.sides, drain_sides=not cancelled)
 
@@ -203,7 +222,12 @@ class Stream(Generic[T]):
             self._agen: AsyncIterator[T] = _iterate(self._run)
         else:
             kinds = tuple(p.kind for p in stages[tail:])  # type: ignore[attr-defined]
-            self._agen = direct_consumer(kinds)(self._run, tail)
+            # Without acknowledgements to time, an async source is read item by item.
+            async_source = (
+                tail == 0 and hasattr(source, "__aiter__") and not isinstance(source, Acknowledging)
+            )
+            consumer = direct_consumer(kinds, async_source=async_source)
+            self._agen = consumer(self._run, tail)
 
     def __aiter__(self) -> AsyncIterator[T]:
         return self._agen
@@ -233,6 +257,7 @@ class Stream(Generic[T]):
 
     def statistics(self) -> tuple[StageMetrics, ...]:
         """A snapshot of each stage's counters, in pipeline order."""
+        self._run.flush()
         return tuple(s.statistics() for s in self._run.run.stages)
 
 
@@ -258,6 +283,34 @@ def _direct_tail(stages: list[StreamPipe[Any, Any]]) -> int | None:
             break
         tail -= 1
     return tail if tail < len(stages) else None
+
+
+class _SourceCloser:
+    """Closes a source the consumer's generator reads itself, with its iterator."""
+
+    def __init__(self, it: Any, source: Any) -> None:
+        self._it = it
+        self._source = source
+
+    async def aclose(self) -> None:
+        try:
+            await close_source(self._it)
+        finally:
+            if self._source is not self._it:
+                await close_source(self._source)
+
+
+class _Aiter:
+    """An async iterator made of an object that has ``__anext__`` but no ``__aiter__``."""
+
+    def __init__(self, it: Any) -> None:
+        self._anext = it.__anext__
+
+    def __aiter__(self) -> Self:
+        return self
+
+    def __anext__(self) -> Any:
+        return self._anext()
 
 
 def _fused_ops(group: list[tuple[Any, StageContext]]) -> FusedOps:
@@ -301,7 +354,7 @@ async def _iterate(run: _Run) -> AsyncIterator[Any]:
 
 async def _shutdown(
     tasks: list[asyncio.Task[None]],
-    gens: list[AsyncIterator[Chunk]],
+    gens: list[Any],
     sides: _SideStreams,
     *,
     drain_sides: bool,
@@ -317,7 +370,7 @@ async def _shutdown(
     first: BaseException | None = None
     for g in reversed(gens):
         try:
-            await g.aclose()  # type: ignore[attr-defined]
+            await g.aclose()
         except Exception as exc:
             first = first or exc
     try:
