@@ -232,6 +232,20 @@ class Stream(Generic[T]):
     def __aiter__(self) -> AsyncIterator[T]:
         return self._agen
 
+    def chunks(self) -> AsyncIterator[list[T]]:
+        """The results in lists: each holds the results at hand, up to ``MAX_CHUNK``,
+        and none waits for more to come. For a consumer that writes in bulk.
+
+        Call it instead of iterating the stream itself, before the run starts.
+        Closing works as for the stream: ``async with`` the stream around the loop.
+        """
+        if self._run.started:
+            msg = "chunks() must be called before the stream is iterated"
+            raise RuntimeError(msg)
+        chunks: AsyncIterator[list[T]] = _iterate(self._run, chunked=True)
+        self._agen = chunks  # type: ignore[assignment]
+        return chunks
+
     async def __anext__(self) -> T:
         return await self._agen.__anext__()
 
@@ -318,8 +332,9 @@ def _fused_ops(group: list[tuple[Any, StageContext]]) -> FusedOps:
     return FusedOps([p.fn for p, _ in group], [p.kind for p, _ in group], [c for _, c in group])
 
 
-async def _iterate(run: _Run) -> AsyncIterator[Any]:
-    """The consumer's generator: results of the last stage, chunk by chunk."""
+async def _iterate(run: _Run, *, chunked: bool = False) -> AsyncIterator[Any]:
+    """The consumer's generator: results of the last stage, chunk by chunk,
+    yielded one by one or, if ``chunked``, a chunk at a time."""
     if run.started:
         return
     cancelled = False
@@ -335,11 +350,16 @@ async def _iterate(run: _Run) -> AsyncIterator[Any]:
                     t = clock.monotonic()
                     for s in segment_stats:
                         s.block(t)
-                    for x in items:
-                        yield x
+                    if chunked:
+                        yield items
+                    else:
+                        for x in items:
+                            yield x
                     t = clock.monotonic()
                     for s in segment_stats:
                         s.unblock(t)
+                elif chunked:
+                    yield items
                 else:
                     for x in items:
                         yield x
