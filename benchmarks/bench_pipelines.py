@@ -287,6 +287,23 @@ async def pf_operators(n: int, check: bool) -> Tally:
     return await _run_pipeflow(pipeline, range(n), n, check)
 
 
+async def pf_operators_chunks(n: int, check: bool) -> Tally:
+    """As ``pf_operators``, the results taken a list at a time with ``chunks()``
+    (as the queue pipeline's consumer takes its lists)."""
+    pipeline = pf_map(add_one) | pf_filter(is_even) | pf_map(double)
+    count = total = 0
+    async with pipeline.stream(range(n)) as results:
+        if check:
+            async for chunk in results.chunks():
+                count += len(chunk)
+                total += sum(chunk)
+            return count, total
+        async for chunk in results.chunks():
+            for _ in chunk:
+                count += 1
+    return count, 0
+
+
 async def pf_subclasses(n: int, check: bool) -> Tally:
     """Subclasses overriding ``process_item``; the filter is ``filter(async fn)``."""
     pipeline = AddOne() | pf_filter(is_even_async) | Double()
@@ -357,6 +374,7 @@ IMPLEMENTATIONS: tuple[Impl, ...] = (
     Impl("for-loop", "plain synchronous for-loop (the Python limit)", sync_loop),
     Impl("pf-ops", "(a) pipeflow map | filter | map, sync functions", pf_operators),
     Impl("agen-sync", "async-generator chain, sync functions", agen_chain),
+    Impl("pf-ops-chunks", "(a'') = (a), results taken in lists: chunks()", pf_operators_chunks),
     Impl("agen-one", "one async generator, all three steps inline", agen_one),
     Impl(
         "agen-sync-asrc",
