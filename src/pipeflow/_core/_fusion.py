@@ -15,7 +15,9 @@ calls each function in turn, as a hand-written loop would::
 When the operators end the pipeline and nothing times them, the loop is compiled
 into the async generator the consumer iterates, and ``ap(v2)`` becomes
 ``yield v2``: every result goes straight to the consumer, with no list in between
-(:func:`direct_consumer`).
+(:func:`direct_consumer`). When they are the whole pipeline and the source is an
+async iterable that takes no acknowledgements, that generator reads the source
+with ``async for`` itself, keeping the counters up to date item by item.
 
 The line a failure comes from tells which operator failed; the failure goes,
 with that operator's input, to that operator's error policy, and the loop
