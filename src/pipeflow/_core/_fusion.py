@@ -8,7 +8,7 @@ calls each function in turn, as a hand-written loop would::
     for v0 in it:
         v1 = f0(v0)
         if not f1(v1): continue
-        c1 += 1
+        c1.append(None)  # counts what passes
         v2 = f2(v1)
         ap(v2)
 
@@ -148,8 +148,8 @@ def _generate(template: str, kinds: tuple[Kind, ...], *, live: bool = False) -> 
     ``{result}``; a filter that drops the item ``continue``s. Each call sits on a
     line of its own: the traceback's line number says which operator failed
     (``stage_of_line``), so the loop needs no bookkeeping per item. A filter
-    counts what passes in a local ``c{k}``, or straight into ``passes`` when the
-    counts are ``live``.
+    counts what passes in a local ``c{k}`` (a list, one entry per item), or
+    straight into ``passes`` when the counts are ``live``.
     """
     n = len(kinds)
     filters = [k for k, kind in enumerate(kinds) if kind is Kind.FILTER]
@@ -165,11 +165,13 @@ def _generate(template: str, kinds: tuple[Kind, ...], *, live: bool = False) -> 
             cur = k + 1
         else:
             steps.append(f"if not f{k}(v{cur}): continue")
-            steps.append(f"passes[{k}] += 1" if live else f"c{k} += 1")
+            # Appending to a list costs half what adding to an int does (the int
+            # is a new object once past 256); the list is at most a chunk long.
+            steps.append(f"passes[{k}] += 1" if live else f"c{k}.append(None)")
     blocks = {
         "steps": steps,
-        "counters": [f"c{k} = 0" for k in filters] or ["pass"],
-        "add_counters": [f"passes[{k}] += c{k}" for k in filters] or ["pass"],
+        "counters": [f"c{k} = []" for k in filters] or ["pass"],
+        "add_counters": [f"passes[{k}] += len(c{k})" for k in filters] or ["pass"],
     }
     words = {
         "n": str(n),
