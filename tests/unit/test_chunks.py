@@ -96,3 +96,14 @@ async def test_chunks_after_iteration_began_is_an_error() -> None:
         assert 1 == await stream.__anext__()
         with pytest.raises(RuntimeError, match="before the stream is iterated"):
             stream.chunks()
+
+
+async def test_iterating_the_stream_after_chunks_is_an_error() -> None:
+    """Once chunks() is called, its lists are the way to read the stream."""
+    stream = fused().stream(range(10))
+    async with stream:
+        chunks = stream.chunks()
+        with pytest.raises(RuntimeError, match="read with chunks"):
+            async for _ in stream:
+                pass
+        assert [[1, 2, 4, 5, 7, 8, 10]] == [c async for c in chunks]

@@ -197,7 +197,7 @@ class Stream(Generic[T]):
     cancellation closes the source and every task the run started.
     """
 
-    __slots__ = ("_agen", "_run")
+    __slots__ = ("_agen", "_chunked", "_run")
 
     def __init__(
         self,
@@ -217,6 +217,7 @@ class Stream(Generic[T]):
             if p._monitor is not None and p is not pipe:
                 p._monitor.attach(RunStats(p.name, [s]))
         self._run = _Run(stages, source, clock, run)
+        self._chunked = False
         tail = None if timed else _direct_tail(stages)
         if tail is None:
             self._agen: AsyncIterator[T] = _iterate(self._run)
@@ -230,6 +231,9 @@ class Stream(Generic[T]):
             self._agen = consumer(self._run, tail)
 
     def __aiter__(self) -> AsyncIterator[T]:
+        if self._chunked:
+            msg = "this stream is read with chunks(): iterate what chunks() returned"
+            raise RuntimeError(msg)
         return self._agen
 
     def chunks(self) -> AsyncIterator[list[T]]:
@@ -244,10 +248,11 @@ class Stream(Generic[T]):
             raise RuntimeError(msg)
         chunks: AsyncIterator[list[T]] = _iterate(self._run, chunked=True)
         self._agen = chunks  # type: ignore[assignment]
+        self._chunked = True
         return chunks
 
     async def __anext__(self) -> T:
-        return await self._agen.__anext__()
+        return await self.__aiter__().__anext__()
 
     async def __aenter__(self) -> Self:
         return self
