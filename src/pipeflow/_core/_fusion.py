@@ -66,18 +66,40 @@ def run(it, ap, fns, passes):
     return None
 """
 
-# The consumer's generator over chunks (sequences) of a source's items; the
-# result is stored before it is yielded, so that an exception thrown in at the
-# ``yield`` is not taken for a failure of the last operator.
-_CONSUMER = """\
+
+def _consumer(opening: str, body: str) -> str:
+    """The template of a consumer's generator: it opens the run on its first
+    step, runs ``body`` and closes the run however it ends, as the general
+    consumer loop in ``_run.py`` does."""
+    return (
+        """\
 async def run(run, tail):
     {values} = None
     if run.started:
         return
     cancelled = False
     try:
-        up, ops = run.open(tail)
-        {fns}, = ops.fns
+"""
+        + f"        {opening}\n"
+        + "        {fns}, = ops.fns\n"
+        + body
+        + """\
+        await run.end()
+    except CancelledError:
+        cancelled = True
+        raise
+    finally:
+        await run.close(cancelled=cancelled)
+"""
+    )
+
+
+# Over chunks (sequences) of a source's items. The result is stored before it is
+# yielded, so that an exception thrown in at the ``yield`` is not taken for a
+# failure of the last operator.
+_CONSUMER = _consumer(
+    "up, ops = run.open(tail)",
+    """\
         recover, count, delivered = ops.recover, ops.count, run.delivered
         async for items, mark in up:
             passes = [0] * {n}
@@ -102,25 +124,14 @@ async def run(run, tail):
                 {add_counters}
                 count(len(items) - length_hint(it), passes, skips)
             delivered(mark)
-        await run.end()
-    except CancelledError:
-        cancelled = True
-        raise
-    finally:
-        await run.close(cancelled=cancelled)
-"""
+""",
+)
 
-# The consumer's generator reading an async source item by item, with the
-# counters kept up to date in ``ops`` as it goes: there are no chunks to count by.
-_ASYNC_CONSUMER = """\
-async def run(run, tail):
-    {values} = None
-    if run.started:
-        return
-    cancelled = False
-    try:
-        it, ops = run.open(tail, items=True)
-        {fns}, = ops.fns
+# Reading an async source item by item, with the counters kept up to date in
+# ``ops`` as it goes: there are no chunks to count by.
+_ASYNC_CONSUMER = _consumer(
+    "it, ops = run.open(tail, items=True)",
+    """\
         recover, seen, passes, skips = ops.recover, ops.seen, ops.passes, ops.skips
         async for v0 in it:
             seen[0] += 1
@@ -132,13 +143,8 @@ async def run(run, tail):
                     yield x
                 continue
             yield {result}
-        await run.end()
-    except CancelledError:
-        cancelled = True
-        raise
-    finally:
-        await run.close(cancelled=cancelled)
-"""
+""",
+)
 
 
 def _generate(template: str, kinds: tuple[Kind, ...], *, live: bool = False) -> Any:

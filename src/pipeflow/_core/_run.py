@@ -355,19 +355,15 @@ async def _iterate(run: _Run, *, chunked: bool = False) -> AsyncIterator[Any]:
                     t = clock.monotonic()
                     for s in segment_stats:
                         s.block(t)
-                    if chunked:
-                        yield items
-                    else:
-                        for x in items:
-                            yield x
-                    t = clock.monotonic()
-                    for s in segment_stats:
-                        s.unblock(t)
-                elif chunked:
+                if chunked:
                     yield items
                 else:
                     for x in items:
                         yield x
+                if timed:
+                    t = clock.monotonic()
+                    for s in segment_stats:
+                        s.unblock(t)
             delivered(mark)
         await run.end()
     except asyncio.CancelledError:
