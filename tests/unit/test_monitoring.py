@@ -153,6 +153,56 @@ async def test_monitor_on_one_stage_of_a_pipeline() -> None:
     assert (3, 3) == (metrics.items_in, metrics.items_out)
 
 
+async def test_monitor_on_one_stage_ends_with_the_run() -> None:
+    """A stage's monitor sees its run end with the pipeline's, and folds it away."""
+    clock = VirtualClock()
+    monitor = StreamMonitor()
+    inner = ps.map(double, name="inner")
+    inner.set_monitor(monitor)
+    pipeline = inner | ps.map(str, name="last")
+    for _ in range(20):
+        assert ["0", "2"] == await collect(pipeline.stream(range(2), clock=clock))
+        assert 0 == monitor.get_metrics().active_runs
+        await clock.sleep(11)  # older than the monitor's window
+    metrics = monitor.get_metrics()
+    assert (20, 0) == (metrics.runs, metrics.active_runs)
+    assert (40, 40) == (metrics.items_in, metrics.items_out)
+    assert 2 >= len(monitor._runs)
+
+
+async def test_monitor_on_a_nested_pipeline_sees_its_stages() -> None:
+    """Pipelines flatten when composed, but a monitor set on an inner pipeline
+    still sees the stages that pipeline covers, wherever it is composed."""
+    outer_monitor, inner_monitor, pipe_monitor = StreamMonitor(), StreamMonitor(), StreamMonitor()
+
+    def inc(x: int) -> int:
+        return x + 1
+
+    b: ps.FunctionPipe[int, int] = ps.filter(bool, name="b")
+    b.set_monitor(pipe_monitor)
+    inner = ps.map(inc, name="a") | b
+    inner.set_monitor(inner_monitor)
+    outer = ps.map(double, name="first") | (inner | ps.map(str, name="c"))
+    outer.set_monitor(outer_monitor)
+    assert ["1", "3", "5"] == await collect(outer.stream(range(3)))
+    assert ("first", "a", "b", "c") == tuple(s.name for s in outer_monitor.get_metrics().stages)
+    inner_metrics = inner_monitor.get_metrics()
+    assert ("a", "b") == tuple(s.name for s in inner_metrics.stages)
+    assert (3, 3, 1, 0) == (
+        inner_metrics.items_in,
+        inner_metrics.items_out,
+        inner_metrics.runs,
+        inner_metrics.active_runs,
+    )
+    assert ("b",) == tuple(s.name for s in pipe_monitor.get_metrics().stages)
+    b_metrics = pipe_monitor.get_metrics().stage("b")
+    assert (3, 3) == (b_metrics.items_in, b_metrics.items_out)
+    # Composed twice, the inner pipeline's monitor counts a run of each.
+    assert ["2"] == await collect((inner | inner | ps.map(str)).stream([0, -1]))
+    inner_metrics = inner_monitor.get_metrics()
+    assert (3, 0) == (inner_metrics.runs, inner_metrics.active_runs)
+
+
 async def test_monitor_counts_two_runs() -> None:
     """Two runs of the same pipe count as two runs and their counts add up."""
     monitor = StreamMonitor()

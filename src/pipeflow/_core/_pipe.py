@@ -39,6 +39,11 @@ class Pipeable(Generic[In, Out]):
     def _stages(self) -> list[StreamPipe[Any, Any]]:
         raise NotImplementedError
 
+    def _parts(self) -> list[tuple[Pipeable[Any, Any], int, int]]:
+        """This pipe and every pipe or pipeline composed into it, each with the
+        range of stages it covers, outermost first: whose monitor sees what."""
+        raise NotImplementedError
+
     def stream(
         self,
         source: Iterable[In] | AsyncIterable[In],
@@ -150,6 +155,9 @@ class StreamPipe(Pipeable[In, Out]):
     def _stages(self) -> list[StreamPipe[Any, Any]]:
         return [self]
 
+    def _parts(self) -> list[tuple[Pipeable[Any, Any], int, int]]:
+        return [(self, 0, 1)]
+
     def _overrides_process_stream(self) -> bool:
         return type(self).process_stream is not StreamPipe.process_stream
 
@@ -189,12 +197,18 @@ class Pipeline(Pipeable[In, Out]):
             msg = "Pipeline needs at least one pipe"
             raise ValueError(msg)
         stages: list[StreamPipe[Any, Any]] = []
+        parts: list[tuple[Pipeable[Any, Any], int, int]] = [(self, 0, 0)]
         for p in pipes:
             if not isinstance(p, Pipeable):
                 msg = f"Pipeline takes pipes, got {type(p).__name__}"
                 raise TypeError(msg)
+            base = len(stages)
             stages += p._stages()
+            # The stages flatten; what each part covers is kept for its monitor.
+            parts += [(q, base + start, base + stop) for q, start, stop in p._parts()]
+        parts[0] = (self, 0, len(stages))
         self._pipes = tuple(stages)
+        self._part_ranges = tuple(parts)
         self._name = name
 
     @property
@@ -211,3 +225,6 @@ class Pipeline(Pipeable[In, Out]):
 
     def _stages(self) -> list[StreamPipe[Any, Any]]:
         return list(self._pipes)
+
+    def _parts(self) -> list[tuple[Pipeable[Any, Any], int, int]]:
+        return list(self._part_ranges)

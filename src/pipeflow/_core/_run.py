@@ -208,14 +208,13 @@ class Stream(Generic[T]):
         check_source(source)
         clock = clock if clock is not None else SYSTEM_CLOCK
         stages = pipe._stages()
-        monitors = [pipe._monitor, *(p._monitor for p in stages)]
-        timed = any(m is not None for m in monitors)
+        # The pipe's monitor sees the whole run; the monitor of a pipe or pipeline
+        # composed into it sees the stages that part covers.
+        watched = [(m, p, start, stop) for p, start, stop in pipe._parts() if (m := p._monitor)]
+        timed = bool(watched)
         run = RunStats(pipe.name, [StageStats(p.name, clock, timed=timed) for p in stages])
-        if pipe._monitor is not None:
-            pipe._monitor.attach(run)
-        for p, s in zip(stages, run.stages, strict=True):
-            if p._monitor is not None and p is not pipe:
-                p._monitor.attach(RunStats(p.name, [s]))
+        for monitor, p, start, stop in watched:
+            monitor.attach(run if p is pipe else run.view(p.name, start, stop))
         self._run = _Run(stages, source, clock, run)
         self._chunked = False
         tail = None if timed else _direct_tail(stages)

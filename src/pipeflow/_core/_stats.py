@@ -230,7 +230,7 @@ def _quantile(ordered: list[float], q: float) -> float:
 class RunStats:
     """The stages of one ``stream()`` run, in pipeline order."""
 
-    __slots__ = ("done", "done_at", "name", "stages")
+    __slots__ = ("_views", "done", "done_at", "name", "stages")
 
     def __init__(self, name: str, stages: list[StageStats]) -> None:
         self.name = name
@@ -238,12 +238,22 @@ class RunStats:
         self.done = False
         #: The clock's monotonic time when the run ended (``None`` while it runs).
         self.done_at: float | None = None
+        self._views: list[RunStats] = []
+
+    def view(self, name: str, start: int, stop: int) -> RunStats:
+        """Stages ``start:stop`` as a run of their own, for the monitor of a pipe or
+        pipeline composed into this one. It ends when this run ends."""
+        view = RunStats(name, self.stages[start:stop])
+        self._views.append(view)
+        return view
 
     def finish(self) -> None:
         """Mark the run ended, at the time its stages' clock reads."""
         if not self.done:
             self.done = True
             self.done_at = self.stages[0].clock.monotonic() if self.stages else 0.0
+            for view in self._views:
+                view.finish()
 
 
 class StatsSink(Protocol):
