@@ -276,6 +276,34 @@ async def test_pausable_source_is_paused_above_threshold_and_resumed_after_drain
     assert any(throttled_seen)
 
 
+@pytest.mark.parametrize(
+    "config",
+    [
+        BackpressureConfig(max_buffer_size=10, throttle_threshold=1.0),
+        BackpressureConfig(max_buffer_size=1),
+    ],
+    ids=["threshold-1.0", "one-item-buffer"],
+)
+async def test_a_full_buffer_is_throttled_whatever_the_threshold(
+    config: BackpressureConfig,
+) -> None:
+    """No fill level is above a threshold of 1.0, nor above one item in a one-item
+    buffer: a full buffer still pauses a Pausable source."""
+    clock = VirtualClock()
+    source = RecordingSource(range(50))
+    out: list[int] = []
+    async with StreamPipe[int, int](config=config).stream(source, clock=clock) as results:
+        source.stream = results
+        async for x in results:
+            out.append(x)
+            await clock.sleep(1.0)
+    assert list(range(50)) == out
+    assert source.pauses > 0
+    assert all(size == config.max_buffer_size for size in source.at_pause), source.at_pause
+    assert source.pauses == len(source.at_resume)
+    assert not source.paused
+
+
 async def test_throttled_buffer_stops_intake_until_it_drains() -> None:
     """While throttled, the producer adds nothing: the buffer stays at the threshold plus one."""
     clock = VirtualClock()

@@ -360,6 +360,19 @@ async def test_retry_jitter_adds_at_most_jitter_per_wait() -> None:
     assert 3.0 <= clock.monotonic() <= 4.0
 
 
+async def test_retry_jitter_is_added_after_the_cap() -> None:
+    """Once the backoff reaches max_backoff, the jitter still spreads the retries:
+    waits are 1 s plus up to 0.5 s, not all exactly 1 s."""
+    waits = set()
+    for _ in range(10):
+        clock = VirtualClock()
+        retry = Retry(attempts=2, backoff=4, max_backoff=1, jitter=0.5, then="skip")
+        await collect(ps.map(Flaky(100), on_error=retry).stream([1], clock=clock))
+        assert 1.0 <= clock.monotonic() <= 1.5
+        waits.add(clock.monotonic())
+    assert len(waits) > 1
+
+
 async def test_retry_on_filters_exception_types() -> None:
     """An exception not listed in ``on`` is not retried and goes straight to ``then``."""
     flaky = Flaky(1, exc=ValueError)
@@ -772,3 +785,105 @@ async def test_sync_map_retry_at_chunk_border_keeps_order() -> None:
     retry = Retry(attempts=2, backoff=1, jitter=0)
     got = await collect(ps.map(fn, on_error=retry).stream(range(N), clock=VirtualClock()))
     assert [x * 10 for x in range(N)] == got
+
+
+# -- item errors that could slip past the policy ------------------------------------
+
+
+def first_positive(row: list[int]) -> int:
+    return next(v for v in row if v > 0)  # StopIteration when there is none
+
+
+@pytest.mark.parametrize(
+    "pipe",
+    [
+        ps.map(first_positive, on_error="skip"),
+        ps.map(first_positive, on_error="skip", config=BackpressureConfig(max_buffer_size=8)),
+        ps.map(first_positive, on_error="skip", concurrency=2),
+    ],
+    ids=["fused", "buffered", "concurrent"],
+)
+async def test_stop_iteration_from_a_function_is_an_item_error(pipe: Pipeable[Any, Any]) -> None:
+    """A StopIteration raised by a sync function is the item's failure, not the end
+    of the chunk: the items after it are still processed."""
+    rows = [[1], [-1, 5], [-3, -4], [7], [8]]
+    stream = pipe.stream(rows)
+    assert [1, 5, 7, 8] == await collect(stream)
+    assert (1, 1) == (stream.statistics()[0].errors, stream.statistics()[0].skipped)
+
+
+async def test_stop_iteration_in_a_buffered_filter_raises_stream_error() -> None:
+    pipe = ps.filter(first_positive, config=BackpressureConfig(max_buffer_size=8))
+    got: list[list[int]] = []
+    with pytest.raises(StreamError) as info:
+        await collect_until_error(pipe.stream([[1], [-1, 5], [-3, -4], [7]]), got)
+    assert [[1], [-1, 5]] == got
+    assert [-3, -4] == info.value.item
+    assert isinstance(info.value.__cause__, StopIteration)
+
+
+class Ambiguous:
+    """A value with no truth value, as a numpy array or a pandas Series."""
+
+    def __bool__(self) -> bool:
+        raise ValueError("the truth value is ambiguous")
+
+
+def ambiguous_on_two(x: int) -> object:
+    return Ambiguous() if x == 2 else x % 2
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"config": BackpressureConfig(max_buffer_size=8)}, {"concurrency": 2}],
+    ids=["fused", "buffered", "concurrent"],
+)
+async def test_a_filter_result_without_truth_value_is_an_item_error(
+    options: dict[str, Any],
+) -> None:
+    skipping = ps.filter(ambiguous_on_two, on_error="skip", **options)
+    assert [1, 3, 5] == await collect(skipping.stream(range(6)))
+    raising = ps.filter(ambiguous_on_two, **options)
+    with pytest.raises(StreamError) as info:
+        await collect(raising.stream(range(6)))
+    assert 2 == info.value.item
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+async def test_retry_of_a_sync_function_returning_a_generator() -> None:
+    """A generator returned by a sync function is a result, not something to await."""
+    clock = VirtualClock()
+    calls: list[str] = []
+
+    def letters(word: str) -> Iterator[str]:
+        calls.append(word)
+        if word == "bc" and calls.count(word) == 1:
+            raise ConnectionError("transient")
+        return (c for c in word)
+
+    pipe: ps.FunctionPipe[str, Iterator[str]] = ps.map(
+        letters, on_error=Retry(attempts=3, backoff=0.1)
+    )
+    results = await collect(pipe.stream(["a", "bc"], clock=clock))
+    assert [["a"], ["b", "c"]] == [list(g) for g in results]
+    flat = ps.flat_map(letters, on_error=Retry(attempts=3, backoff=0.1))
+    calls.clear()
+    assert ["a", "b", "c"] == await collect(flat.stream(["a", "bc"], clock=clock))
+
+
+def tens_failing_on_two(x: int) -> Iterator[int]:
+    yield x * 10
+    if x == 2:
+        raise ValueError("broken")
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+async def test_concurrent_flat_map_of_a_sync_generator_meets_the_policy(ordered: bool) -> None:
+    """With concurrency, a call's elements are collected in its task, where a failure
+    while iterating them is an item error (and skip then leaves no element of it)."""
+    skipping = ps.flat_map(tens_failing_on_two, on_error="skip", concurrency=2, ordered=ordered)
+    assert [10, 30] == sorted(await collect(skipping.stream([1, 2, 3])))
+    raising = ps.flat_map(tens_failing_on_two, concurrency=2, ordered=ordered)
+    with pytest.raises(StreamError) as info:
+        await collect(raising.stream([1, 2, 3]))
+    assert 2 == info.value.item

@@ -589,3 +589,41 @@ async def test_break_closes_the_dead_letter_pipe_task() -> None:
     assert source.closed
     assert set() == asyncio.all_tasks() - before - {asyncio.current_task()}
     assert [] != seen
+
+
+@shapes
+async def test_nested_async_generator_source_is_closed_while_waiting(shape: Shape) -> None:
+    """A source that is an async generator reading another one, left while the inner
+    one waits: both are closed (every ``finally`` runs) and nothing is reported
+    to the loop's exception handler."""
+    closed: list[str] = []
+    reported: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, ctx: reported.append(ctx))
+
+    async def inner() -> AsyncIterator[int]:
+        try:
+            for i in range(N):
+                yield i
+                await asyncio.sleep(0)  # a fetch: the chunk reader has to wait here
+        finally:
+            closed.append("inner")
+
+    async def outer() -> AsyncIterator[int]:
+        try:
+            async for x in inner():
+                yield x
+        finally:
+            closed.append("outer")
+
+    before = other_tasks()
+    async with shape().stream(outer()) as results:
+        async for x in results:
+            if x == 5:
+                break
+    gc.collect()
+    await settle()
+    # (outer's own ``async for`` leaves inner to the loop's async-generator hook
+    # when outer is closed at its ``yield``, as in plain Python)
+    assert ["inner", "outer"] == sorted(closed)
+    assert [] == reported
+    assert set() == other_tasks() - before

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from helpers import agen, collect
+from helpers import agen, collect, collect_timed
 from pipeflow.monitoring import StreamMonitor
 from pipeflow.streams import (
     MAX_CHUNK,
@@ -21,7 +21,7 @@ from pipeflow.streams import (
     flat_map,
     map,
 )
-from pipeflow.testing import TestSource
+from pipeflow.testing import TestSource, VirtualClock
 
 T = TypeVar("T")
 
@@ -361,3 +361,85 @@ async def test_large_async_source_with_concurrency() -> None:
     n = 3000
     pipeline = map(adouble, concurrency=8) | filter(is_even) | Inc()
     assert [2 * x + 1 for x in range(n)] == await collect(pipeline.stream(agen(range(n))))
+
+
+# -- flat_map emits as it goes ---------------------------------------------------
+
+
+async def test_flat_map_does_not_collect_a_long_expansion() -> None:
+    """A long (here endless) expansion goes on a chunk at a time: a slow, bounded
+    downstream stops it from being read further."""
+    produced = 0
+
+    def endless(x: int) -> Iterator[int]:
+        nonlocal produced
+        while True:
+            produced += 1
+            yield x
+
+    slow = map(inc, config=BackpressureConfig(max_buffer_size=10))
+    got = []
+    async with (flat_map(endless) | slow).stream([7]) as results:
+        async for y in results:
+            got.append(y)
+            if len(got) == 3:
+                break
+    assert [8, 8, 8] == got
+    # read ahead: the chunk the stage holds, the buffer, the chunk in the slow stage
+    assert produced <= 3 * MAX_CHUNK + 10
+
+
+async def test_flat_map_chunks_are_bounded() -> None:
+    """However many elements one call gives, they go on in chunks of at most MAX_CHUNK."""
+    def count_up(n: int) -> Iterator[int]:
+        return (i for i in range(n))
+
+    stream = flat_map(count_up).stream([1000, 10])
+    sizes = [len(chunk) async for chunk in stream.chunks()]
+    assert 1010 == sum(sizes)
+    assert max(sizes) <= MAX_CHUNK
+
+
+async def test_flat_map_async_generator_elements_go_on_as_they_come() -> None:
+    """An async expansion that waits between elements is not held back: each element
+    that is ready goes on before the stage waits for the next."""
+    clock = VirtualClock()
+
+    async def pages(n: int) -> AsyncIterator[tuple[int, int]]:
+        for page in range(3):
+            yield n, page
+            await clock.sleep(10)  # the next page comes 10 s later
+
+    results = await collect_timed(flat_map(pages).stream([1], clock=clock), clock)
+    assert [(0.0, (1, 0)), (10.0, (1, 1)), (20.0, (1, 2))] == results
+
+
+async def test_flat_map_closes_an_async_expansion_left_early() -> None:
+    """Breaking out in the middle of an async expansion closes it at once."""
+    closed: list[int] = []
+
+    async def forever(x: int) -> AsyncIterator[int]:
+        try:
+            while True:
+                await asyncio.sleep(0)
+                yield x
+        finally:
+            closed.append(x)
+
+    async with flat_map(forever).stream([5]) as results:
+        async for _ in results:
+            break
+    assert [5] == closed
+
+
+async def test_flat_map_keeps_what_came_before_a_failure() -> None:
+    """Elements emitted before the expansion failed stay emitted; skip drops the rest."""
+
+    def partly(x: int) -> Iterator[int]:
+        yield x * 10
+        if x == 2:
+            raise ValueError("broken page")
+        yield x * 10 + 1
+
+    pipe = flat_map(partly, on_error="skip")
+    assert [10, 11, 20, 30, 31] == await collect(pipe.stream([1, 2, 3]))

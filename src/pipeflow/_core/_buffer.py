@@ -158,7 +158,9 @@ class ChunkBuffer:
         if items:
             self._chunks.append((items, mark))
             self._size += len(items)
-            if self._size > self._high and not self.throttled:
+            # A full buffer is in backpressure whatever the threshold (at 1.0, or
+            # with room for one item, no fill level is above it).
+            if (self._size > self._high or self._size >= self.capacity) and not self.throttled:
                 self._set_throttled(True)
             self._wake_getter()
         elif mark != self._last_mark:

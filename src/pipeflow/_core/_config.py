@@ -23,8 +23,8 @@ class BackpressureConfig:
     Attributes:
         max_buffer_size: the most items held between the pipe and its upstream.
         throttle_threshold: in (0, 1]. Once the buffer is fuller than this
-            fraction the pipe is in backpressure: intake pauses until the buffer
-            drains below it, and a source that can pause is told.
+            fraction (or full) the pipe is in backpressure: intake pauses until
+            the buffer drains below it, and a source that can pause is told.
         min_processing_time: seconds; the least time one item occupies a worker,
             so the pipe never exceeds ``concurrency / min_processing_time`` items/s.
         overflow: what a full buffer does with more input: ``"block"`` (wait,

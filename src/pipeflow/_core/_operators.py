@@ -11,7 +11,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._pipe import StreamPipe
-from ._stages import Kind, StageContext, sync_stage
+from ._stages import Kind, StageContext, flat_stage, paced, sync_stage
 
 if TYPE_CHECKING:
     from ._buffer import Chunk
@@ -76,6 +76,11 @@ class FunctionPipe(StreamPipe[A, B]):
         return result  # type: ignore[no-any-return]
 
     def _open(self, up: AsyncIterator[Chunk], ctx: StageContext) -> AsyncIterator[Chunk]:
+        if self.kind is Kind.FLAT and self.concurrency == 1:
+            fn = self.fn
+            if ctx.config.min_processing_time > 0:
+                fn = paced(_as_async(fn), ctx.config.min_processing_time, ctx.clock)
+            return flat_stage(fn, up, ctx)
         if self.is_async:
             return self._open_items(self.fn, self.kind, up, ctx)
         if not self._item_path and self.concurrency == 1 and ctx.config.min_processing_time == 0:

@@ -23,8 +23,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
-from tenacity import wait_exponential_jitter as _wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
 
 from ._errors import StreamError
 
@@ -212,9 +217,9 @@ class ErrorHandler:
         first: BaseException | None = exc
         retrying = AsyncRetrying(
             stop=stop_after_attempt(policy.attempts),
-            wait=_wait_exponential_jitter(
-                multiplier=policy.backoff, max=policy.max_backoff, jitter=policy.jitter
-            ),
+            # The cap applies before the jitter, so capped retries still spread out.
+            wait=wait_exponential(multiplier=policy.backoff, max=policy.max_backoff)
+            + wait_random(0, policy.jitter),
             retry=retry_if_exception_type(policy.on),
             sleep=self.clock.sleep,
             reraise=True,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from itertools import islice
@@ -10,7 +12,14 @@ from typing import Any, Protocol, runtime_checkable
 
 from ._buffer import MAX_CHUNK, Chunk
 
-__all__ = ["Acknowledging", "Pausable", "check_source", "close_source", "source_chunks"]
+__all__ = [
+    "Acknowledging",
+    "Pausable",
+    "check_source",
+    "close_source",
+    "ready_items",
+    "source_chunks",
+]
 
 
 @runtime_checkable
@@ -118,13 +127,29 @@ async def _sync_chunks(it: Iterator[Any]) -> AsyncIterator[Chunk]:
 
 
 async def _async_chunks(it: AsyncIterator[Any]) -> AsyncIterator[Chunk]:
-    """Read an async iterator in chunks of the items it hands over without waiting.
+    """Read an async iterator in chunks of the items it hands over without waiting."""
+    count = 0
+    pieces = ready_items(it)
+    try:
+        async for chunk, _ in pieces:
+            count += len(chunk)
+            yield chunk, count
+    finally:
+        await pieces.aclose()  # type: ignore[attr-defined]
+        await close_source(it)
+
+
+async def ready_items(it: AsyncIterator[Any]) -> AsyncIterator[tuple[list[Any], bool]]:
+    """What an async iterator hands over without waiting, a list at a time.
+
+    A list ends where reading on would wait, at ``MAX_CHUNK`` items, or at the
+    end; it comes with whether more may follow (``False``: the iterator is used
+    up). On a failure, what was read before it comes first. ``it`` is not closed.
 
     Each ``__anext__()`` awaitable is stepped by hand: if it completes at once,
-    its item joins the chunk; if it has to wait, the chunk goes on first, and
-    the step in progress is resumed afterwards exactly as ``await`` would have.
+    its item joins the list; if it has to wait, the list goes on first, and the
+    step in progress is resumed afterwards exactly as ``await`` would have.
     """
-    count = 0
     pending: _Resume | None = None
     # An async generator's __anext__() is its own __await__() iterator: skip a call.
     anext = it.__anext__
@@ -153,18 +178,16 @@ async def _async_chunks(it: AsyncIterator[Any]) -> AsyncIterator[Chunk]:
                     break
             except StopAsyncIteration:
                 if chunk:
-                    yield chunk, count + len(chunk)
+                    yield chunk, False
                 return
             except Exception:
                 if chunk:  # what was read before the failure still goes on
-                    yield chunk, count + len(chunk)
+                    yield chunk, True
                 raise
-            count += len(chunk)
-            yield chunk, count
+            yield chunk, True
     finally:
         if pending is not None:
             pending.abandon()
-        await close_source(it)
 
 
 class _Resume:
@@ -200,11 +223,20 @@ class _Resume:
                     return done.value
 
     def abandon(self) -> None:
-        """Stop the step in progress, so the source can still be closed."""
+        """Stop the step in progress, so the source can still be closed.
+
+        The step is cancelled as a task's ``await`` would be: ``CancelledError``
+        goes down to the innermost await (a ``GeneratorExit`` would only close
+        the outermost awaitable and leave a nested async generator running), so
+        every ``finally`` on the way runs.
+        """
         try:
-            self._awaiting.throw(GeneratorExit)
-        except (GeneratorExit, StopIteration, StopAsyncIteration):
-            pass
+            self._awaiting.throw(asyncio.CancelledError())
+        except (asyncio.CancelledError, StopIteration, StopAsyncIteration):
+            return
         except Exception:
             # The source's own cleanup failed; closing the source will report it.
-            pass
+            return
+        # The source caught the cancellation and went on waiting: close the step.
+        with contextlib.suppress(Exception):
+            self._awaiting.close()

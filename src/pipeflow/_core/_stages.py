@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import inspect
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from itertools import compress
+from itertools import compress, islice
 from typing import TYPE_CHECKING, Any
 
+from ._buffer import MAX_CHUNK
 from ._errors import StreamError
 from ._policies import SKIP
+from ._sources import close_source, ready_items
 
 if TYPE_CHECKING:
     from ._buffer import Chunk, ChunkBuffer
@@ -34,6 +37,7 @@ __all__ = [
     "Kind",
     "StageContext",
     "concurrent_stage",
+    "flat_stage",
     "item_stage",
     "paced",
     "stream_stage",
@@ -88,7 +92,7 @@ def _call_once(fn: Callable[[Any], Any], item: Any) -> Callable[[], Awaitable[An
 
     async def call() -> Any:
         result = fn(item)
-        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+        if inspect.isawaitable(result):  # not a generator a sync function returned
             result = await result
         return result
 
@@ -98,7 +102,8 @@ def _call_once(fn: Callable[[Any], Any], item: Any) -> Callable[[], Awaitable[An
 async def item_stage(
     call: AsyncFn, kind: Kind, up: AsyncIterator[Chunk], ctx: StageContext
 ) -> AsyncIterator[Chunk]:
-    """Await ``call(item)`` for each item in turn (concurrency 1)."""
+    """Await ``call(item)`` for each item in turn (concurrency 1; ``map``/``filter``)."""
+    assert kind is not Kind.FLAT, "flat_map runs in flat_stage"
     stats = ctx.stats
     handle = ctx.errors.handle
     timed = stats.timed
@@ -115,13 +120,10 @@ async def item_stage(
                 if kind is Kind.MAP:
                     for x in it:
                         append(await call(x))
-                elif kind is Kind.FILTER:
+                else:
                     for x in it:
                         if await call(x):
                             append(x)
-                else:
-                    for x in it:
-                        out.extend(await _flat(await call(x)))
                 break
             except Exception as exc:
                 try:
@@ -140,17 +142,102 @@ async def item_stage(
         yield out, mark
 
 
-async def _flat(result: Any) -> Iterable[Any]:
-    """The outputs of one flat-map call: an iterable, or an async iterable collected."""
+async def _flat(result: Any) -> list[Any]:
+    """The outputs of one flat-map call, collected: inside the call's own attempt,
+    so that a failure while iterating them meets the error policy."""
+    if inspect.isawaitable(result):
+        result = await result
     if hasattr(result, "__aiter__"):
         return [y async for y in result]
-    return result  # type: ignore[no-any-return]
+    return list(result)
+
+
+def _collected(fn: Callable[[Any], Any], item: Any) -> Callable[[], Awaitable[Any]]:
+    """``fn(item)``'s outputs as an awaitable factory, for retrying a flat-map call."""
+
+    async def call() -> list[Any]:
+        return await _flat(fn(item))
+
+    return call
+
+
+async def flat_stage(
+    fn: Callable[[Any], Any], up: AsyncIterator[Chunk], ctx: StageContext
+) -> AsyncIterator[Chunk]:
+    """``flat_map`` at concurrency 1: emit each call's elements as they come.
+
+    ``fn(item)`` returns an iterable, an async iterable or an awaitable of either.
+    Its elements go out in chunks of at most ``MAX_CHUNK``, so a long or endless
+    expansion is never held whole and the first elements of a slow async one are
+    not held back: the stage waits for room downstream like any other.
+
+    A failure while iterating goes to the error policy; the elements emitted
+    before it stay emitted, and a retry emits every element of the new attempt.
+    """
+    stats = ctx.stats
+    handle = ctx.errors.handle
+    timed = stats.timed
+    now = ctx.clock.monotonic
+    last_mark = 0
+    async for items, mark in up:
+        started = now() if timed else 0.0
+        out: list[Any] = []
+        n_out = 0
+        for i, x in enumerate(items):
+            try:
+                result = fn(x)
+                if inspect.isawaitable(result):
+                    result = await result
+                if hasattr(result, "__aiter__"):
+                    # What is ready goes on before waiting for more.
+                    pieces = ready_items(result.__aiter__())
+                    try:
+                        async for piece, more in pieces:
+                            if len(out) + len(piece) > MAX_CHUNK:
+                                n_out += len(out)
+                                yield out, last_mark
+                                out = []
+                            out += piece
+                            if more:
+                                n_out += len(out)
+                                yield out, last_mark
+                                out = []
+                    finally:
+                        await pieces.aclose()  # type: ignore[attr-defined]
+                        await close_source(result)  # left early: close it now
+                elif hasattr(result, "__len__") and len(out) + len(result) <= MAX_CHUNK:
+                    out.extend(result)  # sized and small: the common case
+                else:
+                    it = iter(result)
+                    while True:
+                        out.extend(islice(it, MAX_CHUNK - len(out)))
+                        if len(out) < MAX_CHUNK:
+                            break
+                        n_out += MAX_CHUNK
+                        yield out, last_mark
+                        out = []
+            except Exception as exc:
+                try:
+                    _emit(Kind.FLAT, out, x, await handle(x, exc, _collected(fn, x)))
+                except StreamError:
+                    stats.items_in += i
+                    stats.items_out += n_out + len(out)
+                    if out:
+                        yield out, last_mark
+                    raise
+        stats.items_in += len(items)
+        stats.items_out += n_out + len(out)
+        if timed:
+            stats.record_chunk(n_out + len(out), started, now(), len(items))
+        last_mark = mark
+        yield out, mark
 
 
 async def sync_stage(
     fn: Callable[[Any], Any], kind: Kind, up: AsyncIterator[Chunk], ctx: StageContext
 ) -> AsyncIterator[Chunk]:
-    """Apply a synchronous function to each chunk at C speed (``map``/``filter``/``flat_map``)."""
+    """Apply a synchronous function to each chunk at C speed (``map``/``filter``)."""
+    assert kind is not Kind.FLAT, "flat_map runs in flat_stage"
     stats = ctx.stats
     handle = ctx.errors.handle
     timed = stats.timed
@@ -171,17 +258,18 @@ async def sync_stage(
                         out.extend(map(fn, seg))
                     finally:
                         done = len(out) - before
-                elif kind is Kind.FILTER:
-                    flags: list[Any] = []
+                else:
+                    flags: list[bool] = []
                     try:
-                        flags.extend(map(fn, seg))
+                        # bool() within the pass: a result that is no truth value
+                        # (a numpy array, say) fails on its own item.
+                        flags.extend(map(bool, map(fn, seg)))
                     finally:
                         done = len(flags)
                         out.extend(compress(seg, flags))
-                else:
-                    for x in seg:
-                        out.extend(fn(x))
-                        done += 1
+                if done < len(seg):
+                    # fn raised StopIteration, which map() takes for the end of its input.
+                    raise StopIteration
                 break
             except Exception as exc:
                 x = seg[done]
@@ -337,11 +425,14 @@ async def concurrent_stage(
         if wake is not None and not wake.done():
             wake.set_result(None)
 
-    flat = kind is Kind.FLAT
+    flat, keep = kind is Kind.FLAT, kind is Kind.FILTER
 
     async def attempt(item: Any) -> Any:
+        # Everything that can fail on the item happens in its task, under the policy.
         result = await call(item)
-        return await _flat(result) if flat else result
+        if flat:
+            return await _flat(result)
+        return bool(result) if keep else result
 
     async def run_one(item: Any) -> Any:
         started = now() if timed else 0.0
