@@ -887,3 +887,29 @@ async def test_concurrent_flat_map_of_a_sync_generator_meets_the_policy(ordered:
     with pytest.raises(StreamError) as info:
         await collect(raising.stream([1, 2, 3]))
     assert 2 == info.value.item
+
+
+class TimesTenAsync(StreamPipe[int, int]):
+    async def process_item(self, item: int) -> int:
+        return times_ten_failing_on(3)(item)
+
+
+@pytest.mark.parametrize(
+    "pipe",
+    [
+        ps.map(times_ten_failing_on(3)),
+        ps.map(times_ten_failing_on(3), config=BackpressureConfig(max_buffer_size=100)),
+        TimesTenAsync(),
+    ],
+    ids=["fused", "buffered", "async"],
+)
+async def test_items_in_stops_at_the_failed_item(pipe: Pipeable[int, int]) -> None:
+    """Under "raise", a stage has received the items up to the failed one, not the
+    rest of their chunk."""
+    stream = pipe.stream(range(10))
+    got: list[int] = []
+    with pytest.raises(StreamError):
+        await collect_until_error(stream, got)
+    assert [0, 10, 20] == got
+    (stats,) = stream.statistics()
+    assert (4, 3, 1) == (stats.items_in, stats.items_out, stats.errors)

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from itertools import compress, islice
+from operator import length_hint
 from typing import TYPE_CHECKING, Any
 
 from ._buffer import MAX_CHUNK
@@ -129,9 +130,9 @@ async def item_stage(
                 try:
                     _emit(kind, out, x, await handle(x, exc, _call_once(call, x)))
                 except StreamError:
+                    stats.items_in += len(items) - length_hint(it)  # up to the failed one
+                    stats.items_out += len(out)
                     if out:
-                        stats.items_in += len(items)
-                        stats.items_out += len(out)
                         yield out, last_mark
                     raise
         stats.items_in += len(items)
@@ -276,9 +277,9 @@ async def sync_stage(
                 try:
                     _emit(kind, out, x, await handle(x, exc, _call_once(fn, x)))
                 except StreamError:
+                    stats.items_in += pos + done + 1  # up to the failed one
+                    stats.items_out += len(out)
                     if out:
-                        stats.items_in += pos + done
-                        stats.items_out += len(out)
                         yield out, last_mark
                     raise
                 pos += done + 1
