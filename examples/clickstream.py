@@ -472,6 +472,9 @@ class DemoResult:
     batches: tuple[int, ...]
     channels: Counter[str]
     metrics: StreamMetrics
+    #: The run's own per-stage statistics at its end: they still show its buffers,
+    #: which the monitor no longer counts once a run has ended.
+    stages: tuple[StageMetrics, ...]
     seconds: float
 
     @property
@@ -518,7 +521,7 @@ async def run_demo(n_events: int, *, seed: int = 7, console: Console | None = No
     started = time.perf_counter()
     with make_progress(console) as progress:
         task = progress.add_task("events", total=n_events, rate=0.0, buffer=0, dead=0, late=0)
-        batches = await consume(pipeline.stream(data.events), progress, task, monitor)
+        batches, stages = await consume(pipeline.stream(data.events), progress, task, monitor)
     result = DemoResult(
         n_events=n_events,
         malformed=data.malformed,
@@ -530,6 +533,7 @@ async def run_demo(n_events: int, *, seed: int = 7, console: Console | None = No
         batches=tuple(batches),
         channels=counter.channels,
         metrics=monitor.get_metrics(),
+        stages=stages,
         seconds=time.perf_counter() - started,
     )
     print_report(console, result)
@@ -538,8 +542,9 @@ async def run_demo(n_events: int, *, seed: int = 7, console: Console | None = No
 
 async def consume(
     results: Stream[WriteReceipt], progress: Progress, task: TaskID, monitor: StreamMonitor
-) -> list[int]:
-    """Collect the rows of each written batch; refresh the progress line meanwhile.
+) -> tuple[list[int], tuple[StageMetrics, ...]]:
+    """Collect the rows of each written batch, and the run's statistics at its end;
+    refresh the progress line meanwhile.
 
     Receipts come only when a batch is written, so a side task refreshes the
     progress line every ``REFRESH_EVERY`` seconds.
@@ -560,7 +565,7 @@ async def consume(
         refresher.cancel()
         await asyncio.wait([refresher])
     show_progress(progress, task, monitor)
-    return batches
+    return batches, results.statistics()
 
 
 # -- display ------------------------------------------------------------------------
@@ -603,7 +608,7 @@ def show_progress(progress: Progress, task: TaskID, monitor: StreamMonitor) -> N
 
 def print_report(console: Console, result: DemoResult) -> None:
     console.print()
-    console.print(stage_table(result.metrics))
+    console.print(stage_table(result.metrics, result.stages))
     console.print(bottleneck_note(result.metrics.stages))
     console.print(accounting_line(result))
     console.print(writer_line(result))
@@ -619,12 +624,13 @@ def print_report(console: Console, result: DemoResult) -> None:
     console.print(f"Counted views by channel: {mix}" if total else "No views counted.")
 
 
-def stage_table(metrics: StreamMetrics) -> Table:
+def stage_table(metrics: StreamMetrics, stages: tuple[StageMetrics, ...]) -> Table:
     """The monitor's per-stage metrics, one row per stage (fits 80 columns).
 
     Every error in this pipeline is dead-lettered, so the errors column would
     repeat the dead letters; the windowed stage adds its late views and fired
-    windows.
+    windows. The buffers are the run's own (``stages``): the monitor counts no
+    buffer for a run that has ended.
     """
     table = Table(
         title="Per-stage metrics from the StreamMonitor",
@@ -637,7 +643,7 @@ def stage_table(metrics: StreamMetrics) -> Table:
     headers = ("in", "out", "dead\nletters", "late", "windows\nfired", "out/s", "back-\npressure")
     for header in (*headers, "p50\nms", "p95\nms", "buffer"):
         table.add_column(header, justify="right", min_width=6)
-    for s in metrics.stages:
+    for s, own in zip(metrics.stages, stages, strict=True):
         windowed = bool(s.windows_fired or s.windows_open or s.late)
         table.add_row(
             s.name,
@@ -649,7 +655,7 @@ def stage_table(metrics: StreamMetrics) -> Table:
             f"{s.throughput:,.0f}",
             f"{s.backpressure:.0%}",
             *(milliseconds(q) for q in (s.latency_p50, s.latency_p95)),
-            f"{s.buffer_size}/{s.buffer_capacity}" if s.buffer_capacity else "fused",
+            f"{own.buffer_size}/{own.buffer_capacity}" if own.buffer_capacity else "fused",
         )
     return table
 

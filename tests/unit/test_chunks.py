@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -64,6 +65,83 @@ async def test_a_chunk_goes_on_without_waiting_for_more(shape: Any) -> None:
         async for chunk in stream.chunks():
             arrivals.append((clock.monotonic(), chunk))
     assert [(0.0, [2, 4]), (10.0, [5])] == arrivals
+
+
+class Tenfold(StreamPipe[int, int]):
+    """Emits each item ten times: whatever it emits while its input lasts goes into
+    the next stage's buffer in one piece."""
+
+    async def process_stream(self, stream: AsyncIterator[int]) -> AsyncIterator[int]:
+        async for x in stream:
+            for _ in range(10):
+                yield x
+
+
+def slow_first(clock: VirtualClock) -> Pipeable[int, int]:
+    """A concurrent map whose first call is slow: the 999 finished calls behind it
+    go on together when it completes, at t=1."""
+
+    async def fetch(n: int) -> int:
+        await clock.sleep(1.0 if n == 0 else 0.001)
+        return n
+
+    return map(fetch, concurrency=8)
+
+
+LARGE: dict[str, tuple[Callable[[VirtualClock], Pipeable[int, int]], list[int]]] = {
+    "concurrent": (slow_first, list(range(1000))),
+    "process_stream": (lambda _: Tenfold() | map(abs), [x for x in range(1000) for _ in range(10)]),
+}
+
+
+@pytest.mark.parametrize(("shape", "expected"), LARGE.values(), ids=LARGE.keys())
+@pytest.mark.parametrize("monitored", [False, True])
+async def test_lists_hold_at_most_max_chunk(
+    shape: Callable[[VirtualClock], Pipeable[int, int]], expected: list[int], monitored: bool
+) -> None:
+    """A stage may emit more than MAX_CHUNK results at once; the consumer still
+    gets lists of at most MAX_CHUNK, all of the results, in order."""
+    clock = VirtualClock()
+    pipe = shape(clock)
+    if monitored:
+        pipe.set_monitor(StreamMonitor())
+    stream = pipe.stream(range(1000), clock=clock)
+    async with stream:
+        chunks = [chunk async for chunk in stream.chunks()]
+    assert max(len(c) for c in chunks) <= MAX_CHUNK
+    assert expected == [x for c in chunks for x in c]
+
+
+async def test_a_large_chunk_is_acknowledged_once_every_list_of_it_is_taken() -> None:
+    """The slices of a large chunk go on one by one; the source is acknowledged
+    when the consumer asks for the list after the last of them."""
+    clock = VirtualClock()
+    source: TestSource[int] = TestSource(range(1000), clock=clock)
+    lists = []
+    stream = slow_first(clock).stream(source, clock=clock)
+    async with stream:
+        async for chunk in stream.chunks():
+            lists.append((clock.monotonic(), len(chunk), source.acked))
+            await clock.sleep(1)  # a slow bulk write
+    assert [(1.0, 256, 0), (2.0, 256, 0), (3.0, 256, 0), (4.0, 232, 0)] == lists
+    assert 1000 == source.acked
+
+
+async def test_a_list_counts_in_throughput_when_the_consumer_takes_it() -> None:
+    """A monitored run's throughput counts each list as the consumer takes it, not
+    the large chunk it was cut from: three lists of 256 in the first 3 s."""
+    clock = VirtualClock()
+    monitor = StreamMonitor()
+    pipe = slow_first(clock)
+    pipe.set_monitor(monitor)
+    stream = pipe.stream(range(1000), clock=clock)
+    throughput = []
+    async with stream:
+        async for _ in stream.chunks():
+            await clock.sleep(1)
+            throughput.append(monitor.get_metrics().throughput)
+    # Lists taken at t=1, 2, 3 and 4; read at t=2, 3, 4 and 5.
+    assert [pytest.approx(x) for x in (256 / 2, 512 / 3, 768 / 4, 1000 / 5)] == throughput
 
 
 async def test_the_source_is_acknowledged_chunk_by_chunk() -> None:

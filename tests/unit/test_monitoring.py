@@ -96,7 +96,7 @@ async def test_pipeline_metrics_per_stage_in_order() -> None:
     ]
     assert (10, 2) == (metrics.items_in, metrics.items_out)
     assert (1, 1, 3) == (metrics.errors, metrics.skipped, metrics.dropped)
-    assert 2 == metrics.stage("sink").buffer_capacity
+    assert 0 == metrics.stage("sink").buffer_capacity  # the run has ended: no buffer left
 
 
 async def test_retries_and_dead_letters_are_totalled() -> None:
@@ -292,6 +292,71 @@ async def test_throughput_window_slides() -> None:
     assert metrics.stages[0].window <= 10.0
 
 
+class Expand(StreamPipe[int, int]):
+    """Emits each item twice, item by item (an overridden ``process_stream``)."""
+
+    async def process_stream(self, stream: AsyncIterator[int]) -> AsyncIterator[int]:
+        async for x in stream:
+            yield x
+            yield x
+
+
+async def echo(x: int) -> int:
+    return x
+
+
+LAST_STAGES: dict[str, Callable[[], ps.Pipeable[int, int]]] = {
+    "item": lambda: StreamPipe[int, int](name="last"),
+    "fused": lambda: ps.map(double, name="last"),
+    "concurrent": lambda: ps.map(echo, concurrency=4, name="last"),
+    "flat_map": lambda: ps.flat_map(lambda x: [x, x], name="last"),
+    "process_stream": lambda: Expand(name="last"),
+}
+
+
+@pytest.mark.parametrize("last", LAST_STAGES.values(), ids=LAST_STAGES.keys())
+async def test_throughput_counts_results_as_the_consumer_takes_them(
+    last: Callable[[], ps.Pipeable[int, int]],
+) -> None:
+    """The last stage emits results a chunk at a time, but its throughput counts
+    them as the consumer takes them, once: here one per second."""
+    clock = VirtualClock()
+    monitor = StreamMonitor()
+    pipe = last()
+    pipe.set_monitor(monitor)
+    seen: list[StreamMetrics] = []
+    async with pipe.stream(range(1000), clock=clock) as s:
+        taken = 0
+        async for _ in s:
+            taken += 1
+            await clock.sleep(1)
+            if taken in (5, 30):
+                seen.append(monitor.get_metrics())
+            if taken == 30:
+                break
+    early, late = seen
+    assert [5.0, 9.0] == [early.stages[0].window, late.stages[0].window]
+    assert [pytest.approx(1.0), pytest.approx(1.0)] == [early.throughput, late.throughput]
+    # The run ended at the break: the results taken still count, the rest never will.
+    assert pytest.approx(1.0) == monitor.get_metrics().throughput
+
+
+async def test_items_out_counts_what_the_last_stage_emitted() -> None:
+    """items_out moves a chunk at a time: the last stage's chunk counts once the
+    consumer's loop has it, before the consumer has taken every result of it."""
+    clock = VirtualClock()
+    monitor = StreamMonitor()
+    pipe = StreamPipe[int, int](name="last")
+    pipe.set_monitor(monitor)
+    async with pipe.stream(range(1000), clock=clock) as s:
+        async for _ in s:
+            await clock.sleep(1)
+            metrics = monitor.get_metrics()
+            break
+    assert 256 == metrics.items_out
+    assert pytest.approx(1.0) == metrics.throughput
+
+
 # -- backpressure ------------------------------------------------------------------
 
 
@@ -348,6 +413,52 @@ async def test_slow_buffered_stage_is_the_bottleneck() -> None:
     assert 4 == metrics.stage("slow").buffer_capacity
     assert 0 == metrics.stage("fast").buffer_capacity
     assert 0 <= metrics.stage("slow").buffer_size <= 4
+
+
+async def test_a_long_block_counts_in_the_seconds_it_covered() -> None:
+    """A block is spread over the seconds it lasted: 5 s after a 15 s stall ended,
+    only the 4 s of it inside the last 9 s count.
+
+    t:      0              11      15          20
+    block:  |===============|=======|           |
+    window:                 [..................]
+    """
+    clock = VirtualClock()
+    monitor = StreamMonitor()
+    pipe = ps.map(double, name="m")
+    pipe.set_monitor(monitor)
+    source: TestSource[int] = TestSource([0, TestSource.wait(20), 1], clock=clock)
+    seen: list[tuple[float, float]] = []
+    async with pipe.stream(source, clock=clock) as s:
+        async for x in s:
+            if x == 0:
+                await clock.sleep(15)  # the consumer stalls: the stage is blocked
+            seen.append((clock.monotonic(), monitor.get_metrics().backpressure))
+    assert [(15.0, 1.0), (20.0, pytest.approx(4 / 9))] == seen
+    await clock.sleep(10)
+    assert 0.0 == monitor.get_metrics().backpressure
+
+
+async def test_a_closed_run_is_blocked_no_more() -> None:
+    """When the consumer breaks out, every stage's block ends with the run: the
+    stage it held and the one feeding the buffer in front of it."""
+    clock = VirtualClock()
+    monitor = StreamMonitor()
+    pipeline = ps.map(double, name="feed") | ps.map(
+        str, name="last", config=BackpressureConfig(max_buffer_size=4)
+    )
+    pipeline.set_monitor(monitor)
+    async with pipeline.stream(range(1000), clock=clock) as s:
+        async for _ in s:
+            await clock.sleep(5)  # both stages are blocked from t=0 to t=5
+            break
+    await clock.sleep(5)
+    metrics = monitor.get_metrics()
+    assert 0 == metrics.active_runs
+    # Of the last 9 s (t=1..10), both were blocked for 4 s.
+    assert [pytest.approx(4 / 9)] * 2 == [stage.backpressure for stage in metrics.stages]
+    await clock.sleep(10)
+    assert [0.0, 0.0] == [stage.backpressure for stage in monitor.get_metrics().stages]
 
 
 async def test_buffer_size_and_capacity_of_buffered_stage() -> None:
@@ -465,3 +576,30 @@ async def test_monitor_folds_finished_runs_into_totals() -> None:
     assert (50, 0) == (metrics.runs, metrics.active_runs)
     assert (150, 150) == (metrics.items_in, metrics.items_out)
     assert 2 >= len(monitor._runs)  # only runs within the window are kept whole
+
+
+async def test_ended_runs_hold_no_buffer() -> None:
+    """Only running runs have buffers: a run that has ended adds no buffer size,
+    capacity or throttling, whether recent or folded into the totals, while its
+    recent throughput still counts."""
+    clock = VirtualClock()
+    monitor = StreamMonitor()
+    pipe = Sleeper(clock, 0.01, config=BackpressureConfig(max_buffer_size=100), name="slow")
+    pipe.set_monitor(monitor)
+    assert list(range(50)) == await collect(pipe.stream(range(50), clock=clock))
+    ended = monitor.get_metrics()
+    assert (1, 0) == (ended.runs, ended.active_runs)
+    assert (0, 0, False) == (ended.buffer_size, ended.buffer_capacity, ended.stages[0].throttled)
+    assert pytest.approx(100.0) == ended.throughput
+    async with pipe.stream(range(500), clock=clock) as s:
+        async for _ in s:
+            live = monitor.get_metrics()
+            break
+    assert (2, 1) == (live.runs, live.active_runs)
+    assert (100, 100) == (live.buffer_capacity, live.stages[0].buffer_capacity)
+    for _ in range(3):
+        await collect(pipe.stream(range(10), clock=clock))
+        await clock.sleep(60)  # long enough for the runs to be folded into totals
+    folded = monitor.get_metrics()
+    assert (5, 0) == (folded.runs, folded.active_runs)
+    assert (0, 0) == (folded.buffer_size, folded.buffer_capacity)

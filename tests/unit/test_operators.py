@@ -391,6 +391,7 @@ async def test_flat_map_does_not_collect_a_long_expansion() -> None:
 
 async def test_flat_map_chunks_are_bounded() -> None:
     """However many elements one call gives, they go on in chunks of at most MAX_CHUNK."""
+
     def count_up(n: int) -> Iterator[int]:
         return (i for i in range(n))
 

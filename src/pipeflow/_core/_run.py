@@ -17,7 +17,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
-from ._buffer import Chunk, ChunkBuffer
+from ._buffer import MAX_CHUNK, Chunk, ChunkBuffer
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import BackpressureConfig
 from ._fusion import FusedOps, direct_consumer, fused_stage
@@ -338,7 +338,11 @@ def _fused_ops(group: list[tuple[Any, StageContext]]) -> FusedOps:
 
 async def _iterate(run: _Run, *, chunked: bool = False) -> AsyncIterator[Any]:
     """The consumer's generator: results of the last stage, chunk by chunk,
-    yielded one by one or, if ``chunked``, a chunk at a time."""
+    yielded one by one or, if ``chunked``, in lists of at most ``MAX_CHUNK``.
+
+    When the run is timed, the last stage's throughput counts the results as the
+    consumer takes them (see ``StageStats.start_delivery``).
+    """
     if run.started:
         return
     cancelled = False
@@ -347,6 +351,9 @@ async def _iterate(run: _Run, *, chunked: bool = False) -> AsyncIterator[Any]:
         clock = run.clock
         segment_stats = run.segment_stats
         timed = bool(segment_stats) and segment_stats[0].timed
+        if timed:
+            last = segment_stats[-1]
+            last.feeds_consumer = True
         delivered = run.delivered
         async for items, mark in up:
             if items:
@@ -355,7 +362,18 @@ async def _iterate(run: _Run, *, chunked: bool = False) -> AsyncIterator[Any]:
                     for s in segment_stats:
                         s.block(t)
                 if chunked:
-                    yield items
+                    # A stage may emit more than MAX_CHUNK at once (a concurrent
+                    # stage catching up, a process_stream filling a buffer): the
+                    # consumer gets slices, and the mark once it has them all.
+                    for part in (items,) if len(items) <= MAX_CHUNK else _split(items):
+                        if timed:
+                            last.record_delivered(len(part), clock.monotonic())
+                        yield part
+                elif timed:
+                    it = iter(items)
+                    last.start_delivery(it, len(items), t)
+                    for x in it:
+                        yield x
                 else:
                     for x in items:
                         yield x
@@ -363,6 +381,7 @@ async def _iterate(run: _Run, *, chunked: bool = False) -> AsyncIterator[Any]:
                     t = clock.monotonic()
                     for s in segment_stats:
                         s.unblock(t)
+                    last.end_delivery(t)
             delivered(mark)
         await run.end()
     except asyncio.CancelledError:
@@ -370,6 +389,11 @@ async def _iterate(run: _Run, *, chunked: bool = False) -> AsyncIterator[Any]:
         raise
     finally:
         await run.close(cancelled=cancelled)
+
+
+def _split(items: list[Any]) -> list[list[Any]]:
+    """``items`` in slices of at most ``MAX_CHUNK``."""
+    return [items[i : i + MAX_CHUNK] for i in range(0, len(items), MAX_CHUNK)]
 
 
 async def _shutdown(

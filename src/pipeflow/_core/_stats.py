@@ -1,16 +1,20 @@
 """Per-stage statistics: the counters a running stage keeps, and their frozen snapshots.
 
 A running stage owns a :class:`StageStats` and updates it once per chunk of items,
-never per item, so counting costs next to nothing. ``statistics()`` returns a
-frozen :class:`StageMetrics` record; monitors read those records and nothing else.
+never per item, so counting costs next to nothing. The consumer's loop does the
+same for the last stage's throughput, which follows what the consumer takes.
+``statistics()`` returns a frozen :class:`StageMetrics` record; monitors read
+those records and nothing else.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from operator import length_hint
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ._clock import Clock
@@ -32,7 +36,9 @@ class StageMetrics:
     Attributes:
         name: the pipe's name.
         items_in: items the stage received.
-        items_out: items it emitted.
+        items_out: items it emitted, counted a chunk at a time as it hands them
+            on: the last stage's may run one chunk ahead of what the consumer
+            has taken.
         errors: items whose processing failed for good (after any retries),
             whatever the error policy then did with them.
         retries: extra attempts made by a ``Retry`` policy.
@@ -43,7 +49,9 @@ class StageMetrics:
             (windowed pipes), whatever the late-data policy did with them.
         windows_open: windows holding items now (windowed pipes).
         windows_fired: windows emitted so far (windowed pipes).
-        throughput: items emitted per second over the last ``window`` seconds.
+        throughput: items emitted per second over the last ``window`` seconds; for
+            the last stage of a run, results the consumer took per second,
+            counted as it takes them.
         backpressure: share (0.0-1.0) of that time the stage spent blocked
             because its downstream did not take its output.
         buffer_size: items waiting in the stage's input buffer now.
@@ -95,6 +103,10 @@ class StageStats:
     __slots__ = (
         "_blocked",
         "_bucket_start",
+        "_chunk",
+        "_chunk_len",
+        "_chunk_seen",
+        "_chunk_taken",
         "_latencies",
         "_out",
         "_started",
@@ -104,6 +116,7 @@ class StageStats:
         "dead_lettered",
         "dropped",
         "errors",
+        "feeds_consumer",
         "items_in",
         "items_out",
         "late",
@@ -120,6 +133,9 @@ class StageStats:
         self.clock = clock
         #: Whether to read the clock per chunk (latency, throughput, backpressure).
         self.timed = timed
+        #: Whether the stage hands its output to the consumer: its throughput then
+        #: counts results as the consumer takes them, not as the stage emits them.
+        self.feeds_consumer = False
         self.items_in = 0
         self.items_out = 0
         self.errors = 0
@@ -136,9 +152,15 @@ class StageStats:
         now = clock.monotonic() if timed else 0.0
         self._started = now
         self._bucket_start = math.floor(now / _BUCKET) * _BUCKET
-        # Ring of per-bucket totals: items emitted and seconds blocked.
-        self._out = [0] * _NBUCKETS
+        # Ring of per-bucket totals: items emitted (taken, if it feeds the
+        # consumer) and seconds blocked.
+        self._out = [0.0] * _NBUCKETS
         self._blocked = [0.0] * _NBUCKETS
+        # The chunk the consumer is taking items from (see start_delivery), its
+        # length, the items of it already counted, and when they were counted.
+        self._chunk: Iterator[Any] | None = None
+        self._chunk_len = self._chunk_taken = 0
+        self._chunk_seen = 0.0
 
     def _rotate(self, now: float) -> int:
         """Advance the ring to ``now``; return the index of the current bucket."""
@@ -146,15 +168,33 @@ class StageStats:
         if now >= start + _BUCKET:
             steps = int((now - start) // _BUCKET)
             for k in range(1, min(steps, _NBUCKETS) + 1):
-                i = int((start / _BUCKET + k) % _NBUCKETS)
-                self._out[i] = 0
+                i = _index(start + k * _BUCKET)
+                self._out[i] = 0.0
                 self._blocked[i] = 0.0
             self._bucket_start = start + steps * _BUCKET
-        return int((self._bucket_start / _BUCKET) % _NBUCKETS)
+        return _index(self._bucket_start)
+
+    def _spread(self, ring: list[float], start: float, end: float, amount: float) -> None:
+        """Add ``amount``, spread evenly over the time from ``start`` to ``end``, to the
+        buckets that time covers; the part older than the ring keeps is dropped.
+
+        ``end`` lies in the current bucket: call :meth:`_rotate` first.
+        """
+        top = self._bucket_start
+        if start >= top:
+            ring[_index(top)] += amount
+            return
+        rate = amount / (end - start)
+        for k in range(_NBUCKETS):
+            bucket = top - k * _BUCKET
+            if bucket + _BUCKET <= start:
+                break
+            ring[_index(bucket)] += (min(end, bucket + _BUCKET) - max(start, bucket)) * rate
 
     def record_chunk(self, n_out: int, started: float, ended: float, n_timed: int) -> None:
         """Count ``n_out`` emitted items; ``n_timed`` items took ``ended - started`` together."""
-        self._out[self._rotate(ended)] += n_out
+        if not self.feeds_consumer:
+            self._out[self._rotate(ended)] += n_out
         if n_timed:
             self._latencies.append((ended - started) / n_timed)
 
@@ -163,18 +203,50 @@ class StageStats:
         self._latencies.append(seconds)
 
     def record_out(self, n_out: int, now: float) -> None:
-        self._out[self._rotate(now)] += n_out
+        if not self.feeds_consumer:
+            self._out[self._rotate(now)] += n_out
+
+    def record_delivered(self, n: int, now: float) -> None:
+        """The consumer took ``n`` results at once (a list from ``chunks()``)."""
+        self._out[self._rotate(now)] += n
+
+    def start_delivery(self, it: Iterator[Any], n: int, now: float) -> None:
+        """The consumer starts taking the ``n`` results of ``it``, one by one.
+
+        They count in throughput as it takes them: :meth:`statistics` reads how far
+        ``it`` has got, so the consumer does no work per item for the count.
+        """
+        self._chunk = it
+        self._chunk_len = n
+        self._chunk_taken = 0
+        self._chunk_seen = now
+
+    def end_delivery(self, now: float) -> None:
+        """The consumer is done with the chunk, or has stopped: count what it took."""
+        if self._chunk is not None:
+            self._rotate(now)
+            self._count_taken(self._chunk, now)
+            self._chunk = None
+
+    def _count_taken(self, chunk: Iterator[Any], now: float) -> None:
+        """Count the results taken since the last look, spread over the time since then."""
+        taken = self._chunk_len - length_hint(chunk)
+        if taken > self._chunk_taken:
+            self._spread(self._out, self._chunk_seen, now, taken - self._chunk_taken)
+            self._chunk_taken = taken
+        self._chunk_seen = now
 
     def block(self, now: float) -> None:
         """The stage starts waiting for its downstream to take output."""
         self.blocked_since = now
 
     def unblock(self, now: float) -> None:
-        """The wait that :meth:`block` started is over."""
+        """The wait that :meth:`block` started is over: count it in the seconds it covered."""
         since = self.blocked_since
         if since is not None:
             self.blocked_since = None
-            self._blocked[self._rotate(now)] += now - since
+            self._rotate(now)
+            self._spread(self._blocked, since, now, now - since)
 
     def statistics(self) -> StageMetrics:
         """A frozen snapshot of the counters now."""
@@ -184,13 +256,16 @@ class StageStats:
         if self.timed:
             now = self.clock.monotonic()
             self._rotate(now)
+            if self._chunk is not None:
+                self._count_taken(self._chunk, now)
             # The ring holds the current, partial bucket and the full ones before it.
             covered = (_NBUCKETS - 1) * _BUCKET + (now - self._bucket_start)
             window = min(covered, now - self._started)
             if window > 0:
                 blocked = sum(self._blocked)
                 if self.blocked_since is not None:
-                    blocked += now - self.blocked_since
+                    # Only the part of a block still going on that lies in the window.
+                    blocked += now - max(self.blocked_since, now - window)
                 throughput = sum(self._out) / window
                 backpressure = max(0.0, min(1.0, blocked / window))
         p50 = p95 = p99 = None
@@ -221,6 +296,11 @@ class StageStats:
         )
 
 
+def _index(bucket_start: float) -> int:
+    """The ring slot of the bucket starting at ``bucket_start``."""
+    return int((bucket_start / _BUCKET) % _NBUCKETS)
+
+
 def _quantile(ordered: list[float], q: float) -> float:
     """Nearest-rank quantile of an ascending list."""
     rank = max(0, math.ceil(q * len(ordered)) - 1)
@@ -248,10 +328,18 @@ class RunStats:
         return view
 
     def finish(self) -> None:
-        """Mark the run ended, at the time its stages' clock reads."""
+        """Mark the run ended, at the time its stages' clock reads.
+
+        Nothing waits in a run that has ended: a stage blocked at that moment (the
+        last one, by a consumer that stopped taking results) is blocked no more,
+        and the results the consumer took from its last chunk are counted.
+        """
         if not self.done:
             self.done = True
-            self.done_at = self.stages[0].clock.monotonic() if self.stages else 0.0
+            now = self.done_at = self.stages[0].clock.monotonic() if self.stages else 0.0
+            for stage in self.stages:
+                stage.unblock(now)
+                stage.end_delivery(now)
             for view in self._views:
                 view.finish()
 

@@ -14,13 +14,18 @@ class StreamMetrics:
     """A snapshot of a monitored pipe or pipeline, summed over its runs.
 
     Attributes:
-        throughput: results delivered per second over the recent window.
+        throughput: the last stage's: results the consumer took per second over
+            the recent window, counted as it takes them (for a monitor of a pipe
+            followed by others in a larger pipeline, results it emitted per second).
         backpressure: share (0.0-1.0) of recent time the pipe was blocked
             because its consumer did not take output (the last stage's figure).
         items_in: items read from the source (the first stage's input).
-        items_out: results delivered (the last stage's output).
+        items_out: the last stage's output, counted a chunk at a time as the
+            stage hands it on: it may run one chunk ahead of what the consumer
+            has taken.
         errors, retries, skipped, dead_lettered, dropped, late: totals over stages.
-        buffer_size, buffer_capacity: totals over the stages' input buffers.
+        buffer_size, buffer_capacity: totals over the input buffers of the runs
+            still running; a run that has ended holds no buffer.
         latency_p50, latency_p95, latency_p99: the slowest stage's percentile of
             processing time per item, in seconds (``None`` before any timing).
         stages: one ``StageMetrics`` per stage, in pipeline order, to find the
@@ -111,7 +116,7 @@ class StreamMonitor:
         runs = self._runs
         if not runs and not self._retired:
             return StreamMetrics()
-        per_run = [[s.statistics() for s in run.stages] for run in runs]
+        per_run = [_snapshot(run) for run in runs]
         if self._retired:
             per_run.append(self._retired)
         stages = tuple(_sum_stages(column) for column in zip(*per_run, strict=False))
@@ -140,9 +145,21 @@ class StreamMonitor:
         )
 
 
+def _snapshot(run: RunStats) -> list[StageMetrics]:
+    """The stages of ``run`` now; once it has ended, without its buffers."""
+    stages = [s.statistics() for s in run.stages]
+    return [_ended(m) for m in stages] if run.done else stages
+
+
+def _ended(m: StageMetrics) -> StageMetrics:
+    """A stage of a run that has ended: it holds no buffer, but its recent rates
+    still count while they decay out of the window."""
+    return replace(m, buffer_size=0, buffer_capacity=0, throttled=False)
+
+
 def _at_rest(m: StageMetrics) -> StageMetrics:
-    """A finished run's counts, without rates: it no longer moves anything."""
-    return replace(m, throughput=0.0, backpressure=0.0, buffer_size=0, throttled=False, window=0.0)
+    """A run's counts once it ended more than a window ago: no buffer, no rates."""
+    return replace(_ended(m), throughput=0.0, backpressure=0.0, window=0.0)
 
 
 def _max(values: object) -> float | None:
