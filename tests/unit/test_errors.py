@@ -527,6 +527,31 @@ async def test_failing_dead_letter_pipe_fails_the_stream() -> None:
     assert 1 == info.value.item.item
 
 
+@pytest.mark.parametrize("source_kind", ["TestSource", "async generator"])
+async def test_failing_dead_letter_pipe_fails_the_run_before_it_reads_on(
+    source_kind: str,
+) -> None:
+    """A long-running stream does not go on after its dead-letter pipe failed: the
+    failure comes out of the ``async for`` at the next chunk, not at the source's end."""
+    clock = VirtualClock()
+    cues = [0] + [TestSource.wait(1.0) if i % 2 else i for i in range(1, 2001)]
+
+    async def trickle() -> AsyncIterator[int]:
+        yield 0
+        for i in range(2, 2001, 2):
+            await clock.sleep(1.0)
+            yield i
+
+    source = TestSource(cues, clock=clock) if source_kind == "TestSource" else trickle()
+    pipe = ps.map(lambda x: 1 / x, on_error=DeadLetter(BrokenSink()))
+    got: list[float] = []
+    with pytest.raises(StreamError) as info:
+        await without_deadlock(collect_until_error(pipe.stream(source, clock=clock), got), clock)
+    assert "BrokenSink" == info.value.pipe
+    assert len(got) <= 2
+    assert clock.monotonic() <= 2.0
+
+
 def test_dead_letter_rejects_bad_sink() -> None:
     """DeadLetter takes a list, a callable or a pipe; anything else is a TypeError."""
     with pytest.raises(TypeError, match="list, a callable or a pipe"):

@@ -37,7 +37,15 @@ if TYPE_CHECKING:
     from ._clock import Clock
     from ._stats import StageStats
 
-__all__ = ["SKIP", "DeadLetter", "ErrorHandler", "ErrorPolicy", "Retry", "check_policy"]
+__all__ = [
+    "SKIP",
+    "DeadLetter",
+    "ErrorHandler",
+    "ErrorPolicy",
+    "Retry",
+    "check_policy",
+    "may_send_to_a_pipe",
+]
 
 log = logging.getLogger("pipeflow")
 
@@ -122,6 +130,16 @@ ErrorPolicy: TypeAlias = (
 
 def _is_pipe(obj: object) -> bool:
     return hasattr(obj, "stream") and hasattr(obj, "set_monitor")
+
+
+def may_send_to_a_pipe(policy: ErrorPolicy) -> bool:
+    """Whether failures under ``policy`` may go to a dead-letter pipe (a callable
+    policy decides per error, so it may)."""
+    if isinstance(policy, Retry):
+        policy = policy.then
+    if isinstance(policy, DeadLetter):
+        return _is_pipe(policy.sink)
+    return not isinstance(policy, str)
 
 
 def check_policy(policy: object, *, decided: bool = False) -> ErrorPolicy:

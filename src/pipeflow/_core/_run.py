@@ -22,7 +22,7 @@ from ._clock import SYSTEM_CLOCK, Clock
 from ._config import BackpressureConfig
 from ._fusion import FusedOps, direct_consumer, fused_stage
 from ._pipe import Pipeable, StreamPipe
-from ._policies import ErrorHandler
+from ._policies import ErrorHandler, may_send_to_a_pipe
 from ._sources import Acknowledging, Pausable, check_source, close_source, source_chunks
 from ._stages import StageContext
 from ._stats import RunStats, StageMetrics, StageStats
@@ -169,7 +169,12 @@ class _Run:
             self._live.flush()
 
     def delivered(self, mark: int) -> None:
-        """The consumer has taken every result of the source's first ``mark`` items."""
+        """The consumer has taken every result of the source's first ``mark`` items.
+
+        Raises the failure of a dead-letter pipe, which fails the run: the consumer
+        sees it before the run reads on.
+        """
+        self.sides.check()
         # A dead letter still on its way to a dead-letter pipe holds acks back.
         if self._ack is not None and mark > self._acked and self.sides.settled:
             self._acked = mark
@@ -223,8 +228,13 @@ class Stream(Generic[T]):
         else:
             kinds = tuple(p.kind for p in stages[tail:])  # type: ignore[attr-defined]
             # Without acknowledgements to time, an async source is read item by item.
+            # (Nor when a dead-letter pipe may fail the run: with no chunks, there
+            # would be no point at which to notice before the next dead letter.)
             async_source = (
-                tail == 0 and hasattr(source, "__aiter__") and not isinstance(source, Acknowledging)
+                tail == 0
+                and hasattr(source, "__aiter__")
+                and not isinstance(source, Acknowledging)
+                and not any(may_send_to_a_pipe(p.on_error) for p in stages)
             )
             consumer = direct_consumer(kinds, async_source=async_source)
             self._agen = consumer(self._run, tail)
@@ -472,6 +482,12 @@ class _SideStreams:
     def settled(self) -> bool:
         """Whether every dead letter sent so far has been processed by its pipe."""
         return all(side.settled for side in self._sides.values())
+
+    def check(self) -> None:
+        """Raise the failure of a dead-letter pipe that stopped before the run ended."""
+        for side in self._sides.values():
+            if side.task.done():
+                side._stopped()
 
     async def finish(self) -> None:
         """End every side stream normally, letting it deliver what it holds.
