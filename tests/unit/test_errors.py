@@ -543,7 +543,7 @@ async def test_failing_dead_letter_pipe_fails_the_run_before_it_reads_on(
             yield i
 
     source = TestSource(cues, clock=clock) if source_kind == "TestSource" else trickle()
-    pipe = ps.map(lambda x: 1 / x, on_error=DeadLetter(BrokenSink()))
+    pipe: ps.FunctionPipe[int, float] = ps.map(lambda x: 1 / x, on_error=DeadLetter(BrokenSink()))
     got: list[float] = []
     with pytest.raises(StreamError) as info:
         await without_deadlock(collect_until_error(pipe.stream(source, clock=clock), got), clock)

@@ -444,3 +444,22 @@ async def test_flat_map_keeps_what_came_before_a_failure() -> None:
 
     pipe = flat_map(partly, on_error="skip")
     assert [10, 11, 20, 30, 31] == await collect(pipe.stream([1, 2, 3]))
+
+
+@pytest.mark.parametrize(
+    "expand",
+    [
+        lambda n: range(n),  # sized, not a list
+        lambda n: iter(range(n)),  # an iterator with a length hint
+        lambda n: (i for i in range(n)),  # a generator
+        lambda n: list(range(n)),
+    ],
+    ids=["range", "iterator", "generator", "list"],
+)
+async def test_flat_map_expansions_of_every_kind_and_size(expand: Any) -> None:
+    """Small and large expansions of every kind come out whole and in order."""
+    sizes = [0, 1, 3, MAX_CHUNK - 1, MAX_CHUNK, MAX_CHUNK + 1, 5 * MAX_CHUNK + 7, 2]
+    stream = flat_map(expand).stream(sizes)
+    chunks = [chunk async for chunk in stream.chunks()]
+    assert [i for n in sizes for i in range(n)] == [x for c in chunks for x in c]
+    assert max(len(c) for c in chunks) <= MAX_CHUNK

@@ -77,10 +77,10 @@ class FunctionPipe(StreamPipe[A, B]):
 
     def _open(self, up: AsyncIterator[Chunk], ctx: StageContext) -> AsyncIterator[Chunk]:
         if self.kind is Kind.FLAT and self.concurrency == 1:
-            fn = self.fn
             if ctx.config.min_processing_time > 0:
-                fn = paced(_as_async(fn), ctx.config.min_processing_time, ctx.clock)
-            return flat_stage(fn, up, ctx)
+                call = paced(_as_async(self.fn), ctx.config.min_processing_time, ctx.clock)
+                return flat_stage(call, up, ctx, awaits=True)
+            return flat_stage(self.fn, up, ctx, awaits=self.is_async)
         if self.is_async:
             return self._open_items(self.fn, self.kind, up, ctx)
         if not self._item_path and self.concurrency == 1 and ctx.config.min_processing_time == 0:

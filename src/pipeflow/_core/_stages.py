@@ -163,14 +163,15 @@ def _collected(fn: Callable[[Any], Any], item: Any) -> Callable[[], Awaitable[An
 
 
 async def flat_stage(
-    fn: Callable[[Any], Any], up: AsyncIterator[Chunk], ctx: StageContext
+    fn: Callable[[Any], Any], up: AsyncIterator[Chunk], ctx: StageContext, *, awaits: bool
 ) -> AsyncIterator[Chunk]:
     """``flat_map`` at concurrency 1: emit each call's elements as they come.
 
-    ``fn(item)`` returns an iterable, an async iterable or an awaitable of either.
-    Its elements go out in chunks of at most ``MAX_CHUNK``, so a long or endless
-    expansion is never held whole and the first elements of a slow async one are
-    not held back: the stage waits for room downstream like any other.
+    ``fn(item)`` returns an iterable or an async iterable (with ``awaits``, an
+    awaitable of either). Its elements go out in chunks of at most ``MAX_CHUNK``,
+    so a long or endless expansion is never held whole and the first elements of
+    a slow async one are not held back: the stage waits for room downstream like
+    any other.
 
     A failure while iterating goes to the error policy; the elements emitted
     before it stay emitted, and a retry emits every element of the new attempt.
@@ -184,54 +185,77 @@ async def flat_stage(
         started = now() if timed else 0.0
         out: list[Any] = []
         n_out = 0
-        for i, x in enumerate(items):
+        it = iter(items)
+        x: Any = None
+        while True:
             try:
-                result = fn(x)
-                if inspect.isawaitable(result):
-                    result = await result
-                if hasattr(result, "__aiter__"):
-                    # What is ready goes on before waiting for more.
-                    pieces = ready_items(result.__aiter__())
-                    try:
-                        async for piece, more in pieces:
-                            if len(out) + len(piece) > MAX_CHUNK:
-                                n_out += len(out)
+                for x in it:
+                    result = fn(x)
+                    if type(result) is list or type(result) is tuple:
+                        out += result  # the common case
+                    else:
+                        if awaits and inspect.isawaitable(result):
+                            result = await result
+                        if hasattr(result, "__aiter__"):
+                            # What is ready goes on before waiting for more.
+                            pieces = ready_items(result.__aiter__())
+                            try:
+                                async for piece, more in pieces:
+                                    if len(out) + len(piece) > MAX_CHUNK:
+                                        n_out += len(out)
+                                        yield out, last_mark
+                                        out = []
+                                    out += piece
+                                    if more:
+                                        n_out += len(out)
+                                        yield out, last_mark
+                                        out = []
+                            finally:
+                                await pieces.aclose()  # type: ignore[attr-defined]
+                                await close_source(result)  # left early: close it now
+                        elif hasattr(result, "__len__"):
+                            out += result  # already whole in memory
+                        else:
+                            elements = iter(result)
+                            while True:  # a chunk's worth at a time: it may never end
+                                out.extend(islice(elements, MAX_CHUNK - len(out)))
+                                if len(out) < MAX_CHUNK:
+                                    break
+                                n_out += MAX_CHUNK
                                 yield out, last_mark
                                 out = []
-                            out += piece
-                            if more:
-                                n_out += len(out)
-                                yield out, last_mark
-                                out = []
-                    finally:
-                        await pieces.aclose()  # type: ignore[attr-defined]
-                        await close_source(result)  # left early: close it now
-                elif hasattr(result, "__len__") and len(out) + len(result) <= MAX_CHUNK:
-                    out.extend(result)  # sized and small: the common case
-                else:
-                    it = iter(result)
-                    while True:
-                        out.extend(islice(it, MAX_CHUNK - len(out)))
-                        if len(out) < MAX_CHUNK:
-                            break
-                        n_out += MAX_CHUNK
-                        yield out, last_mark
-                        out = []
+                    if len(out) >= MAX_CHUNK:
+                        full, out = _cut(out)
+                        for part in full:
+                            n_out += MAX_CHUNK
+                            yield part, last_mark
+                break
             except Exception as exc:
                 try:
                     _emit(Kind.FLAT, out, x, await handle(x, exc, _collected(fn, x)))
                 except StreamError:
-                    stats.items_in += i
+                    stats.items_in += len(items) - length_hint(it)  # up to the failed one
                     stats.items_out += n_out + len(out)
                     if out:
                         yield out, last_mark
                     raise
+        if len(out) > MAX_CHUNK:  # a retry's elements, added last
+            full, out = _cut(out)
+            for part in full:
+                n_out += MAX_CHUNK
+                yield part, last_mark
         stats.items_in += len(items)
         stats.items_out += n_out + len(out)
         if timed:
             stats.record_chunk(n_out + len(out), started, now(), len(items))
         last_mark = mark
         yield out, mark
+
+
+def _cut(out: list[Any]) -> tuple[list[list[Any]], list[Any]]:
+    """``out`` as chunks of ``MAX_CHUNK`` items, and the rest."""
+    full = len(out) - len(out) % MAX_CHUNK
+    return [out[k : k + MAX_CHUNK] for k in range(0, full, MAX_CHUNK)], out[full:]
 
 
 async def sync_stage(
