@@ -633,8 +633,35 @@ async def test_callable_policy_returning_garbage_is_a_value_error(decision: obje
     def decide(error: StreamError) -> object:
         return decision
 
-    with pytest.raises(ValueError, match="on_error callable returned"):
+    with pytest.raises(ValueError, match=r"on_error callable 'decide' must return .*; it returned"):
         await collect(ps.map(fails_by_type, on_error=decide).stream(range(4)))
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (
+            lambda: ps.map(abs, on_error=DeadLetter),
+            "not the class DeadLetter: DeadLetter\\(sink\\)",
+        ),
+        (lambda: ps.map(abs, on_error=Retry), "not the class Retry: Retry\\(\\)"),  # type: ignore[arg-type]
+        (lambda: DeadLetter(list), "not a class: got list \\(an instance: list\\(\\)\\)"),
+        (lambda: Retry(on=(3,)), "Retry.on must be a non-empty tuple of exception classes"),  # type: ignore[arg-type]
+        (lambda: Retry(on=()), "Retry.on must be a non-empty tuple of exception classes"),
+    ],
+    ids=["DeadLetter-class", "Retry-class", "sink-class", "on-not-exceptions", "on-empty"],
+)
+def test_classes_where_instances_belong_are_rejected_at_once(make: Any, match: str) -> None:
+    with pytest.raises(TypeError, match=match):
+        make()
+
+
+@pytest.mark.parametrize("field", ["backoff", "max_backoff", "jitter"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0, True])
+def test_retry_times_must_be_finite_seconds(field: str, value: float) -> None:
+    options: dict[str, Any] = {field: value}
+    with pytest.raises(ValueError, match=f"Retry.{field} must be a finite number of seconds"):
+        Retry(**options)
 
 
 # -- validation ----------------------------------------------------------------------

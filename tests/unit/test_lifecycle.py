@@ -490,7 +490,8 @@ async def test_aclose_before_iteration_closes_test_source(shape: Shape) -> None:
     await stream.aclose()
     assert source.closed
     assert 0 == source.read
-    assert [] == [x async for x in stream]
+    with pytest.raises(RuntimeError, match="this stream was closed"):
+        [x async for x in stream]
     assert set() == other_tasks() - before
 
 
@@ -627,3 +628,29 @@ async def test_nested_async_generator_source_is_closed_while_waiting(shape: Shap
     assert ["inner", "outer"] == sorted(closed)
     assert [] == reported
     assert set() == other_tasks() - before
+
+
+async def test_a_stream_read_to_its_end_cannot_be_read_again() -> None:
+    """A stream is one run: a second loop over a finished run is an error, not an
+    empty stream; a loop that broke off can be followed by one that goes on."""
+    stream = map(inc).stream(range(6))
+    async for x in stream:
+        if x == 3:
+            break
+    assert [4, 5, 6] == [x async for x in stream]  # the same run goes on
+    with pytest.raises(RuntimeError, match=r"read to its end.*call stream\(\) again"):
+        [x async for x in stream]
+    with pytest.raises(StopAsyncIteration):  # the iterator protocol still holds
+        await stream.__anext__()
+    await stream.aclose()
+    with pytest.raises(RuntimeError, match="was closed"):
+        stream.chunks()
+
+
+async def test_chunks_is_called_once() -> None:
+    stream = map(inc).stream(range(3))
+    chunks = stream.chunks()
+    with pytest.raises(RuntimeError, match="chunks\\(\\) was called already"):
+        stream.chunks()
+    async with stream:
+        assert [[1, 2, 3]] == [c async for c in chunks]

@@ -463,3 +463,25 @@ async def test_flat_map_expansions_of_every_kind_and_size(expand: Any) -> None:
     chunks = [chunk async for chunk in stream.chunks()]
     assert [i for n in sizes for i in range(n)] == [x for c in chunks for x in c]
     assert max(len(c) for c in chunks) <= MAX_CHUNK
+
+
+class Lookup:
+    """A client object whose ``__call__`` is ``async def``."""
+
+    async def __call__(self, x: int) -> int:
+        await asyncio.sleep(0)
+        return x + 100
+
+
+class IsEven:
+    async def __call__(self, x: int) -> bool:
+        return x % 2 == 0
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+async def test_an_object_with_an_async_call_is_awaited(concurrency: int) -> None:
+    """Not only ``async def`` functions: a callable object whose ``__call__`` is
+    ``async def`` is awaited too."""
+    pipe = map(Lookup(), concurrency=concurrency) | filter(IsEven(), concurrency=concurrency)
+    assert [100, 102] == await collect(pipe.stream([0, 1, 2]))
+    assert map(Lookup()).is_async

@@ -227,3 +227,57 @@ async def test_process_stream_override_with_config() -> None:
     """A process_stream override behind its own buffer still sees every item in order."""
     pipe = RunningSum(config=BackpressureConfig(max_buffer_size=2))
     assert [sum(range(k + 1)) for k in range(600)] == await collect(pipe.stream(range(600)))
+
+
+# -- mistakes caught where they are made ----------------------------------------------
+
+
+class SyncItem(StreamPipe[str, str]):
+    def process_item(self, item: str) -> str:  # type: ignore[override]
+        return item.upper()
+
+
+class SyncStream(StreamPipe[int, int]):
+    def process_stream(self, stream: Any) -> Iterator[int]:  # type: ignore[override]
+        yield 1
+
+
+def test_a_sync_process_item_is_rejected_when_the_pipe_is_made() -> None:
+    """Not, item by item, as a failure each error policy would hide."""
+    with pytest.raises(TypeError, match=r"SyncItem.process_item must be an async def"):
+        SyncItem(on_error="skip")
+
+
+def test_a_generator_process_stream_is_rejected_when_the_pipe_is_made() -> None:
+    with pytest.raises(TypeError, match=r"SyncStream.process_stream must be an async generator"):
+        SyncStream()
+
+
+def test_a_monitor_class_is_rejected() -> None:
+    from pipeflow.monitoring import StreamMonitor
+
+    with pytest.raises(TypeError, match=r"not a class: StreamMonitor\(\)"):
+        Double().set_monitor(StreamMonitor)  # type: ignore[arg-type]
+
+
+async def test_a_clock_must_be_a_clock_instance() -> None:
+    from pipeflow.testing import VirtualClock
+
+    with pytest.raises(TypeError, match=r"clock must be a Clock \(an instance: VirtualClock\(\)\)"):
+        Double().stream([1], clock=VirtualClock)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="clock must be a Clock"):
+        Double().stream([1], clock=object())  # type: ignore[arg-type]
+
+
+def test_composing_with_a_pipe_class_suggests_an_instance() -> None:
+    for compose in (lambda: Double() | Double, lambda: Double | Double()):
+        with pytest.raises(TypeError, match=r"the class Double; compose an instance: Double\(\)"):
+            compose()  # type: ignore[no-untyped-call]
+
+
+def test_a_function_left_of_a_pipe_suggests_map() -> None:
+    def double(x: int) -> int:
+        return 2 * x
+
+    with pytest.raises(TypeError, match=r"map\(fn\)"):
+        double | Double()  # type: ignore[operator]

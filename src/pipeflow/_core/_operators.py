@@ -54,9 +54,9 @@ class FunctionPipe(StreamPipe[A, B]):
         )
         self.fn = fn
         self.kind = kind
-        self.is_async = inspect.iscoroutinefunction(fn)
+        self.is_async = _is(inspect.iscoroutinefunction, fn)
         #: An async generator function's results are collected item by item.
-        self._item_path = self.is_async or inspect.isasyncgenfunction(fn)
+        self._item_path = self.is_async or _is(inspect.isasyncgenfunction, fn)
 
     @property
     def _fusable(self) -> bool:
@@ -86,6 +86,16 @@ class FunctionPipe(StreamPipe[A, B]):
         if not self._item_path and self.concurrency == 1 and ctx.config.min_processing_time == 0:
             return sync_stage(self.fn, self.kind, up, ctx)
         return self._open_items(_as_async(self.fn), self.kind, up, ctx)
+
+
+def _is(test: Callable[[Any], bool], fn: Callable[..., Any]) -> bool:
+    """Whether ``fn``, or the ``__call__`` of a callable object, passes ``test``
+    (``inspect.iscoroutinefunction`` or ``isasyncgenfunction``)."""
+    if test(fn):
+        return True
+    if inspect.isroutine(fn) or isinstance(fn, type):
+        return False
+    return test(type(fn).__call__)
 
 
 def _as_async(fn: Callable[[Any], Any]) -> Callable[[Any], Awaitable[Any]]:
@@ -127,17 +137,39 @@ def map(fn: Callable[[A], Any], **options: Any) -> FunctionPipe[A, Any]:
     return FunctionPipe(fn, Kind.MAP, **options)
 
 
-def filter(fn: Callable[[A], Any], **options: Any) -> FunctionPipe[A, A]:
+def filter(
+    fn: Callable[[A], Any],
+    *,
+    config: BackpressureConfig | None = None,
+    concurrency: int = 1,
+    ordered: bool = True,
+    on_error: ErrorPolicy = "raise",
+    name: str | None = None,
+) -> FunctionPipe[A, A]:
     """A pipe emitting the items for which ``fn(item)`` is true (awaited if async).
 
     >>> from pipeflow.streams import filter
     >>> evens = filter(lambda x: x % 2 == 0)
     """
-    return FunctionPipe(fn, Kind.FILTER, **options)
+    return FunctionPipe(
+        fn,
+        Kind.FILTER,
+        config=config,
+        concurrency=concurrency,
+        ordered=ordered,
+        on_error=on_error,
+        name=name,
+    )
 
 
 def flat_map(
-    fn: Callable[[A], Iterable[B] | AsyncIterable[B] | Awaitable[Iterable[B]]], **options: Any
+    fn: Callable[[A], Iterable[B] | AsyncIterable[B] | Awaitable[Iterable[B]]],
+    *,
+    config: BackpressureConfig | None = None,
+    concurrency: int = 1,
+    ordered: bool = True,
+    on_error: ErrorPolicy = "raise",
+    name: str | None = None,
 ) -> FunctionPipe[A, B]:
     """A pipe emitting every element of ``fn(item)``: an iterable, an async
     iterable, or (for an async ``fn``) an awaited iterable.
@@ -145,4 +177,12 @@ def flat_map(
     >>> from pipeflow.streams import flat_map
     >>> words = flat_map(str.split)
     """
-    return FunctionPipe(fn, Kind.FLAT, **options)
+    return FunctionPipe(
+        fn,
+        Kind.FLAT,
+        config=config,
+        concurrency=concurrency,
+        ordered=ordered,
+        on_error=on_error,
+        name=name,
+    )

@@ -6,6 +6,7 @@ call starts an independent run with its own buffers, counters and tasks.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -74,6 +75,9 @@ class Pipeable(Generic[In, Out]):
 
     def set_monitor(self, monitor: StatsSink | None) -> None:
         """Report every later run of this pipe to ``monitor`` (``None`` detaches)."""
+        if isinstance(monitor, type):
+            msg = f"set_monitor() takes a monitor, not a class: {monitor.__name__}()"
+            raise TypeError(msg)
         if monitor is not None and not callable(getattr(monitor, "attach", None)):
             msg = f"set_monitor() takes a StreamMonitor, got {type(monitor).__name__}"
             raise TypeError(msg)
@@ -81,10 +85,27 @@ class Pipeable(Generic[In, Out]):
 
     def __or__(self, other: Pipeable[Out, Next]) -> Pipeline[In, Next]:
         if not isinstance(other, Pipeable):
-            hint = " (wrap a function with pipeflow.streams.map(fn))" if callable(other) else ""
-            msg = f"a pipe can only be composed with another pipe, got {type(other).__name__}{hint}"
-            raise TypeError(msg)
+            raise _not_a_pipe(other)
         return Pipeline(self, other)
+
+    if not TYPE_CHECKING:  # type checkers keep reporting ``function | pipe`` themselves
+
+        def __ror__(self, other):
+            # Only reached when the left operand is not a pipe (a function, a class).
+            raise _not_a_pipe(other)
+
+
+def _not_a_pipe(other: object) -> TypeError:
+    """The error for composing a pipe with ``other``, which is not one."""
+    if isinstance(other, type) and issubclass(other, Pipeable):
+        hint = f" (the class {other.__name__}; compose an instance: {other.__name__}())"
+    elif callable(other):
+        hint = " (wrap a function with pipeflow.streams.map(fn))"
+    else:
+        hint = ""
+    return TypeError(
+        f"a pipe can only be composed with another pipe, got {type(other).__name__}{hint}"
+    )
 
 
 class StreamPipe(Pipeable[In, Out]):
@@ -122,6 +143,18 @@ class StreamPipe(Pipeable[In, Out]):
         if name is not None and (not isinstance(name, str) or not name):
             msg = f"name must be a non-empty str, got {name!r}"
             raise ValueError(msg)
+        cls = type(self)
+        if cls.process_item is not StreamPipe.process_item and not inspect.iscoroutinefunction(
+            cls.process_item
+        ):
+            msg = f"{cls.__name__}.process_item must be an async def (a coroutine function)"
+            raise TypeError(msg)
+        if inspect.isgeneratorfunction(cls.process_stream):
+            msg = (
+                f"{cls.__name__}.process_stream must be an async generator "
+                "(async def with yield), not a generator"
+            )
+            raise TypeError(msg)
         if concurrency > 1 and self._overrides_process_stream():
             msg = (
                 f"concurrency applies to process_item calls made by the runtime, but "

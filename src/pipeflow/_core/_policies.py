@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
@@ -77,6 +78,12 @@ class DeadLetter:
     sink: Any
 
     def __post_init__(self) -> None:
+        if isinstance(self.sink, type):
+            msg = (
+                f"DeadLetter sink must be a list, a callable or a pipe, not a class: "
+                f"got {self.sink.__name__} (an instance: {self.sink.__name__}())"
+            )
+            raise TypeError(msg)
         if not (isinstance(self.sink, list) or callable(self.sink) or _is_pipe(self.sink)):
             msg = (
                 "DeadLetter sink must be a list, a callable or a pipe, "
@@ -115,9 +122,22 @@ class Retry:
             raise ValueError(msg)
         for name in ("backoff", "max_backoff", "jitter"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or value < 0:
-                msg = f"Retry.{name} must be a number of seconds >= 0, got {value!r}"
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                msg = f"Retry.{name} must be a finite number of seconds >= 0, got {value!r}"
                 raise ValueError(msg)
+        on = self.on
+        if not (
+            isinstance(on, tuple)
+            and on
+            and all(isinstance(t, type) and issubclass(t, BaseException) for t in on)
+        ):
+            msg = f"Retry.on must be a non-empty tuple of exception classes, got {on!r}"
+            raise TypeError(msg)
         if not (isinstance(self.then, DeadLetter) or self.then in _FINAL):
             msg = f"Retry.then must be 'raise', 'skip' or a DeadLetter, got {self.then!r}"
             raise ValueError(msg)
@@ -142,18 +162,23 @@ def may_send_to_a_pipe(policy: ErrorPolicy) -> bool:
     return not isinstance(policy, str)
 
 
-def check_policy(policy: object, *, decided: bool = False) -> ErrorPolicy:
-    """Validate an ``on_error`` value (or a callable's decision)."""
+def check_policy(policy: object, *, decided_by: object = None) -> ErrorPolicy:
+    """Validate an ``on_error`` value, or the decision of the callable ``decided_by``."""
+    if isinstance(policy, type) and policy in (Retry, DeadLetter):
+        example = "Retry()" if policy is Retry else "DeadLetter(sink)"
+        msg = f"on_error takes a policy, not the class {policy.__name__}: {example}"
+        raise TypeError(msg)
     if isinstance(policy, str):
         if policy in _FINAL:
             return policy  # type: ignore[return-value]
-    elif isinstance(policy, Retry | DeadLetter) or (callable(policy) and not decided):
+    elif isinstance(policy, Retry | DeadLetter) or (callable(policy) and decided_by is None):
         return policy
     allowed = "'raise', 'skip', a Retry or a DeadLetter"
-    if not decided:
-        allowed += ", or a callable deciding per error"
-    what = "an on_error callable returned" if decided else "on_error must be"
-    msg = f"{what} {allowed}; got {policy!r}" if decided else f"{what} {allowed}, got {policy!r}"
+    if decided_by is not None:
+        name = getattr(decided_by, "__name__", None) or type(decided_by).__name__
+        msg = f"the on_error callable {name!r} must return {allowed}; it returned {policy!r}"
+    else:
+        msg = f"on_error must be {allowed}, or a callable deciding per error; got {policy!r}"
     raise ValueError(msg)
 
 
@@ -208,7 +233,7 @@ class ErrorHandler:
             if inspect.isawaitable(decision):
                 decision = await decision
             return await self._apply(
-                check_policy(decision, decided=True), item, exc, call, attempts
+                check_policy(decision, decided_by=policy), item, exc, call, attempts
             )
         error = StreamError(item, self.name, attempts, exc)
         self.stats.errors += 1

@@ -202,7 +202,7 @@ class Stream(Generic[T]):
     cancellation closes the source and every task the run started.
     """
 
-    __slots__ = ("_agen", "_chunked", "_run")
+    __slots__ = ("_agen", "_chunked", "_closed", "_run")
 
     def __init__(
         self,
@@ -211,7 +211,14 @@ class Stream(Generic[T]):
         clock: Clock | None,
     ) -> None:
         check_source(source)
-        clock = clock if clock is not None else SYSTEM_CLOCK
+        if clock is None:
+            clock = SYSTEM_CLOCK
+        elif isinstance(clock, type) or not all(
+            callable(getattr(clock, name, None)) for name in ("monotonic", "now", "sleep")
+        ):
+            hint = f" (an instance: {clock.__name__}())" if isinstance(clock, type) else ""
+            msg = f"clock must be a Clock{hint}, got {clock!r:.80}"
+            raise TypeError(msg)
         stages = pipe._stages()
         # The pipe's monitor sees the whole run; the monitor of a pipe or pipeline
         # composed into it sees the stages that part covers.
@@ -221,7 +228,7 @@ class Stream(Generic[T]):
         for monitor, p, start, stop in watched:
             monitor.attach(run if p is pipe else run.view(p.name, start, stop))
         self._run = _Run(stages, source, clock, run)
-        self._chunked = False
+        self._chunked = self._closed = False
         tail = None if timed else _direct_tail(stages)
         if tail is None:
             self._agen: AsyncIterator[T] = _iterate(self._run)
@@ -243,7 +250,16 @@ class Stream(Generic[T]):
         if self._chunked:
             msg = "this stream is read with chunks(): iterate what chunks() returned"
             raise RuntimeError(msg)
+        # A loop that breaks off may be followed by another that goes on; one over
+        # a run that is over would silently get nothing.
+        if self._run.started and getattr(self._agen, "ag_frame", True) is None:
+            self._used_up()
         return self._agen
+
+    def _used_up(self) -> None:
+        what = "was closed" if self._closed else "has been read to its end"
+        msg = f"this stream {what}: a stream is one run; call stream() again for another"
+        raise RuntimeError(msg)
 
     def chunks(self) -> AsyncIterator[list[T]]:
         """The results in lists: each holds the results at hand, up to ``MAX_CHUNK``,
@@ -252,6 +268,11 @@ class Stream(Generic[T]):
         Call it instead of iterating the stream itself, before the run starts.
         Closing works as for the stream: ``async with`` the stream around the loop.
         """
+        if self._closed:
+            self._used_up()
+        if self._chunked:
+            msg = "chunks() was called already: iterate what it returned"
+            raise RuntimeError(msg)
         if self._run.started:
             msg = "chunks() must be called before the stream is iterated"
             raise RuntimeError(msg)
@@ -261,7 +282,9 @@ class Stream(Generic[T]):
         return chunks
 
     async def __anext__(self) -> T:
-        return await self.__aiter__().__anext__()
+        if self._chunked:
+            self.__aiter__()  # raises
+        return await self._agen.__anext__()
 
     async def __aenter__(self) -> Self:
         return self
@@ -276,6 +299,7 @@ class Stream(Generic[T]):
 
     async def aclose(self) -> None:
         """Stop the run: close the source and every task and generator it opened."""
+        self._closed = True
         run = self._run
         if not run.started:
             run.started = True  # a stream closed before it began never begins
