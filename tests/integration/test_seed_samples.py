@@ -88,7 +88,7 @@ async def test_backpressure_sample() -> None:
         max_buffer_size=1000, throttle_threshold=0.8, min_processing_time=0.1
     )
 
-    pipe = StreamPipe(config=config)  # type: ignore[var-annotated]
+    pipe = StreamPipe(config=config)
     # -- end of sample ----------------------------------------------------------------
 
     assert config is pipe.config

@@ -7,8 +7,14 @@ Adjacent operators with sync functions cost one C-level pass per chunk each.
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, overload
+
+if sys.version_info >= (3, 13):
+    from typing import TypeVar
+else:  # TypeVar defaults (PEP 696)
+    from typing_extensions import TypeVar
 
 from ._pipe import StreamPipe
 from ._stages import Kind, StageContext, flat_stage, paced, sync_stage
@@ -20,8 +26,8 @@ if TYPE_CHECKING:
 
 __all__ = ["FunctionPipe", "filter", "flat_map", "map"]
 
-A = TypeVar("A")
-B = TypeVar("B")
+A = TypeVar("A", default=Any)
+B = TypeVar("B", default=Any)
 
 
 def _fn_name(fn: Callable[..., Any]) -> str:

@@ -7,8 +7,14 @@ call starts an independent run with its own buffers, counters and tasks.
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic
+
+if sys.version_info >= (3, 13):
+    from typing import TypeVar
+else:  # TypeVar defaults (PEP 696)
+    from typing_extensions import TypeVar
 
 from ._config import BackpressureConfig
 from ._policies import ErrorPolicy, check_policy
@@ -22,8 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Pipeable", "Pipeline", "StreamPipe"]
 
-In = TypeVar("In")
-Out = TypeVar("Out")
+In = TypeVar("In", default=Any)
+Out = TypeVar("Out", default=Any)
 Next = TypeVar("Next")
 
 

@@ -1,0 +1,56 @@
+"""What a type checker infers for users' code: ``make typecheck`` runs mypy --strict
+over this file, so every ``assert_type`` here is a check. (At run time
+``assert_type`` does nothing; the tests only build the pipes.)"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, assert_type
+
+from pipeflow.streams import (
+    BackpressureConfig,
+    FunctionPipe,
+    Pipeline,
+    Stream,
+    StreamPipe,
+    filter,
+    flat_map,
+    map,
+)
+
+
+def parse(line: str) -> int:
+    return int(line)
+
+
+async def fetch(n: int) -> str:
+    return str(n)
+
+
+async def pages(n: int) -> AsyncIterator[bytes]:
+    yield b"%d" % n
+
+
+def test_named_functions_give_precise_types() -> None:
+    assert_type(map(parse), FunctionPipe[str, int])
+    assert_type(map(fetch), FunctionPipe[int, str])
+    assert_type(filter(parse), FunctionPipe[str, str])
+    assert_type(flat_map(str.split), FunctionPipe[str, str])
+    assert_type(flat_map(pages), FunctionPipe[int, bytes])
+    assert_type(map(parse) | map(fetch), Pipeline[str, str])
+    assert_type((map(parse) | map(fetch)).stream(["1"]), Stream[str])
+
+
+def test_a_lambda_at_the_head_of_a_pipeline_takes_anything() -> None:
+    """With nothing to infer its input from, a lambda's input is Any, not Never:
+    the pipeline can be streamed without annotations."""
+    head = map(lambda x: x + 1)
+    assert_type(head, FunctionPipe[Any, Any])
+    head.stream(range(3))
+    assert_type(map(parse) | map(lambda n: n * 2), Pipeline[str, int])
+
+
+def test_a_bare_stream_pipe_is_a_buffer_of_anything() -> None:
+    buffer = StreamPipe(config=BackpressureConfig(max_buffer_size=10))
+    assert_type(buffer, StreamPipe[Any, Any])
+    buffer.stream(["a", 1])
