@@ -10,6 +10,7 @@ from typing import Any, assert_type
 from pipeflow.streams import (
     BackpressureConfig,
     FunctionPipe,
+    Pipeable,
     Pipeline,
     Stream,
     StreamPipe,
@@ -54,3 +55,37 @@ def test_a_bare_stream_pipe_is_a_buffer_of_anything() -> None:
     buffer = StreamPipe(config=BackpressureConfig(max_buffer_size=10))
     assert_type(buffer, StreamPipe[Any, Any])
     buffer.stream(["a", 1])
+
+
+class Parse(StreamPipe[str, int]):
+    async def process_item(self, item: str) -> int:
+        return int(item)
+
+
+class IsPositive(StreamPipe[int, bool]):
+    async def process_item(self, item: int) -> bool:
+        return item > 0
+
+
+class Double(StreamPipe[int, int]):
+    async def process_item(self, item: int) -> int:
+        return item * 2
+
+
+class Show(StreamPipe[object, str]):
+    """Takes anything, as a logging pipe would."""
+
+    async def process_item(self, item: object) -> str:
+        return repr(item)
+
+
+def first_stage_name(pipe: Pipeable[str, object]) -> str:
+    return pipe.name
+
+
+def test_pipes_compose_by_variance() -> None:
+    """A pipe takes what its input type's subtypes give (a bool is an int, anything
+    is an object): pipes are contravariant in their input, covariant in output."""
+    assert_type(IsPositive() | Double(), Pipeline[int, int])
+    assert_type(Parse() | Show(), Pipeline[str, str])
+    assert "Parse" == first_stage_name(Parse())

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Pipeable", "Pipeline", "StreamPipe"]
 
-In = TypeVar("In", default=Any)
-Out = TypeVar("Out", default=Any)
+In = TypeVar("In", contravariant=True, default=Any)
+Out = TypeVar("Out", covariant=True, default=Any)
 Next = TypeVar("Next")
 
 
