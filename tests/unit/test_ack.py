@@ -328,3 +328,48 @@ async def test_acks_wait_for_the_dead_letter_pipe() -> None:
     assert 10 == checked
     assert 20 == source.acked
     assert list(range(1, 20, 2)) == handled
+
+
+class ClosingPartition:
+    """An acknowledging async source that records acks and its closing, in order."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.events: list[tuple[str, int]] = []
+
+    async def _read(self) -> AsyncIterator[int]:
+        for i in range(self.n):
+            yield i
+
+    def __aiter__(self) -> AsyncIterator[int]:
+        return self._read()
+
+    def ack(self, count: int) -> None:
+        self.events.append(("ack", count))
+
+    async def aclose(self) -> None:
+        self.events.append(("close", 0))
+
+
+@pytest.mark.parametrize(
+    "pipe",
+    [
+        ps.map(same),
+        ps.map(same, config=BackpressureConfig(max_buffer_size=100)),
+        ps.map(same, concurrency=2),
+    ],
+    ids=["fused", "buffered", "concurrent"],
+)
+async def test_an_acknowledging_source_is_closed_after_its_last_ack(
+    pipe: Pipeable[int, int],
+) -> None:
+    """A broker client commits in ack(): it must still be open for the last one,
+    even when a task read the source to its end long before the consumer."""
+    clock = VirtualClock()
+    source = ClosingPartition(5)
+    async with pipe.stream(source, clock=clock) as results:
+        async for _ in results:
+            await clock.sleep(1)  # a slow consumer
+    assert ("ack", 5) in source.events
+    assert ("close", 0) == source.events[-1]
+    assert 1 == source.events.count(("close", 0))

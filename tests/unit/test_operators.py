@@ -485,3 +485,14 @@ async def test_an_object_with_an_async_call_is_awaited(concurrency: int) -> None
     pipe = map(Lookup(), concurrency=concurrency) | filter(IsEven(), concurrency=concurrency)
     assert [100, 102] == await collect(pipe.stream([0, 1, 2]))
     assert map(Lookup()).is_async
+
+
+async def test_a_paced_async_flat_map_awaits_its_function() -> None:
+    clock = VirtualClock()
+
+    async def twice(x: int) -> list[int]:
+        return [x, x]
+
+    pipe = flat_map(twice, config=BackpressureConfig(min_processing_time=0.5))
+    assert [1, 1, 2, 2] == await collect(pipe.stream([1, 2], clock=clock))
+    assert 1.0 <= clock.monotonic()

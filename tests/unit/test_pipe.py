@@ -8,9 +8,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from helpers import agen, collect
+from helpers import agen, collect, collect_timed, collect_until_error
 from pipeflow.streams import BackpressureConfig, StreamPipe
-from pipeflow.testing import TestSource
+from pipeflow.streams import map as map_
+from pipeflow.testing import TestSource, VirtualClock
 
 T = TypeVar("T")
 
@@ -281,3 +282,81 @@ def test_a_function_left_of_a_pipe_suggests_map() -> None:
 
     with pytest.raises(TypeError, match=r"map\(fn\)"):
         double | Double()  # type: ignore[operator]
+
+
+# -- a process_stream with a stage after it -----------------------------------------
+
+
+class ParseUntilCorrupt(StreamPipe[str, int]):
+    async def process_stream(self, stream: AsyncIterator[str]) -> AsyncIterator[int]:
+        async for line in stream:
+            if line == "corrupt":
+                raise OSError("corrupt record")
+            yield int(line)
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        lambda: map_(ident),
+        lambda: map_(ident, config=BackpressureConfig(max_buffer_size=2)),
+        lambda: map_(ident, concurrency=2),
+    ],
+    ids=["fused", "buffered", "concurrent"],
+)
+async def test_results_before_a_process_stream_failure_reach_the_consumer(after: Any) -> None:
+    got: list[int] = []
+    stream = (ParseUntilCorrupt() | after()).stream(["0", "1", "2", "corrupt", "4"])
+    with pytest.raises(OSError, match="corrupt record"):
+        await collect_until_error(stream, got)
+    assert [0, 1, 2] == got
+
+
+async def test_a_process_stream_waits_for_room_after_it() -> None:
+    """One input, endless outputs, a 10-item buffer after it: it is paused, not
+    left to pile its outputs up in memory."""
+    produced = 0
+
+    class Expand(StreamPipe[int, int]):
+        async def process_stream(self, stream: AsyncIterator[int]) -> AsyncIterator[int]:
+            nonlocal produced
+            async for x in stream:
+                while True:
+                    produced += 1
+                    yield x
+                    await asyncio.sleep(0)
+
+    pipeline = Expand() | map_(ident, config=BackpressureConfig(max_buffer_size=10))
+    async with pipeline.stream([1]) as results:
+        async for i, _ in aenumerate(results):
+            if i == 1000:
+                break
+    assert produced <= 1000 + 10 + 2 * 256
+
+
+async def test_a_process_stream_output_is_not_held_back_by_the_stage_after_it() -> None:
+    """The next stage gets each output as soon as it waits for one, not once the
+    process_stream has used up its input chunk."""
+    clock = VirtualClock()
+
+    class RateLimited(StreamPipe[int, int]):
+        async def process_stream(self, stream: AsyncIterator[int]) -> AsyncIterator[int]:
+            async for x in stream:
+                yield x
+                await clock.sleep(1.0)
+
+    results = await collect_timed(
+        (RateLimited() | map_(ident)).stream(range(5), clock=clock), clock
+    )
+    assert [(float(i), i) for i in range(5)] == results
+
+
+def ident(x: int) -> int:
+    return x
+
+
+async def aenumerate(items: AsyncIterator[T]) -> AsyncIterator[tuple[int, T]]:
+    i = 0
+    async for x in items:
+        yield i, x
+        i += 1

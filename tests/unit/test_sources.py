@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import types
+from collections.abc import AsyncIterator, Generator
+from typing import Any
 
 import pytest
 
-from helpers import collect_until_error
-from pipeflow.streams import FunctionPipe, StreamPipe, map
+from helpers import collect, collect_until_error
+from pipeflow.streams import BackpressureConfig, FunctionPipe, Pipeable, StreamPipe, map
 from pipeflow.testing import TestSource
 
 
@@ -128,3 +130,64 @@ async def test_a_source_failing_mid_chunk_delivers_what_came_before() -> None:
         await collect_until_error(map(lambda x: x).stream(source), got)
     assert [0, 1, 2, 3] == got
     assert source.closed
+
+
+class CountingCloses:
+    """An iterator (its own iterable) that counts calls to close()."""
+
+    def __init__(self, n: int) -> None:
+        self.items = iter(range(n))
+        self.closes = 0
+
+    def __iter__(self) -> CountingCloses:
+        return self
+
+    def __next__(self) -> int:
+        return next(self.items)
+
+    def close(self) -> None:
+        self.closes += 1
+
+
+@pytest.mark.parametrize(
+    "pipe",
+    [map(abs), map(abs, config=BackpressureConfig(max_buffer_size=4)), map(abs, concurrency=2)],
+    ids=["fused", "buffered", "concurrent"],
+)
+async def test_an_iterator_source_is_closed_once(pipe: Any) -> None:
+    source = CountingCloses(10)
+    assert list(range(10)) == await collect(pipe.stream(source))
+    assert 1 == source.closes
+
+
+class LegacyAnext:
+    """An async iterator whose __anext__ is a generator-based coroutine."""
+
+    def __init__(self, n: int) -> None:
+        self.i, self.n = 0, n
+
+    def __aiter__(self) -> LegacyAnext:
+        return self
+
+    @types.coroutine
+    def __anext__(self) -> Generator[Any, None, int]:
+        yield None  # as an awaited future would: the reader has to wait
+        if self.i >= self.n:
+            raise StopAsyncIteration
+        self.i += 1
+        return self.i - 1
+
+
+def ident(x: int) -> int:
+    return x
+
+
+async def test_an_anext_made_with_types_coroutine_is_read() -> None:
+    pipes: list[Pipeable[int, int]] = [
+        map(ident),
+        StreamPipe[int, int](),
+        map(ident, concurrency=2),
+    ]
+    for pipe in pipes:
+        source: Any = LegacyAnext(3)  # an AsyncIterator by protocol, not by its types
+        assert [0, 1, 2] == await collect(pipe.stream(source))

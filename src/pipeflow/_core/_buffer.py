@@ -54,6 +54,7 @@ class ChunkBuffer:
         "on_throttle",
         "owner",
         "producers",
+        "refill",
         "throttled",
     )
 
@@ -75,6 +76,10 @@ class ChunkBuffer:
         self.producers: list[StageStats] = []
         #: Told ``True`` when the buffer enters backpressure, ``False`` when it leaves.
         self.on_throttle: Callable[[bool], object] | None = None
+        #: Called when the consumer finds the buffer empty: a producer that gathers
+        #: its output to put it in one piece hands over what it holds (see
+        #: ``stream_stage``), so nothing waits there while the consumer starves.
+        self.refill: Callable[[], object] | None = None
 
     @property
     def size(self) -> int:
@@ -200,7 +205,7 @@ class ChunkBuffer:
         Raises the producer's error, or ``StopAsyncIteration`` at the end.
         """
         chunks = self._chunks
-        if not chunks:
+        if self._starved():
             if self._closed:
                 if self._error is not None:
                     raise self._error
@@ -220,9 +225,21 @@ class ChunkBuffer:
             p.set_result(None)
         return items, mark
 
+    @property
+    def awaited(self) -> bool:
+        """Whether the consumer is waiting for the next chunk right now."""
+        g = self._getter
+        return g is not None and not g.done()
+
+    def _starved(self) -> bool:
+        """Whether the buffer is empty, once a producer holding output was asked for it."""
+        if not self._chunks and not self._closed and self.refill is not None:
+            self.refill()
+        return not self._chunks
+
     async def wait_ready(self) -> None:
         """Wait until :meth:`get_nowait` has something to return (or the end)."""
-        if self._chunks or self._closed:
+        if not self._starved() or self._closed:
             return
         fut = asyncio.get_running_loop().create_future()
         self.set_waiter(fut)
@@ -233,7 +250,7 @@ class ChunkBuffer:
 
     def ready(self) -> bool:
         """Whether :meth:`get_nowait` would return a chunk or signal the end now."""
-        return bool(self._chunks) or self._closed
+        return not self._starved() or self._closed
 
     def clear_waiter(self, fut: asyncio.Future[None]) -> None:
         """Forget ``fut`` if it is still the registered waiter."""
@@ -246,13 +263,13 @@ class ChunkBuffer:
         Lets a consumer wait on the buffer and on other events with one future.
         """
         self._getter = fut
-        if self._chunks or self._closed:
+        if not self._starved() or self._closed:
             self._wake_getter()
 
     async def chunks(self) -> AsyncIterator[Chunk]:
         """Iterate the chunks until the producer closes the buffer."""
         while True:
-            if not self._chunks and not self._closed:
+            if not self._closed and self._starved():
                 await self.wait_ready()
             try:
                 chunk = self.get_nowait()

@@ -84,7 +84,8 @@ class FunctionPipe(StreamPipe[A, B]):
     def _open(self, up: AsyncIterator[Chunk], ctx: StageContext) -> AsyncIterator[Chunk]:
         if self.kind is Kind.FLAT and self.concurrency == 1:
             if ctx.config.min_processing_time > 0:
-                call = paced(_as_async(self.fn), ctx.config.min_processing_time, ctx.clock)
+                fn = self.fn if self.is_async else _as_async(self.fn)
+                call = paced(fn, ctx.config.min_processing_time, ctx.clock)
                 return flat_stage(call, up, ctx, awaits=True)
             return flat_stage(self.fn, up, ctx, awaits=self.is_async)
         if self.is_async:

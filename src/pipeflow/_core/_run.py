@@ -99,7 +99,9 @@ class _Run:
             return (it if hasattr(it, "__aiter__") else _Aiter(it)), ops
         stages, source, tasks, gens = self.stages, self.source, self.tasks, self.gens
         # The direct consumer of a sync source takes any slice of it as a chunk.
-        up: AsyncIterator[Any] = source_chunks(source, lists=tail > 0 or _needs_buffer(stages, 0))
+        up: AsyncIterator[Any] = source_chunks(
+            source, lists=tail > 0 or _needs_buffer(stages, 0), close=self._ack is None
+        )
         gens.append(up)
         segment_stats: list[StageStats] = []
         # The run of fusable operators being gathered, with their contexts.
@@ -189,10 +191,18 @@ class _Run:
             self._ack(self._last_mark)
 
     async def close(self, *, cancelled: bool) -> None:
-        """Stop every task and generator of the run (see :func:`_shutdown`)."""
+        """Stop every task and generator of the run (see :func:`_shutdown`).
+
+        An acknowledging source is closed last, after its last acknowledgement
+        (``end``): a broker client can still commit it.
+        """
         self.flush()
         self.run.finish()
-        await _shutdown(self.tasks, self.gens, self.sides, drain_sides=not cancelled)
+        try:
+            await _shutdown(self.tasks, self.gens, self.sides, drain_sides=not cancelled)
+        finally:
+            if self._ack is not None:
+                await close_source(self.source)
 
 
 class Stream(Generic[T]):

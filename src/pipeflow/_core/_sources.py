@@ -7,7 +7,7 @@ import contextlib
 import inspect
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from itertools import islice
-from types import AsyncGeneratorType
+from types import AsyncGeneratorType, GeneratorType
 from typing import Any, Protocol, runtime_checkable
 
 from ._buffer import MAX_CHUNK, Chunk
@@ -66,7 +66,9 @@ async def close_source(source: object) -> None:
             await result
 
 
-async def source_chunks(source: Any, *, lists: bool = True) -> AsyncIterator[Chunk]:
+async def source_chunks(
+    source: Any, *, lists: bool = True, close: bool = True
+) -> AsyncIterator[Chunk]:
     """Chunks of what is ready, up to ``MAX_CHUNK`` items; each chunk's mark
     counts the items read so far. Waiting for more is never worth delaying what
     is there: an async source's chunk ends where reading on would wait.
@@ -76,20 +78,32 @@ async def source_chunks(source: Any, *, lists: bool = True) -> AsyncIterator[Chu
     ``SLICE_CHUNK`` items long, for a reader that only iterates them: the
     consumer's own generator, which yields each result as it comes, so that
     larger slices cost nothing and save bookkeeping per chunk.
+
+    At the end the iterator is closed, and then the source (each once), unless
+    ``close`` is false: an acknowledging source is closed by its run, after
+    its last acknowledgement.
     """
     chunks: AsyncIterator[Chunk]
+    it: Any = source
     if hasattr(source, "__aiter__"):
-        chunks = _async_chunks(source.__aiter__())
+        it = source.__aiter__()
+        chunks = _async_chunks(it)
     elif type(source) in _SLICEABLE:
         chunks = _sequence_chunks(source, lists)
     else:
-        chunks = _sync_chunks(iter(source))
+        it = iter(source)
+        chunks = _sync_chunks(it)
     try:
         async for chunk in chunks:
             yield chunk
     finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
-        await close_source(source)
+        try:
+            await chunks.aclose()  # type: ignore[attr-defined]
+        finally:
+            if it is not source:
+                await close_source(it)
+            if close:
+                await close_source(source)
 
 
 _SLICEABLE = (list, tuple, range)
@@ -109,21 +123,18 @@ async def _sequence_chunks(seq: Any, lists: bool) -> AsyncIterator[Chunk]:
 
 async def _sync_chunks(it: Iterator[Any]) -> AsyncIterator[Chunk]:
     count = 0
-    try:
-        while True:
-            chunk: list[Any] = []
-            try:
-                chunk.extend(islice(it, MAX_CHUNK))
-            except Exception:
-                if chunk:  # what was read before the failure still goes on
-                    yield chunk, count + len(chunk)
-                raise
-            if not chunk:
-                return
-            count += len(chunk)
-            yield chunk, count
-    finally:
-        await close_source(it)
+    while True:
+        chunk: list[Any] = []
+        try:
+            chunk.extend(islice(it, MAX_CHUNK))
+        except Exception:
+            if chunk:  # what was read before the failure still goes on
+                yield chunk, count + len(chunk)
+            raise
+        if not chunk:
+            return
+        count += len(chunk)
+        yield chunk, count
 
 
 async def _async_chunks(it: AsyncIterator[Any]) -> AsyncIterator[Chunk]:
@@ -136,7 +147,6 @@ async def _async_chunks(it: AsyncIterator[Any]) -> AsyncIterator[Chunk]:
             yield chunk, count
     finally:
         await pieces.aclose()  # type: ignore[attr-defined]
-        await close_source(it)
 
 
 async def ready_items(it: AsyncIterator[Any]) -> AsyncIterator[tuple[list[Any], bool]]:
@@ -154,7 +164,7 @@ async def ready_items(it: AsyncIterator[Any]) -> AsyncIterator[tuple[list[Any], 
     # An async generator's __anext__() is its own __await__() iterator: skip a call.
     anext = it.__anext__
     start_next: Callable[[], Any] = (
-        anext if isinstance(it, AsyncGeneratorType) else lambda: anext().__await__()
+        anext if isinstance(it, AsyncGeneratorType) else lambda: _steps(anext())
     )
     try:
         while True:
@@ -188,6 +198,12 @@ async def ready_items(it: AsyncIterator[Any]) -> AsyncIterator[tuple[list[Any], 
     finally:
         if pending is not None:
             pending.abandon()
+
+
+def _steps(awaitable: Any) -> Any:
+    """The iterator ``await`` drives: a generator-based coroutine (``@types.coroutine``)
+    is its own, anything else has ``__await__``."""
+    return awaitable if isinstance(awaitable, GeneratorType) else awaitable.__await__()
 
 
 class _Resume:

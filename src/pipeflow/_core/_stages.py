@@ -338,8 +338,11 @@ async def stream_stage(
     """Run a user's ``process_stream`` over the items.
 
     Outputs go on at once, one by one; when the stage feeds a buffer directly
-    (``ctx.output``), they are gathered and put there in one piece each time the
-    stage has used up its input at hand, before it waits for more.
+    (``ctx.output``), they are gathered and put there in pieces: when
+    ``MAX_CHUNK`` are gathered (waiting for room there, as any producer does),
+    before the stage waits for more input, whenever the next stage is waiting for
+    them (or finds the buffer empty: ``ChunkBuffer.refill``), and before a
+    failure propagates.
 
     A ``process_stream`` may hold items for as long as it likes, so the source
     position it completes is only known at its end: its outputs carry the mark
@@ -352,17 +355,32 @@ async def stream_stage(
     sink = ctx.output
     pending: list[Any] = []
 
+    def hand_over(batch: list[Any]) -> list[Any]:
+        """Put what the sink takes now of ``batch``; return the rest."""
+        assert sink is not None
+        rest = sink.put_nowait(batch, 0)
+        n = len(batch) - len(rest)
+        stats.items_out += n
+        if timed:
+            stats.record_out(n, now())
+        return rest
+
+    def refill() -> None:
+        # The sink is empty: what fits cannot overflow, whatever its strategy.
+        nonlocal pending
+        assert sink is not None
+        room = sink.capacity - sink.size
+        if pending and room > 0:
+            batch, pending = pending[:room], pending[room:]
+            hand_over(batch)
+
     async def flush() -> None:
         nonlocal pending
         assert sink is not None
-        batch, pending = pending, []
-        stats.items_out += len(batch)
-        if timed:
-            stats.record_out(len(batch), now())
-        rest = sink.put_nowait(batch, 0)
-        while rest:
+        pending = hand_over(pending)
+        while pending:
             await sink.wait_for_room()
-            rest = sink.put_nowait(rest, 0)
+            pending = hand_over(pending)
 
     async def items() -> AsyncIterator[Any]:
         nonlocal final_mark
@@ -379,10 +397,20 @@ async def stream_stage(
     aclose = getattr(outputs, "aclose", None)
     try:
         if sink is not None:
-            async for y in outputs:
-                pending.append(y)
-            if pending:
-                await flush()
+            sink.refill = refill
+            try:
+                async for y in outputs:
+                    pending.append(y)
+                    if sink.awaited:  # the next stage waits for it: no reason to hold it
+                        refill()
+                    elif len(pending) >= MAX_CHUNK:
+                        await flush()
+            except Exception:
+                await flush()  # the results before the failure go on first
+                raise
+            finally:
+                sink.refill = None
+            await flush()
         else:
             async for y in outputs:
                 stats.items_out += 1
