@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import AsyncIterator, Callable
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
 
 from ._core._buffer import wait_input
 from ._core._errors import StreamError
 from ._core._pipe import StreamPipe
 from ._core._policies import SKIP, ErrorPolicy
-from ._core._stages import _call_once
+from ._core._stages import _call_once, paced
 from ._windows._time import seconds_to_us
 
 if TYPE_CHECKING:
@@ -46,11 +47,14 @@ class BatchStreamPipe(StreamPipe[In, Out]):
         batch_size: the most items in a batch.
         max_wait: the longest a batch waits for more items (``timedelta`` or
             seconds); ``None`` waits until it is full or the stream ends.
-        weight: ``fn(item)`` giving an item's weight (bytes, say).
+        weight: ``fn(item)`` giving an item's weight (bytes, say): a finite
+            number >= 0. Called once per item.
         max_weight: the most total weight in a batch (needs ``weight``).
         config, concurrency, on_error, name: as for ``StreamPipe``;
             ``on_error`` covers ``process_batch`` (the failed "item" is the
-            batch) and the ``process_item`` calls of ``process_items``.
+            batch), the ``process_item`` calls of ``process_items`` and
+            ``weight``. The config's ``min_processing_time`` paces each
+            ``process_item`` call.
     """
 
     def __init__(
@@ -76,12 +80,8 @@ class BatchStreamPipe(StreamPipe[In, Out]):
         if (weight is None) != (max_weight is None):
             msg = "weight= and max_weight= go together: give both or neither"
             raise ValueError(msg)
-        if max_weight is not None and (
-            isinstance(max_weight, bool)
-            or not isinstance(max_weight, int | float)
-            or max_weight <= 0
-        ):
-            msg = f"max_weight must be a number > 0, got {max_weight!r}"
+        if max_weight is not None and not (_is_number(max_weight) and max_weight > 0):
+            msg = f"max_weight must be a finite number > 0, got {max_weight!r:.60}"
             raise ValueError(msg)
         if weight is not None and not callable(weight):
             msg = f"weight= must be a function of the item, got {weight!r:.60}"
@@ -101,28 +101,52 @@ class BatchStreamPipe(StreamPipe[In, Out]):
         """``process_item`` applied to every item (up to ``concurrency`` at once), in order.
 
         Failed items follow the pipe's ``on_error`` policy; skipped and
-        dead-lettered ones leave no result.
+        dead-lettered ones leave no result. Each call occupies its worker for at
+        least the config's ``min_processing_time``. When one fails for good, or
+        the run closes, the calls still in flight are cancelled and awaited.
         """
         ctx = _running.get(None)
-        if self.concurrency == 1:
-            results = [await self._one(x, ctx) for x in batch]
+        call: Callable[[In], Awaitable[Any]] = self.process_item
+        if ctx is not None and ctx.config.min_processing_time > 0:
+            call = paced(call, ctx.config.min_processing_time, ctx.clock)
+        if self.concurrency == 1 or len(batch) < 2:
+            results = [await self._one(call, x, ctx) for x in batch]
         else:
-            slots = asyncio.Semaphore(self.concurrency)
-
-            async def limited(x: In) -> Any:
-                async with slots:
-                    return await self._one(x, ctx)
-
-            results = await asyncio.gather(*(limited(x) for x in batch))
+            results = await self._concurrently(call, batch, ctx)
         return [r for r in results if r is not SKIP]
 
-    async def _one(self, item: In, ctx: StageContext | None) -> Any:
+    async def _concurrently(
+        self, call: Callable[[In], Awaitable[Any]], batch: list[In], ctx: StageContext | None
+    ) -> list[Any]:
+        """The results of ``call`` over ``batch``, from ``concurrency`` worker tasks."""
+        results: list[Any] = [SKIP] * len(batch)
+        todo = iter(enumerate(batch))
+
+        async def worker() -> None:
+            for i, x in todo:
+                results[i] = await self._one(call, x, ctx)
+
+        loop = asyncio.get_running_loop()
+        workers = [loop.create_task(worker()) for _ in range(min(self.concurrency, len(batch)))]
         try:
-            return await self.process_item(item)
+            await asyncio.gather(*workers)
+        except BaseException:
+            # A failure (or the run closing): no call may outlive this one.
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            raise
+        return results
+
+    async def _one(
+        self, call: Callable[[In], Awaitable[Any]], item: In, ctx: StageContext | None
+    ) -> Any:
+        try:
+            return await call(item)
         except Exception as exc:
             if ctx is None:
                 raise
-            return await ctx.errors.handle(item, exc, _call_once(self.process_item, item))
+            return await ctx.errors.handle(item, exc, _call_once(call, item))
 
     @property
     def _needs_buffer(self) -> bool:
@@ -144,18 +168,52 @@ class _BatchRun:
         self.ctx = ctx
         self.pending: list[Any] = []
         self.weight = 0.0
-        self.first_at = 0.0
+        #: When the pending batch is due (``max_wait`` after its first item): the
+        #: one figure both "is it due?" and "how long to wait?" are read from.
+        self.due_at = 0.0
         self.since = 0  # the source mark before the pending batch's first item
         self.mark = 0
 
-    def add(self, items: list[Any]) -> list[list[Any]]:
-        """Add items; return the batches they complete."""
+    async def take_in(self, items: list[Any]) -> tuple[list[list[Any]], StreamError | None]:
+        """Weigh a chunk's items and add them; return the batches they complete, and
+        the error that must end the stream (a ``weight`` call the policy gave up on)."""
+        assert self.pipe.weight is not None
+        failed: dict[int, Exception] = {}
+        weights = _weigh_each(self.pipe.weight, items, failed)
+        if not failed:
+            return self.add(items, weights), None
+        full: list[list[Any]] = []
+        pos = 0
+        try:
+            for i in sorted(failed):
+                full += self.add(items[pos:i], weights[pos:i])
+                pos = i + 1
+                x = items[i]
+                w = await self.ctx.errors.handle(x, failed[i], _call_once(self._weigh, x))
+                if w is not SKIP:
+                    full += self.add([x], [w])
+        except StreamError as exc:
+            return full, exc
+        full += self.add(items[pos:], weights[pos:])
+        return full, None
+
+    def _weigh(self, item: Any) -> float:
+        """One item's weight, checked: a retry's call."""
+        assert self.pipe.weight is not None
+        w = self.pipe.weight(item)
+        if not _is_weight(w):
+            raise _bad_weight(w)
+        return w
+
+    def add(self, items: list[Any], weights: list[float] | None = None) -> list[list[Any]]:
+        """Add items (with their weights, when batches are weighed); return the batches
+        they complete."""
+        if not items:
+            return []
         if not self.pending:
-            self.since = self.mark
-            if self.pipe.max_wait is not None and items:
-                self.first_at = self.ctx.clock.monotonic()
-        if self.pipe.weight is not None:
-            return self._add_weighed(items)
+            self._restart()
+        if weights is not None:
+            return self._add_weighed(items, weights)
         size = self.pipe.batch_size
         full: list[list[Any]] = []
         pending = self.pending
@@ -177,13 +235,11 @@ class _BatchRun:
         self.pending = pending
         return full
 
-    def _add_weighed(self, items: list[Any]) -> list[list[Any]]:
-        weigh, limit, size = self.pipe.weight, self.pipe.max_weight, self.pipe.batch_size
-        assert weigh is not None
+    def _add_weighed(self, items: list[Any], weights: list[float]) -> list[list[Any]]:
+        limit, size = self.pipe.max_weight, self.pipe.batch_size
         assert limit is not None
         full: list[list[Any]] = []
-        for x in items:
-            w = weigh(x)
+        for x, w in zip(items, weights, strict=True):
             if self.pending and self.weight + w > limit:
                 full.append(self.pending)
                 self.pending, self.weight = [], 0.0
@@ -197,17 +253,18 @@ class _BatchRun:
         return full
 
     def _restart(self) -> None:
-        """A new pending batch starts inside the current chunk."""
+        """A new pending batch starts: with the current chunk's items."""
         self.since = self.mark
         if self.pipe.max_wait is not None:
-            self.first_at = self.ctx.clock.monotonic()
+            self.due_at = self.ctx.clock.monotonic() + self.pipe.max_wait
 
     def take(self) -> list[Any]:
         batch, self.pending, self.weight = self.pending, [], 0.0
         return batch
 
-    def ack_mark(self, mark: int) -> int:
-        return self.since if self.pending else mark
+    def ack_mark(self) -> int:
+        """How far the source may be acknowledged: not into the pending batch."""
+        return self.since if self.pending else self.mark
 
     async def process(self, batches: list[list[Any]]) -> tuple[list[Any], StreamError | None]:
         """Process batches in order; stop at a failure the policy raises."""
@@ -241,55 +298,132 @@ class _BatchRun:
                 stats.record_chunk(len(out), started, self.ctx.clock.monotonic(), len(batches))
         return out, None
 
-    async def run_fused(self, up: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
-        stats = self.ctx.stats
-        async for items, mark in up:
-            stats.items_in += len(items)
-            full = self.add(items)
+    def delay(self) -> float | None:
+        """Seconds until the pending batch is due (at most 0: it is due now); ``None``
+        when no batch is pending or there is no ``max_wait``.
+
+        Deciding "due" and "how long to wait" both from this one subtraction,
+        they cannot disagree (a batch not due with nothing left to wait for
+        would make the run spin).
+        """
+        if not self.pending or self.pipe.max_wait is None:
+            return None
+        return self.due_at - self.ctx.clock.monotonic()
+
+    async def step(self, chunk: Chunk | None) -> tuple[list[Any], int, StreamError | None]:
+        """Take in one chunk (or none); process the batches it completes, and the
+        pending batch if it is due. Returns the results, how far the source may
+        be acknowledged, and the error that must end the stream after them.
+
+        After a failure the source is acknowledged no further than before this
+        step: the batches it formed were not all delivered, and the chunk it
+        failed in is read again.
+        """
+        before = self.ack_mark()
+        full: list[list[Any]] = []
+        error: StreamError | None = None
+        if chunk is not None:
+            items, mark = chunk
+            self.ctx.stats.items_in += len(items)
+            if self.pipe.weight is None:
+                full = self.add(items)
+            else:
+                full, error = await self.take_in(items)
             self.mark = mark
-            out, error = await self.process(full) if full else ([], None)
-            yield out, self.ack_mark(mark)
+        delay = self.delay()
+        if error is None and delay is not None and delay <= 0:
+            full.append(self.take())
+        out, failed = await self.process(full) if full else ([], None)
+        error = failed or error
+        return out, before if error is not None else self.ack_mark(), error
+
+    async def run_fused(self, up: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+        async for chunk in up:
+            out, acked, error = await self.step(chunk)
+            yield out, acked
             if error is not None:
                 raise error
-        async for chunk in self._flush():
-            yield chunk
+        async for flushed in self._flush():
+            yield flushed
 
     async def run_timed(self) -> AsyncIterator[Chunk]:
         buf = self.ctx.buffer
         assert buf is not None
-        clock, stats, max_wait = self.ctx.clock, self.ctx.stats, self.pipe.max_wait
+        clock = self.ctx.clock
         while True:
             try:
                 chunk = buf.get_nowait()
             except StopAsyncIteration:
                 break
-            full: list[list[Any]] = []
-            if chunk is not None:
-                items, mark = chunk
-                stats.items_in += len(items)
-                full = self.add(items)
-                self.mark = mark
-            if (
-                self.pending
-                and max_wait is not None
-                and clock.monotonic() - self.first_at >= max_wait
-            ):
-                full.append(self.take())
-            if full or chunk is not None:
-                out, error = await self.process(full)
-                yield out, self.ack_mark(self.mark)
-                if error is not None:
-                    raise error
-                continue
-            delay = None
-            if self.pending and max_wait is not None:
-                delay = self.first_at + max_wait - clock.monotonic()
-            await wait_input(buf, clock, delay)
-        async for chunk in self._flush():
-            yield chunk
+            if chunk is None:
+                delay = self.delay()
+                if delay is None or delay > 0:
+                    await wait_input(buf, clock, delay)
+                    continue
+            out, acked, error = await self.step(chunk)
+            yield out, acked
+            if error is not None:
+                raise error
+        async for flushed in self._flush():
+            yield flushed
 
     async def _flush(self) -> AsyncIterator[Chunk]:
+        since = self.since
         out, error = await self.process([self.take()]) if self.pending else ([], None)
-        yield out, self.mark
+        yield out, self.mark if error is None else since
         if error is not None:
             raise error
+
+
+_NUMBERS = frozenset((float, int))
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    """A finite real number (not a bool)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _is_weight(value: object) -> bool:
+    return _is_number(value) and value >= 0
+
+
+def _bad_weight(value: object) -> Exception:
+    msg = f"weight= must return a finite number >= 0, got {value!r:.60}"
+    return ValueError(msg) if isinstance(value, int | float) else TypeError(msg)
+
+
+def _weigh_each(
+    fn: Callable[[Any], Any], items: list[Any], failed: dict[int, Exception]
+) -> list[Any]:
+    """``fn(item)`` for every item, called once each, at C speed.
+
+    A call that raises, or returns anything but a finite number >= 0, leaves its
+    exception in ``failed`` under its index.
+    """
+    weights: list[Any] = []
+    n = len(items)
+    while len(weights) < n:
+        try:
+            weights.extend(map(fn, items[len(weights) :]) if weights else map(fn, items))
+        except Exception as exc:
+            failed[len(weights)] = exc
+            weights.append(0)
+    try:
+        # One pass over plain numbers when all is well; item by item otherwise.
+        ok = (
+            _NUMBERS.issuperset(map(type, weights))
+            and math.isfinite(sum(weights))
+            and min(weights, default=0) >= 0
+        )
+    except OverflowError:
+        ok = False
+    if not ok:
+        for i, w in enumerate(weights):
+            if i not in failed and not _is_weight(w):
+                failed[i] = _bad_weight(w)
+    return weights

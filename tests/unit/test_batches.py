@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 from itertools import pairwise
 from typing import Any, TypeVar
@@ -12,7 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import agen, collect, collect_timed, collect_until_error
-from pipeflow.streams import BatchStreamPipe, Pipeline, Retry, StreamError
+from pipeflow.streams import (
+    BackpressureConfig,
+    BatchStreamPipe,
+    DeadLetter,
+    Pipeline,
+    Retry,
+    StreamError,
+)
 from pipeflow.streams import map as pmap
 from pipeflow.testing import TestSource, VirtualClock
 
@@ -148,6 +156,25 @@ async def test_max_wait_with_chunk_completing_batch_and_starting_next() -> None:
     assert [(1.0, [1, 2]), (6.0, [3])] == out
 
 
+@pytest.mark.parametrize(
+    ("arrival", "max_wait"), [(0.4, 0.1), (0.7, 0.1), (0.3, 0.6), (2.9, 0.3), (1e6 + 0.1, 0.2)]
+)
+async def test_max_wait_fires_once_due_whatever_the_float_rounding(
+    arrival: float, max_wait: float
+) -> None:
+    """A batch whose first item comes at a time that is not a round float goes out when
+    max_wait has passed, never spinning on a wait of zero before it is due."""
+    clock = VirtualClock()
+    src: TestSource[Any] = TestSource(
+        [TestSource.wait(arrival), 1, TestSource.wait(1e7), 2], clock=clock
+    )
+    out = await collect_timed(batcher(10, max_wait=max_wait).stream(src, clock=clock), clock)
+    assert [[1], [2]] == [batch for _, batch in out]
+    emitted_at = out[0][0]
+    assert emitted_at >= arrival + max_wait
+    assert emitted_at - (arrival + max_wait) < 1e-6
+
+
 # -- weight -----------------------------------------------------------------------------
 
 
@@ -178,6 +205,89 @@ async def test_weighted_batches_same_one_by_one() -> None:
     single = await collect(batcher(4, weight=float, max_weight=8).stream(agen(items)))
     assert chunked == single
     assert [[3, 1, 4], [1, 5], [9], [2, 6], [5, 3], [5]] == chunked
+
+
+def weight_fails_on(bad: int) -> Callable[[int], int]:
+    """A weight of 1 for every item but ``bad``, whose weight= call raises."""
+
+    def weight(x: int) -> int:
+        if x == bad:
+            raise ValueError(f"no weight for {x}")
+        return 1
+
+    return weight
+
+
+async def test_failing_weight_is_skipped_under_skip() -> None:
+    """A weight= call that raises is an item error: under "skip" the item leaves no trace."""
+    pipe = batcher(2, weight=weight_fails_on(2), max_weight=3, on_error="skip")
+    stream = pipe.stream([1, 2, 3, 4, 5])
+    assert [[1, 3], [4, 5]] == await collect(stream)
+    assert (1, 1) == (stream.statistics()[0].skipped, stream.statistics()[0].errors)
+
+
+async def test_failing_weight_under_raise_delivers_earlier_batches_first() -> None:
+    """Under "raise" the batches completed before the failed item come out, then StreamError."""
+    pipe = batcher(2, weight=weight_fails_on(5), max_weight=3)
+    got: list[list[int]] = []
+    with pytest.raises(StreamError) as info:
+        await collect_until_error(pipe.stream(range(1, 8)), got)
+    assert [[1, 2], [3, 4]] == got
+    assert 5 == info.value.item
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+async def test_failing_weight_dead_lettered_and_retried() -> None:
+    """Dead letters and retries apply to weight= as to any item error."""
+    failed: list[StreamError] = []
+    pipe = batcher(5, weight=weight_fails_on(2), max_weight=10, on_error=DeadLetter(failed))
+    assert [[1, 3]] == await collect(pipe.stream([1, 2, 3]))
+    assert [2] == [e.item for e in failed]
+
+    attempts: list[int] = []
+
+    def flaky(x: int) -> int:
+        attempts.append(x)
+        if x == 2 and attempts.count(2) == 1:
+            raise ConnectionError("flaky")
+        return x
+
+    retried = batcher(5, weight=flaky, max_weight=3, on_error=Retry(attempts=2, jitter=0))
+    assert [[1, 2], [3]] == await collect(retried.stream([1, 2, 3], clock=VirtualClock()))
+    assert [1, 2, 3, 2] == attempts  # each item once, and the failed one once more
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [(float("nan"), ValueError), (float("inf"), ValueError), (-1, ValueError), ("3", TypeError)],
+)
+async def test_weight_must_be_a_finite_number_at_least_zero(bad: Any, error: type) -> None:
+    """A weight that is NaN, infinite, negative or not a number fails its item."""
+    weights = {1: 1, 2: bad, 3: 1}
+    pipe: BatchStreamPipe[int, list[int]] = BatchStreamPipe(
+        5, weight=weights.__getitem__, max_weight=2
+    )
+    got: list[list[int]] = []
+    with pytest.raises(StreamError) as info:
+        await collect_until_error(pipe.stream([1, 2, 3]), got)
+    assert 2 == info.value.item
+    assert isinstance(info.value.__cause__, error)
+    assert "weight= must return a finite number >= 0" in str(info.value.__cause__)
+    skipping = batcher(5, weight=weights.__getitem__, max_weight=2, on_error="skip")
+    assert [[1, 3]] == await collect(skipping.stream([1, 2, 3]))
+
+
+async def test_weight_is_called_once_per_item() -> None:
+    """weight= runs once per item, failures included."""
+    calls: list[int] = []
+
+    def weight(x: int) -> int:
+        calls.append(x)
+        return 1 // (x % 3)  # multiples of 3 fail
+
+    pipe = batcher(2, weight=weight, max_weight=5, on_error="skip")
+    assert [[1, 2], [4, 5], [7]] == await collect(pipe.stream(range(1, 8)))
+    assert list(range(1, 8)) == sorted(calls)
 
 
 # -- processing ---------------------------------------------------------------------------
@@ -316,6 +426,73 @@ async def test_transient_item_failure_retried_within_batch() -> None:
     assert 1 == stream.statistics()[0].retries
 
 
+async def test_failed_item_cancels_the_calls_still_in_flight() -> None:
+    """With concurrency > 1, once an item fails for good the other calls are cancelled and
+    awaited before the error comes out: none runs on after the stream has failed."""
+    clock = VirtualClock()
+    started: list[int] = []
+    cancelled: list[int] = []
+    finished: list[int] = []
+
+    class Slow(BatchStreamPipe[int, list[int]]):
+        async def process_item(self, item: int) -> Any:
+            started.append(item)
+            if item == 0:
+                raise ValueError("boom")
+            try:
+                await clock.sleep(1)
+            except asyncio.CancelledError:
+                cancelled.append(item)
+                raise
+            finished.append(item)
+            return item
+
+    with pytest.raises(StreamError) as info:
+        await collect(Slow(4, concurrency=4).stream(range(4), clock=clock))
+    assert 0 == info.value.item
+    assert ([0, 1, 2, 3], [1, 2, 3]) == (started, sorted(cancelled))
+    await clock.sleep(10)
+    assert [] == finished
+    assert 0 == clock.pending
+
+
+async def test_closing_the_stream_cancels_calls_in_flight() -> None:
+    """Leaving the stream while process_items has calls in flight cancels and awaits them."""
+    clock = VirtualClock(autojump=False)
+    cancelled: list[int] = []
+
+    class Slow(BatchStreamPipe[int, list[int]]):
+        async def process_item(self, item: int) -> Any:
+            try:
+                await clock.sleep(1 + item)
+            except asyncio.CancelledError:
+                cancelled.append(item)
+                raise
+            return item
+
+    stream = Slow(3, concurrency=3).stream(range(3), clock=clock)
+    consumer = asyncio.create_task(collect(stream))
+    await clock.advance(0)  # the calls start
+    await clock.advance(1.5)  # item 0 is done, 1 and 2 are still sleeping
+    consumer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await consumer
+    assert [1, 2] == sorted(cancelled)
+    assert 0 == clock.pending
+
+
+@pytest.mark.parametrize(("concurrency", "elapsed"), [(1, 4.0), (2, 2.0)])
+async def test_min_processing_time_paces_process_item_calls(
+    concurrency: int, elapsed: float
+) -> None:
+    """Each process_item call occupies its worker for at least min_processing_time."""
+    clock = VirtualClock()
+    paced = BackpressureConfig(min_processing_time=0.5)
+    pipe = Square(2, config=paced, concurrency=concurrency)
+    assert [[0, 1], [4, 9], [16, 25], [36, 49]] == await collect(pipe.stream(range(8), clock=clock))
+    assert elapsed == clock.monotonic()
+
+
 # -- acks -------------------------------------------------------------------------------
 
 
@@ -350,6 +527,50 @@ async def test_acks_with_max_wait_do_not_pass_pending_batch() -> None:
     assert 4 == src.acked
 
 
+async def test_failed_batch_holds_acks_back() -> None:
+    """After process_batch fails under "raise", the failed batch's items are not acked."""
+    src = TestSource(list(range(8)), one_by_one=True)
+    got: list[int] = []
+    with pytest.raises(StreamError):
+        await collect_until_error(SumBatch(2, bad=3).stream(src), got)
+    assert [1] == got
+    assert 2 == src.acked  # 0 and 1 were delivered; [2, 3] failed
+
+
+async def test_failed_last_batch_is_not_acked() -> None:
+    """The partial batch flushed at the end that fails is not acked either."""
+    src = TestSource(list(range(5)), one_by_one=True)
+    got: list[int] = []
+    with pytest.raises(StreamError):
+        await collect_until_error(SumBatch(2, bad=4).stream(src), got)
+    assert [1, 5] == got
+    assert 4 == src.acked
+
+
+async def test_failed_weight_is_not_acked() -> None:
+    """A weight= failure under "raise": acks stop before the batch the item would join."""
+    src = TestSource([1, 2, 3, 4, 5], one_by_one=True)
+    pipe = batcher(2, weight=weight_fails_on(4), max_weight=10)
+    got: list[list[int]] = []
+    with pytest.raises(StreamError):
+        await collect_until_error(pipe.stream(src), got)
+    assert [[1, 2]] == got
+    assert 2 == src.acked
+
+
+async def test_failed_item_in_timed_batch_is_not_acked() -> None:
+    """With max_wait, a batch failing when its timer fires holds its items' acks back."""
+    clock = VirtualClock()
+    src: TestSource[Any] = TestSource(
+        [1, 2, TestSource.wait(0.5), 3, TestSource.wait(5), 4], clock=clock
+    )
+    got: list[int] = []
+    with pytest.raises(StreamError):
+        await collect_until_error(SumBatch(2, bad=3, max_wait=1).stream(src, clock=clock), got)
+    assert [3] == got
+    assert 2 == src.acked
+
+
 # -- validation -------------------------------------------------------------------------
 
 
@@ -367,6 +588,11 @@ async def test_acks_with_max_wait_do_not_pass_pending_batch() -> None:
         (3, {"max_wait": -1}),
         (3, {"max_wait": 0}),
         (3, {"max_wait": timedelta(seconds=-1)}),
+        (3, {"max_wait": float("nan")}),
+        (3, {"max_wait": float("inf")}),
+        (3, {"weight": len, "max_weight": float("nan")}),
+        (3, {"weight": len, "max_weight": float("inf")}),
+        (3, {"weight": len, "max_weight": "10"}),
         (3, {"concurrency": 0}),
         (3, {"on_error": "ignore"}),
     ],
@@ -434,3 +660,10 @@ def test_weighted_batches_respect_limits(
         assert len(b) <= size
         assert total <= limit or len(b) == 1
         assert len(b) == size or total + following[0][1] > limit
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_max_weight_must_be_finite(value: float) -> None:
+    """A NaN or infinite max_weight raises ValueError naming the field, the value and the rule."""
+    with pytest.raises(ValueError, match=rf"max_weight must be a finite number > 0, got {value}"):
+        BatchStreamPipe(3, weight=len, max_weight=value)

@@ -176,3 +176,43 @@ def test_start_in_other_timezone_is_converted_to_utc() -> None:
     now = VirtualClock(start).now()
     assert start == now
     assert timedelta(0) == now.utcoffset()
+
+
+def test_start_that_is_not_a_datetime_is_a_type_error() -> None:
+    """A start that is not a datetime raises TypeError saying what is expected."""
+    with pytest.raises(TypeError, match="timezone-aware datetime, got str"):
+        VirtualClock("2026")  # type: ignore[arg-type]
+
+
+async def test_nan_sleep_and_advance_are_value_errors() -> None:
+    """sleep(nan) cannot wait for a deadline, nor advance() move to one: ValueError."""
+    clock = VirtualClock()
+    with pytest.raises(ValueError, match="nan"):
+        await clock.sleep(float("nan"))
+    for seconds in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite"):
+            await clock.advance(seconds)
+    assert (0.0, 0) == (clock.monotonic(), clock.pending)
+
+
+async def test_infinite_sleep_waits_until_cancelled_and_time_stays_finite() -> None:
+    """sleep(inf) never wakes; autojump does not jump to it; cancelling ends it."""
+    clock = VirtualClock()
+    forever = asyncio.create_task(clock.sleep(float("inf")))
+    await clock.sleep(5)
+    assert not forever.done()
+    assert 5.0 == clock.monotonic()
+    forever.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await forever
+
+
+@pytest.mark.parametrize(("start", "seconds"), [(1e6, 1e-12), (0.4, 0.1), (10.0, 1e-9), (0.1, 0.2)])
+async def test_sleep_moves_time_by_at_least_its_duration(start: float, seconds: float) -> None:
+    """However the deadline rounds, time moves by at least the time slept, never by nothing."""
+    clock = VirtualClock()
+    await clock.sleep(start)
+    before = clock.monotonic()
+    await clock.sleep(seconds)
+    assert clock.monotonic() - before >= seconds
+    assert clock.monotonic() > before

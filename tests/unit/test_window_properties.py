@@ -168,7 +168,8 @@ def time_windows(draw: st.DrawFn) -> dict[str, Any]:
         "size": slide * per,
         "slide": slide,
         "sliding": per > 1 or draw(st.booleans()),
-        "offset": draw(st.integers(0, 2 * slide * per)),
+        # Negative offsets too: taken modulo the slide, as positive ones are.
+        "offset": draw(st.integers(-2 * slide * per, 2 * slide * per)),
         "lateness": draw(st.integers(0, 1500)),
     }
 

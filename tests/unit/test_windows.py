@@ -8,6 +8,7 @@ end of the first one-second window.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ import pytest
 from helpers import agen, collect, collect_timed, collect_until_error
 from pipeflow.monitoring import StreamMonitor
 from pipeflow.streams import (
+    DeadLetter,
     LateItemError,
     StreamError,
     StreamPipe,
@@ -185,6 +187,25 @@ async def test_processing_time_keyed_windows_fire_together_per_key() -> None:
     )
     out = await collect_timed(pipe.stream(src, clock=clock), clock)
     assert [(1.0, "b", 2), (1.0, "a", 1)] == [(t, w.key, len(w)) for t, w in out]
+
+
+@pytest.mark.parametrize(("arrival", "size"), [(0.4, 0.1), (0.7, 0.1), (0.3, 0.2), (2.9, 0.3)])
+async def test_processing_time_window_fires_at_its_end_whatever_the_float_rounding(
+    arrival: float, size: float
+) -> None:
+    """A window opened at a time that is not a round float still fires once, at its end.
+
+    The timer's delay and the firing are reckoned from one watermark, so the run
+    never waits for nothing (a zero delay) while the window is not yet due.
+    """
+    clock = VirtualClock()
+    pipe: WindowedStreamPipe[str, Window[str]] = WindowedStreamPipe(size)
+    src: TestSource[Any] = TestSource(
+        [TestSource.at(arrival, "a"), TestSource.wait(5)], clock=clock
+    )
+    [(t, window)] = await collect_timed(pipe.stream(src, clock=clock), clock)
+    assert ["a"] == list(window)
+    assert window.end == wall(t)
 
 
 # -- event time -------------------------------------------------------------------
@@ -605,6 +626,140 @@ async def test_process_window_failure_skipped() -> None:
     assert 3 == stats.windows_fired
 
 
+async def test_count_windows_filled_before_a_failing_key_are_delivered() -> None:
+    """Under "raise", full count windows before a failing key= call come out, then StreamError."""
+
+    def key(x: int) -> str:
+        if x == 5:
+            raise ValueError("bad key")
+        return "k"
+
+    pipe: WindowedStreamPipe[int, Window[int]] = WindowedStreamPipe(count=2, key=key)
+    got: list[Window[int]] = []
+    with pytest.raises(StreamError) as info:
+        await collect_until_error(pipe.stream([1, 2, 3, 4, 5, 6]), got)
+    assert [[1, 2], [3, 4]] == contents(got)
+    assert 5 == info.value.item
+
+
+async def test_count_windows_filled_before_a_failing_timestamp_are_delivered() -> None:
+    """In event time too, count windows full before the failed item are delivered first."""
+
+    def ts(x: int) -> float:
+        if x == 5:
+            raise ValueError("bad timestamp")
+        return float(x)
+
+    got: list[Window[int]] = []
+    with pytest.raises(StreamError) as info:
+        await collect_until_error(
+            WindowedStreamPipe(count=2, timestamp=ts).stream(range(1, 7)), got
+        )
+    assert [[1, 2], [3, 4]] == contents(got)
+    assert 5 == info.value.item
+
+
+async def test_unhashable_key_is_an_item_error_under_the_policy() -> None:
+    """A key= result that cannot be a dict key fails its item: skipped, or a StreamError
+    whose TypeError cause names key= and the value's type."""
+    items: list[tuple[float, Any]] = [(0.1, "a"), (0.2, ["oops"]), (0.3, "a")]
+
+    def make(on_error: Any) -> WindowedStreamPipe[tuple[float, Any], Window[tuple[float, Any]]]:
+        return WindowedStreamPipe(
+            1.0,
+            timestamp=lambda e: e[0],
+            key=lambda e: e[1],
+            idle_advance=False,
+            on_error=on_error,
+        )
+
+    stream = make("skip").stream(items)
+    assert [[(0.1, "a"), (0.3, "a")]] == contents(await collect(stream))
+    assert (1, 1) == (stream.statistics()[0].skipped, stream.statistics()[0].errors)
+
+    with pytest.raises(StreamError) as info:
+        await collect(make("raise").stream(items))
+    assert (0.2, ["oops"]) == info.value.item
+    assert isinstance(info.value.__cause__, TypeError)
+    assert "key= must return a hashable value, got list" in str(info.value.__cause__)
+
+
+async def test_unhashable_key_in_processing_time_is_an_item_error() -> None:
+    """Without timestamp= too, an unhashable key goes to the policy, not out of the stream."""
+    failed: list[StreamError] = []
+    pipe: WindowedStreamPipe[Any, Window[Any]] = WindowedStreamPipe(
+        count=2, key=lambda x: x, on_error=DeadLetter(failed)
+    )
+    assert [[1, 1], [2]] == contents(await collect(pipe.stream([1, {"a": 1}, 1, 2])))
+    assert [{"a": 1}] == [e.item for e in failed]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"window_size": 1.0},
+        {"window_size": 1.0, "allowed_lateness": 5},
+        {"window_size": 2.0, "slide": 1.0},
+        {"session_gap": 0.5},
+        {"count": 2},
+    ],
+)
+@pytest.mark.parametrize(
+    "times",
+    [
+        [0.5, 0.2, 1.5, 1.7, 3.2],  # out of order: the tumbling fast path gives up
+        [0.1, 0.2, 1.5, 2.5, 3.5],  # in order: the fast path takes the chunk
+        [0.1, "bad", 1.5, float("nan"), 0.7],  # failures in the middle
+    ],
+)
+async def test_timestamp_and_key_are_called_once_per_item(
+    kwargs: dict[str, Any], times: list[Any]
+) -> None:
+    """Each item's timestamp= and key= are called exactly once, whatever path the chunk takes."""
+    items = [(t, "ab"[i % 2], i) for i, t in enumerate(times)]
+    ts_calls: Counter[int] = Counter()
+    key_calls: Counter[int] = Counter()
+
+    def ts(e: tuple[Any, str, int]) -> float:
+        ts_calls[e[2]] += 1
+        return float(e[0])
+
+    def key(e: tuple[Any, str, int]) -> str:
+        key_calls[e[2]] += 1
+        return e[1]
+
+    pipe: WindowedStreamPipe[Any, Window[Any]] = WindowedStreamPipe(
+        timestamp=ts, key=key, idle_advance=False, on_error="skip", **kwargs
+    )
+    await collect(pipe.stream(items))
+    assert {i: 1 for i in range(len(items))} == ts_calls
+    assert {i: 1 for i in range(len(items))} == key_calls
+
+
+async def test_key_is_called_once_per_item_in_processing_time() -> None:
+    """Without timestamp=, key= runs once per item too, failures included."""
+    calls: Counter[int] = Counter()
+
+    def key(x: int) -> int:
+        calls[x] += 1
+        return 1 // x  # 0 fails
+
+    pipe: WindowedStreamPipe[int, Window[int]] = WindowedStreamPipe(
+        count=2, key=key, on_error="skip"
+    )
+    assert [[1, 1], [2]] == contents(await collect(pipe.stream([1, 0, 1, 2])))
+    assert {1: 2, 0: 1, 2: 1} == calls
+
+
+async def test_nan_timestamp_error_says_what_is_wrong() -> None:
+    """A NaN event time fails its item with a message saying event times must be finite."""
+    pipe = event_pipe(10)
+    with pytest.raises(StreamError) as info:
+        await collect(pipe.stream([1.0, float("nan")]))
+    assert isinstance(info.value.__cause__, ValueError)
+    assert "finite" in str(info.value.__cause__)
+
+
 # -- runs, metrics ---------------------------------------------------------------------
 
 
@@ -658,6 +813,57 @@ async def test_held_items_are_not_acked_until_their_window_is_delivered() -> Non
             acked_at_delivery.append(src.acked)
     assert [0, 2] == acked_at_delivery
     assert 3 == src.acked
+
+
+async def test_chunk_with_failing_key_is_not_acked() -> None:
+    """After a key= failure under "raise", acks stop before the chunk it happened in."""
+
+    def key(x: str) -> str:
+        if x == "bad":
+            raise ValueError("bad key")
+        return "k"
+
+    clock = VirtualClock()
+    src: TestSource[Any] = TestSource(["a", TestSource.wait(5), "bad", "c", "d"], clock=clock)
+    pipe: WindowedStreamPipe[str, Window[str]] = WindowedStreamPipe(1.0, key=key)
+    got: list[Window[str]] = []
+    with pytest.raises(StreamError):
+        await collect_until_error(pipe.stream(src, clock=clock), got)
+    assert [["a"]] == contents(got)
+    assert 1 == src.acked  # "bad", "c" and "d" are read again
+
+
+async def test_late_item_raised_is_not_acked() -> None:
+    """on_late="raise": nothing from the late item's chunk on is acked."""
+    src = TestSource([0.5, 2.5, 0.7, 2.6, 2.7])
+    pipe: WindowedStreamPipe[float, Window[float]] = WindowedStreamPipe(
+        1.0, timestamp=float, idle_advance=False, on_late="raise"
+    )
+    with pytest.raises(LateItemError):
+        await collect(pipe.stream(src))
+    assert 0 == src.acked  # one chunk, and it failed
+
+
+async def test_failed_window_holds_acks_back() -> None:
+    """A window whose process_window failed was not delivered: acks stop before its items."""
+    pipe = FailOn(15.0, idle_advance=False)
+    src = TestSource([5.0, 15.0, 25.0, 35.0], one_by_one=True)
+    got: list[list[float]] = []
+    with pytest.raises(StreamError):
+        await collect_until_error(pipe.stream(src), got)
+    assert [[5.0]] == got
+    assert 1 == src.acked  # 15.0, the second item, is in the failed window
+
+
+async def test_window_failing_at_the_end_of_the_stream_is_not_acked() -> None:
+    """A window flushed at the end that fails holds back the acks of its items."""
+    pipe = FailOn(15.0, idle_advance=False)
+    src = TestSource([5.0, 15.0, 16.0], one_by_one=True)
+    got: list[list[float]] = []
+    with pytest.raises(StreamError):
+        await collect_until_error(pipe.stream(src), got)
+    assert [[5.0]] == got
+    assert 1 == src.acked
 
 
 # -- count windows and sessions ---------------------------------------------------------
@@ -830,3 +1036,64 @@ async def test_timestamp_of_wrong_type_is_an_error() -> None:
     with pytest.raises(StreamError) as info:
         await collect(pipe.stream(["2026-01-01"]))
     assert isinstance(info.value.__cause__, TypeError)
+
+
+async def test_negative_offset_is_taken_modulo_the_size() -> None:
+    """offset=-8h on daily windows (days from midnight in UTC+8, 16:00 UTC) is offset=16h."""
+    day = timedelta(days=1)
+    times = [epoch(h * 3600) for h in (1, 7, 8, 20, 31, 33)]
+    windows = []
+    for offset in (timedelta(hours=-8), timedelta(hours=16)):
+        pipe: WindowedStreamPipe[datetime, Window[datetime]] = WindowedStreamPipe(
+            day, offset=offset, timestamp=lambda t: t, idle_advance=False
+        )
+        windows.append(spans(await collect(pipe.stream(times))))
+    minus_eight, sixteen = windows
+    assert sixteen == minus_eight
+    assert [
+        (epoch(-8 * 3600), [epoch(h * 3600) for h in (1, 7, 8)]),
+        (epoch(16 * 3600), [epoch(h * 3600) for h in (20, 31, 33)]),
+    ] == [(start, items) for start, _, _, items in minus_eight]
+
+
+@pytest.mark.parametrize("kwargs", [{"session_gap": 5}, {"count": 3}])
+def test_offset_applies_to_time_windows_only(kwargs: dict[str, Any]) -> None:
+    """offset= with session or count windows raises ValueError, as slide= does."""
+    with pytest.raises(ValueError, match="offset= applies to time windows"):
+        WindowedStreamPipe(offset=timedelta(hours=1), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"allowed_lateness": 5}, "allowed_lateness"),
+        ({"on_late": "raise"}, "on_late"),
+        ({"on_late": []}, "on_late"),
+        ({"idle_advance": False}, "idle_advance=False"),
+        ({"count": 2, "allowed_lateness": 1}, "allowed_lateness"),
+    ],
+)
+def test_event_time_options_need_timestamp(kwargs: dict[str, Any], named: str) -> None:
+    """Options that only event time uses raise ValueError without timestamp=."""
+    size = None if "count" in kwargs else 1.0
+    with pytest.raises(ValueError, match=rf"{named} needs timestamp="):
+        WindowedStreamPipe(size, **kwargs)
+
+
+def test_idle_advance_must_be_a_bool() -> None:
+    """idle_advance="no" is not read as true: TypeError."""
+    with pytest.raises(TypeError, match="idle_advance must be True or False, got 'no'"):
+        WindowedStreamPipe(1.0, timestamp=float, idle_advance="no")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "field", ["window_size", "slide", "session_gap", "offset", "allowed_lateness"]
+)
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_durations_must_be_finite(field: str, value: float) -> None:
+    """A NaN or infinite duration raises ValueError saying it must be finite."""
+    kwargs: dict[str, Any] = {"timestamp": float, field: value}
+    if field in ("slide", "offset", "allowed_lateness"):
+        kwargs["window_size"] = 1.0
+    with pytest.raises(ValueError, match=rf"{field} must be a finite number of seconds"):
+        WindowedStreamPipe(**kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import math
 from datetime import UTC, datetime, timedelta
 
 __all__ = ["VirtualClock"]
@@ -30,6 +31,12 @@ class VirtualClock:
     """
 
     def __init__(self, start: datetime = _DEFAULT_START, *, autojump: bool = True) -> None:
+        if not isinstance(start, datetime):
+            msg = (
+                "VirtualClock start must be a timezone-aware datetime, "
+                f"got {type(start).__name__}: {start!r:.60}"
+            )
+            raise TypeError(msg)
         if start.tzinfo is None:
             msg = f"VirtualClock start must be timezone-aware (UTC), got naive {start!r}"
             raise ValueError(msg)
@@ -47,13 +54,30 @@ class VirtualClock:
         return self._start + timedelta(seconds=self._t)
 
     async def sleep(self, seconds: float) -> None:
+        """Return once virtual time has moved by at least ``seconds``.
+
+        ``seconds <= 0`` only lets other tasks run; ``math.inf`` sleeps until
+        cancelled (time never jumps to it); ``ValueError`` for NaN.
+        """
+        if math.isnan(seconds):
+            msg = f"sleep() needs a number of seconds, got {seconds!r}"
+            raise ValueError(msg)
         if seconds <= 0:
             await asyncio.sleep(0)
             return
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
+        if math.isinf(seconds):
+            await fut  # nothing sets it: only cancellation ends this sleep
+            return
+        # The deadline rounded, time must still move by the full amount: a tiny
+        # sleep must not leave time where it was (a caller waiting for a
+        # deadline by sleeping the difference would never get there).
+        deadline = self._t + seconds
+        while deadline - self._t < seconds:
+            deadline = math.nextafter(deadline, math.inf)
         self._seq += 1
-        heapq.heappush(self._timers, (self._t + seconds, self._seq, fut))
+        heapq.heappush(self._timers, (deadline, self._seq, fut))
         if self.autojump and (self._jumper is None or self._jumper.done()):
             self._jumper = loop.create_task(
                 self._autojump(), name="pipeflow: VirtualClock autojump"
@@ -64,6 +88,9 @@ class VirtualClock:
         """Move time forward by ``seconds``, waking each sleeper at its own deadline."""
         if seconds < 0:
             msg = f"time cannot go backwards: advance({seconds!r})"
+            raise ValueError(msg)
+        if not math.isfinite(seconds):
+            msg = f"advance() needs a finite number of seconds, got {seconds!r}"
             raise ValueError(msg)
         target = self._t + seconds
         while self._timers and self._timers[0][0] <= target:

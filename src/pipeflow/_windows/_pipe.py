@@ -14,7 +14,7 @@ from bisect import bisect_left
 from collections.abc import AsyncIterator, Callable, Hashable
 from datetime import datetime, timedelta
 from functools import partial
-from itertools import islice
+from itertools import chain, islice
 from operator import le
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -65,22 +65,24 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
             much time without items (leave ``window_size`` out).
         count: count windows instead: every ``count`` items per key (leave
             ``window_size`` out).
-        offset: shift window boundaries from the Unix epoch.
+        offset: shift window boundaries from the Unix epoch (time windows
+            only); taken modulo the size, so it may be negative.
         timestamp: ``fn(item)`` giving the item's event time (an aware datetime
             or epoch seconds); event time instead of processing time.
-        key: ``fn(item)`` giving a key; each key has windows of its own.
+        key: ``fn(item)`` giving a hashable key; each key has windows of its own.
         allowed_lateness: how far behind the newest event time an item may be
-            and still land in its window (event time).
+            and still land in its window (event time only).
         idle_advance: while the pipe waits for input, let the watermark move
             with the clock (from the newest event time on), so windows fire
             while the source is quiet. Time spent blocked on a slow consumer
-            does not count.
+            does not count. A bool; ``False`` needs event time.
         on_late: an item behind the watermark, whose windows have all fired:
             ``"drop"`` (count it: the default), ``"raise"`` (``LateItemError``),
             or a sink (a list, a callable or a pipe) receiving ``LateItemError``
-            records. Always counted in the ``late`` metric.
+            records. Always counted in the ``late`` metric. Event time only.
         config, on_error, name: as for ``StreamPipe``; ``on_error`` covers
-            ``process_window`` and the ``timestamp``/``key`` functions.
+            ``process_window`` and the ``timestamp``/``key`` functions (each
+            called once per item).
     """
 
     def __init__(
@@ -116,13 +118,18 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
                 f"got {' and '.join(modes) or 'none'}"
             )
             raise ValueError(msg)
-        self._offset = seconds_to_us(offset, "offset", allow_zero=True)
+        # Taken modulo the window size (or slide), so it may be negative: as in
+        # Flink, offset=-8h starts daily windows at midnight in UTC+8.
+        self._offset = seconds_to_us(offset, "offset", allow_negative=True)
         self._lateness = seconds_to_us(allowed_lateness, "allowed_lateness", allow_zero=True)
         self._logic_factory = self._choose_logic(window_size, slide, session_gap, count)
         for fn_name, fn in (("timestamp", timestamp), ("key", key)):
             if fn is not None and not callable(fn):
                 msg = f"{fn_name}= must be a function of the item, got {fn!r:.60}"
                 raise TypeError(msg)
+        if not isinstance(idle_advance, bool):
+            msg = f"idle_advance must be True or False, got {idle_advance!r:.60}"
+            raise TypeError(msg)
         if not (
             on_late in ("drop", "raise")
             or isinstance(on_late, list)
@@ -131,9 +138,26 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
         ):
             msg = f"on_late must be 'drop', 'raise', a list, a callable or a pipe, got {on_late!r}"
             raise ValueError(msg)
+        if timestamp is None:
+            # In processing time no item is ever late and there is no watermark to advance.
+            unused = [
+                name
+                for name, given in (
+                    ("allowed_lateness", self._lateness != 0),
+                    ("idle_advance=False", not idle_advance),
+                    ("on_late", not (isinstance(on_late, str) and on_late == "drop")),
+                )
+                if given
+            ]
+            if unused:
+                msg = (
+                    f"{' and '.join(unused)} need{'s' if len(unused) == 1 else ''} timestamp=: "
+                    "in processing time no item is late and the watermark is the clock"
+                )
+                raise ValueError(msg)
         self.timestamp = timestamp
         self.key = key
-        self.idle_advance = bool(idle_advance)
+        self.idle_advance = idle_advance
         self.on_late = on_late
 
     def _choose_logic(
@@ -143,19 +167,19 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
         session_gap: timedelta | float | None,
         count: int | None,
     ) -> Callable[[], WindowLogic]:
+        if count is not None or session_gap is not None:
+            kind = "count" if count is not None else "session"
+            for name, given in (("slide", slide is not None), ("offset", self._offset != 0)):
+                if given:
+                    msg = f"{name}= applies to time windows, not to {kind} windows"
+                    raise ValueError(msg)
         if count is not None:
             if isinstance(count, bool) or not isinstance(count, int) or count < 1:
                 msg = f"count must be an int >= 1, got {count!r}"
                 raise ValueError(msg)
-            if slide is not None:
-                msg = "slide= applies to time windows, not to count windows"
-                raise ValueError(msg)
             return lambda: CountWindows(count)
         if session_gap is not None:
             gap = seconds_to_us(session_gap, "session_gap")
-            if slide is not None:
-                msg = "slide= applies to time windows, not to session windows"
-                raise ValueError(msg)
             return lambda: SessionWindows(gap)
         assert window_size is not None
         size = seconds_to_us(window_size, "window_size")
@@ -219,19 +243,26 @@ class _WindowRun:
         return max(wm, self.watermark)
 
     def delay_to_next(self) -> float | None:
-        """Seconds on the clock until the next window fires, if time alone fires it."""
+        """Seconds on the clock until the next window fires, if time alone fires it.
+
+        Reckoned from ``self.watermark``, the watermark the due windows were just
+        fired at: every open window ends after it, so the delay is never zero
+        (a zero delay would return at once, and the run would spin).
+        """
         end = self.logic.next_end()
         if end is None or (self.event_time and not self.pipe.idle_advance):
             return None
         if self.event_time and self.max_ts == _NO_TIME:
             return None
-        return max(0.0, (end - self.current_watermark()) / 1_000_000)
+        return (end - self.watermark) / 1_000_000
 
-    def ack_mark(self) -> int:
-        """The source position whose input no open window holds any more."""
+    def ack_mark(self, undelivered: list[OpenWindow]) -> int:
+        """The source position whose input neither an open window nor ``undelivered`` holds."""
         if not self.ctx.acking:
             return self.mark  # nobody listens: skip the walk over open windows
-        held = min((w.since for w in self.logic.open_windows()), default=self.mark)
+        held = min(
+            (w.since for w in chain(self.logic.open_windows(), undelivered)), default=self.mark
+        )
         return max(self.acked, held)
 
     async def run(self) -> AsyncIterator[Chunk]:
@@ -249,15 +280,21 @@ class _WindowRun:
                 items, mark = chunk
                 stats.items_in += len(items)
                 self.logic.position = self.mark
-                error = await self.add_items(items, fired)
-                self.mark = mark
-            if error is None:
+                # Windows the clock (or idle advance) has passed close before new items.
                 self.watermark = self.current_watermark()
                 fired += self.logic.fire(self.watermark)
+                error = await self.add_items(items, fired)
+                if error is None:
+                    self.mark = mark  # a failed chunk is read again: acks stop before it
+            if error is None:
+                self.watermark = self.current_watermark()
+            # After a failure too: what was complete before the failed item goes out
+            # (count windows fill as items come; time windows fired as the watermark moved).
+            fired += self.logic.fire(self.watermark)
             if fired or chunk is not None:
-                out, failed = await self.emit(fired)
-                error = error or failed
-                acked = self.ack_mark()
+                out, failed, undelivered = await self.emit(fired)
+                error = failed or error
+                acked = self.ack_mark(undelivered)
                 if out or acked != self.acked:
                     self.acked = acked
                     yield out, acked
@@ -272,71 +309,93 @@ class _WindowRun:
             finally:
                 self.idle += clock.monotonic() - self.idle_since
                 self.idle_since = None
-        out, error = await self.emit(self.logic.flush())
-        yield out, self.mark
+        out, error, undelivered = await self.emit(self.logic.flush())
+        yield out, self.mark if error is None else self.ack_mark(undelivered)
         if error is not None:
             raise error
 
     async def add_items(self, items: list[Any], fired: list[OpenWindow]) -> BaseException | None:
-        """Assign a chunk's items to windows; windows the watermark passes go to ``fired``.
+        """Assign a chunk's items to windows (at ``self.watermark``, where the due ones
+        have fired); windows the watermark passes on the way go to ``fired``.
+
+        The ``timestamp`` and ``key`` functions are called once per item, over the
+        whole chunk at a time. Items whose calls failed go to the error policy in
+        their turn; the items between them go to their windows in runs.
 
         Returns the error that must end the stream (after ``fired`` is emitted).
         """
+        tsfn, keyfn = self.pipe.timestamp, self.pipe.key
+        failed: dict[int, Exception] = {}
+        raws = _call_each(tsfn, items, failed) if tsfn is not None else None
+        keys = _call_each(keyfn, items, failed) if keyfn is not None else None
+        if keys is not None:
+            _check_keys(keys, failed)
+        add = self._add_event_time if self.event_time else self._add_processing_time
         try:
-            if self.event_time:
-                await self._add_event_time(items, fired)
-            else:
-                await self._add_processing_time(items, fired)
+            if not failed:
+                await add(items, raws, keys, fired)
+                return None
+            pos = 0
+            for i in sorted(failed):
+                if pos < i:
+                    await add(items[pos:i], _part(raws, pos, i), _part(keys, pos, i), fired)
+                pos = i + 1
+                x = items[i]
+                got = await self.resolve(x, failed[i], partial(_ts_key, tsfn, keyfn, x))
+                if got is not SKIP:
+                    raw, k = got
+                    await add([x], [raw], [k], fired)
+            if pos < len(items):
+                end = len(items)
+                await add(items[pos:], _part(raws, pos, end), _part(keys, pos, end), fired)
         except (StreamError, LateItemError) as exc:
             return exc
         finally:
             self.ctx.stats.windows_open = self.logic.open_count
         return None
 
-    async def _add_processing_time(self, items: list[Any], fired: list[OpenWindow]) -> None:
-        logic, keyfn = self.logic, self.pipe.key
-        now = to_us(self.ctx.clock.now())
-        fired += logic.fire(now)
-        self.watermark = now
-        for x in items:
-            k = None
-            if keyfn is not None:
-                try:
-                    k = keyfn(x)
-                except Exception as exc:
-                    k = await self.resolve(x, exc, partial(keyfn, x))
-                    if k is SKIP:
-                        continue
-            logic.add(x, k, now, now)
+    async def _add_processing_time(
+        self,
+        items: list[Any],
+        raws: list[Any] | None,
+        keys: list[Any] | None,
+        fired: list[OpenWindow],
+    ) -> None:
+        """Every item's time is now: the watermark. No window fires, none is late."""
+        add, now = self.logic.add, self.watermark
+        for x, k in zip(items, keys or [None] * len(items), strict=True):
+            add(x, k, now, now)
 
-    async def _add_event_time(self, items: list[Any], fired: list[OpenWindow]) -> None:
+    async def _add_event_time(
+        self,
+        items: list[Any],
+        raws: list[Any] | None,
+        keys: list[Any] | None,
+        fired: list[OpenWindow],
+    ) -> None:
         # The per-item loop of the whole library's heaviest stage: keep it flat.
-        logic, keyfn, tsfn = self.logic, self.pipe.key, self.pipe.timestamp
-        assert tsfn is not None
+        assert raws is not None
+        logic, tsfn, wm = self.logic, self.pipe.timestamp, self.watermark
         add = logic.add
-        self.watermark = wm = self.current_watermark()
-        # The watermark may have moved with the clock: windows due now close first.
-        fired += logic.fire(wm)
+        # Tumbling windows: find an open window by arithmetic and one dict lookup.
+        tumbling = logic if type(logic) is TumblingWindows else None
+        if tumbling is not None and self._add_in_order(tumbling, items, raws, keys, fired, wm):
+            return
+        appends = tumbling.appends if tumbling is not None else None
+        size, offset = (tumbling.size, tumbling.offset) if tumbling is not None else (1, 0)
         lateness = self.pipe._lateness
         max_ts = start_max = self.max_ts
         due = _due(logic)
-        # Tumbling windows: find an open window by arithmetic and one dict lookup.
-        tumbling = logic if type(logic) is TumblingWindows else None
-        appends = tumbling.appends if tumbling is not None else None
-        size, offset = (tumbling.size, tumbling.offset) if tumbling is not None else (1, 0)
-        if tumbling is not None and self._add_in_order(tumbling, items, fired, wm):
-            return
         try:
-            for x in items:
+            for x, raw, k in zip(items, raws, keys or [None] * len(items), strict=True):
                 try:
-                    raw = tsfn(x)
                     ts = round(raw * 1e6) if type(raw) is float else to_us(raw)
-                    k = keyfn(x) if keyfn is not None else None
                 except Exception as exc:
-                    got = await self.resolve(x, exc, partial(_ts_key, tsfn, keyfn, x))
+                    retry = partial(_ts_key, tsfn, None, x)
+                    got = await self.resolve(x, _time_error(raw, exc), retry)
                     if got is SKIP:
                         continue
-                    ts, k = got
+                    ts = to_us(got[0])
                 if ts > max_ts:
                     max_ts = ts
                     if ts - lateness > wm:
@@ -362,30 +421,32 @@ class _WindowRun:
                 self.idle = 0.0
 
     def _add_in_order(
-        self, logic: TumblingWindows, items: list[Any], fired: list[OpenWindow], wm: int
+        self,
+        logic: TumblingWindows,
+        items: list[Any],
+        raws: list[Any],
+        keys: list[Any] | None,
+        fired: list[OpenWindow],
+        wm: int,
     ) -> bool:
-        """Tumbling windows, a chunk of numeric event times in order: slices, not items.
+        """Tumbling windows, a run of numeric event times in order: slices, not items.
 
-        In such a chunk no item is late once its first one is not, and no window
+        In such a run no item is late once its first one is not, and no window
         fires between its items that a later item would belong to, so firing at
-        the end of the chunk gives exactly what item-by-item processing gives.
-        The chunk is cut where window boundaries fall (by bisection) and each
+        the end of the run gives exactly what item-by-item processing gives.
+        The run is cut where window boundaries fall (by bisection) and each
         slice goes to its windows. Returns ``False``, having changed nothing, if
-        the chunk does not qualify or a ``timestamp``/``key`` function fails:
-        the item loop then handles the chunk.
+        the run does not qualify: the item loop then handles it, with the same
+        ``raws`` and ``keys`` (the user's functions are not called again).
         """
-        tsfn, keyfn = self.pipe.timestamp, self.pipe.key
-        assert tsfn is not None
+        if not _NUMBERS.issuperset(map(type, raws)):
+            return False
+        if not all(map(le, raws, islice(raws, 1, None))):
+            return False
         try:
-            raws: list[Any] = list(map(tsfn, items))
-            if not _NUMBERS.issuperset(map(type, raws)):
-                return False
-            if not all(map(le, raws, islice(raws, 1, None))):
-                return False
             first, last = _seconds_to_us(raws[0]), _seconds_to_us(raws[-1])
-            keys = list(map(keyfn, items)) if keyfn is not None else None
-        except Exception:
-            return False  # datetimes, NaN, a failing function: the item loop decides
+        except (ValueError, OverflowError):
+            return False  # NaN or infinite: the item loop fails the item
         size, offset = logic.size, logic.offset
         start = first - (first - offset) % size
         if start + size <= wm:
@@ -442,8 +503,14 @@ class _WindowRun:
             raise error
         await self.ctx.errors.deliver(policy, error)
 
-    async def emit(self, fired: list[OpenWindow]) -> tuple[list[Any], StreamError | None]:
-        """Process fired windows in order; stop at a failure the policy raises."""
+    async def emit(
+        self, fired: list[OpenWindow]
+    ) -> tuple[list[Any], StreamError | None, list[OpenWindow]]:
+        """Process fired windows in order; stop at a failure the policy raises.
+
+        Returns the results, that failure, and the windows not delivered because
+        of it (the failed one and those after it), which hold acks back.
+        """
         stats = self.ctx.stats
         stats.windows_fired += len(fired)
         stats.windows_open = self.logic.open_count
@@ -454,11 +521,12 @@ class _WindowRun:
             else None
         )
         out: list[Any] = []
-        error: StreamError | None = None
         if not fired:
-            return out, error
+            return out, None, []
+        error: StreamError | None = None
+        undelivered: list[OpenWindow] = []
         started = self.ctx.clock.monotonic() if stats.timed else 0.0
-        for w in fired:
+        for i, w in enumerate(fired):
             window = w.window()
             try:
                 # The default process_window only calls aggregate_window: skip the coroutine.
@@ -467,7 +535,7 @@ class _WindowRun:
                 try:
                     result = await self.ctx.errors.handle(window, exc, partial(process, window))
                 except StreamError as failed:
-                    error = failed
+                    error, undelivered = failed, fired[i:]
                     break
                 if result is SKIP:
                     continue
@@ -476,7 +544,7 @@ class _WindowRun:
         if stats.timed:
             # Latency here is the time to process one window.
             stats.record_chunk(len(out), started, self.ctx.clock.monotonic(), len(fired))
-        return out, error
+        return out, error, undelivered
 
 
 _NUMBERS = frozenset((float, int))
@@ -497,7 +565,69 @@ def _due(logic: WindowLogic) -> int:
     return _NEVER if end is None else end
 
 
+def _call_each(
+    fn: Callable[[Any], Any], items: list[Any], failed: dict[int, Exception]
+) -> list[Any]:
+    """``fn(item)`` for every item, called once each, at C speed.
+
+    A call that raises leaves ``None`` in its place and its exception in
+    ``failed`` under its index (unless an earlier function already failed there).
+    """
+    out: list[Any] = []
+    n = len(items)
+    while len(out) < n:
+        try:
+            out.extend(map(fn, items[len(out) :]) if out else map(fn, items))
+        except Exception as exc:
+            failed.setdefault(len(out), exc)
+            out.append(None)
+    return out
+
+
+def _check_keys(keys: list[Any], failed: dict[int, Exception]) -> None:
+    """Fail the items whose key cannot be a dict key (one hashing pass when all can)."""
+    try:
+        set(keys)
+    except Exception:
+        for i, k in enumerate(keys):
+            error = _unhashable(k)
+            if error is not None:
+                failed.setdefault(i, error)
+
+
+def _unhashable(key: Any) -> TypeError | None:
+    """The error for a ``key=`` result that cannot be a dict key; ``None`` if it can."""
+    try:
+        hash(key)
+    except Exception:
+        msg = f"key= must return a hashable value, got {type(key).__name__}: {key!r:.60}"
+        return TypeError(msg)
+    return None
+
+
+def _time_error(raw: Any, exc: Exception) -> Exception:
+    """What to report for an event time the item loop could not convert: the error
+    of ``to_us``, which says what is wrong with it (NaN, a naive datetime, a string)."""
+    try:
+        to_us(raw)
+    except Exception as error:
+        return error
+    return exc
+
+
+def _part(values: list[Any] | None, start: int, stop: int) -> list[Any] | None:
+    return values[start:stop] if values is not None else None
+
+
 def _ts_key(
-    tsfn: Callable[[Any], Any], keyfn: Callable[[Any], Hashable] | None, item: Any
-) -> tuple[int, Hashable]:
-    return to_us(tsfn(item)), keyfn(item) if keyfn is not None else None
+    tsfn: Callable[[Any], Any] | None, keyfn: Callable[[Any], Hashable] | None, item: Any
+) -> tuple[Any, Hashable]:
+    """One item's event time (checked, as given) and key (checked): a retry's call."""
+    raw = None
+    if tsfn is not None:
+        raw = tsfn(item)
+        to_us(raw)  # fails as the item loop would
+    k = keyfn(item) if keyfn is not None else None
+    if keyfn is not None and (error := _unhashable(k)) is not None:
+        raise error
+    return raw, k

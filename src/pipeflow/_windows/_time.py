@@ -39,17 +39,28 @@ def from_us(us: int) -> datetime:
     return EPOCH + timedelta(microseconds=us)
 
 
-def seconds_to_us(value: timedelta | float, field: str, *, allow_zero: bool = False) -> int:
-    """A duration given as a timedelta or seconds, validated, in microseconds."""
+def seconds_to_us(
+    value: timedelta | float, field: str, *, allow_zero: bool = False, allow_negative: bool = False
+) -> int:
+    """A duration given as a timedelta or seconds, validated, in whole microseconds.
+
+    ``TypeError`` for anything but a timedelta or a real number; ``ValueError``
+    for a value that is not finite, or below what ``field`` allows.
+    """
+    bound = "" if allow_negative else " >= 0" if allow_zero else " > 0"
     if isinstance(value, timedelta):
         us = value // _US
-    elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            msg = f"{field} must be a finite number of seconds{bound}, got {value!r}"
+            raise ValueError(msg)
         us = round(value * 1_000_000)
     else:
-        msg = f"{field} must be a timedelta or a number of seconds, got {value!r}"
+        msg = f"{field} must be a timedelta or a number of seconds, got {value!r:.60}"
         raise TypeError(msg)
-    if us < 0 or (us == 0 and not allow_zero):
-        need = ">= 0" if allow_zero else "> 0"
-        msg = f"{field} must be {need}, got {value!r}"
+    if (us < 0 and not allow_negative) or (us == 0 and not (allow_zero or allow_negative)):
+        if value and not us:
+            bound += " (at least one microsecond)"
+        msg = f"{field} must be{bound}, got {value!r}"
         raise ValueError(msg)
     return us
