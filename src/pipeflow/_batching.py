@@ -5,9 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import math
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
+from typing import TYPE_CHECKING, Any, TypeGuard
+
+if sys.version_info >= (3, 13):
+    from typing import TypeVar
+else:  # TypeVar defaults (PEP 696)
+    from typing_extensions import TypeVar
 
 from ._core._buffer import wait_input
 from ._core._errors import StreamError
@@ -23,8 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = ["BatchStreamPipe"]
 
-In = TypeVar("In")
-Out = TypeVar("Out")
+In = TypeVar("In", default=Any)
+Out = TypeVar("Out", default=Any)
 
 #: The stage context of the batch being processed, so ``process_items`` can
 #: apply the run's error policy to single items.

@@ -9,11 +9,14 @@ from typing import Any, assert_type
 
 from pipeflow.streams import (
     BackpressureConfig,
+    BatchStreamPipe,
     FunctionPipe,
     Pipeable,
     Pipeline,
     Stream,
     StreamPipe,
+    Window,
+    WindowedStreamPipe,
     filter,
     flat_map,
     map,
@@ -89,3 +92,19 @@ def test_pipes_compose_by_variance() -> None:
     assert_type(IsPositive() | Double(), Pipeline[int, int])
     assert_type(Parse() | Show(), Pipeline[str, str])
     assert "Parse" == first_stage_name(Parse())
+
+
+def test_window_keys_and_bare_window_and_batch_pipes() -> None:
+    """A window's key is whatever ``key=`` returns; window and batch pipes made
+    without type arguments take anything."""
+    counts = WindowedStreamPipe(count=3)
+    assert_type(counts, WindowedStreamPipe[Any, Any])
+    batches = BatchStreamPipe(10)
+    assert_type(batches, BatchStreamPipe[Any, Any])
+
+    class PerPage(WindowedStreamPipe[tuple[float, str], tuple[str, int]]):
+        def aggregate_window(self, window: Window[tuple[float, str]]) -> tuple[str, int]:
+            page: str = window.key
+            return page, len(window)
+
+    PerPage(60.0, key=lambda view: view[1])

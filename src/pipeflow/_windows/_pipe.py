@@ -10,13 +10,19 @@ close even when no more items come.
 
 from __future__ import annotations
 
+import sys
 from bisect import bisect_left
 from collections.abc import AsyncIterator, Callable, Hashable
 from datetime import datetime, timedelta
 from functools import partial
 from itertools import chain, islice
 from operator import le
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
+
+if sys.version_info >= (3, 13):
+    from typing import TypeVar
+else:  # TypeVar defaults (PEP 696)
+    from typing_extensions import TypeVar
 
 from .._core._buffer import wait_input
 from .._core._errors import LateItemError, StreamError
@@ -41,8 +47,8 @@ if TYPE_CHECKING:
 __all__ = ["Window", "WindowedStreamPipe"]
 
 T = TypeVar("T")
-In = TypeVar("In")
-Out = TypeVar("Out")
+In = TypeVar("In", default=Any)
+Out = TypeVar("Out", default=Any)
 
 _NO_TIME = -(2**62)
 _NEVER = 2**62

@@ -32,7 +32,7 @@ class Window(list[T], Generic[T]):
         items: Iterable[T] = (),
         start: datetime | None = None,
         end: datetime | None = None,
-        key: Hashable = None,
+        key: Any = None,
     ) -> None:
         super().__init__(items)
         self._start_us = to_us(start) if start is not None else 0
