@@ -72,3 +72,13 @@ def test_reference_covers_all_public_names(module: ModuleType) -> None:
     assert f"### `{module.__name__}`" in text
     missing = [name for name in module.__all__ if not re.search(rf"\*\*`{name}\b", text)]
     assert missing == []
+
+
+def test_blocks_type_check(tmp_path: Path) -> None:
+    """Users copy these examples into code checked with ``mypy --strict``: they pass it."""
+    api = pytest.importorskip("mypy.api")
+    for i, block in enumerate(BLOCKS):
+        (tmp_path / f"readme_line_{block.line}_{i}.py").write_text(block.code, encoding="utf-8")
+    cache = tmp_path / ".mypy_cache"
+    out, err, status = api.run(["--strict", "--cache-dir", str(cache), str(tmp_path)])
+    assert status == 0, out + err
