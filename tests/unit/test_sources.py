@@ -191,3 +191,22 @@ async def test_an_anext_made_with_types_coroutine_is_read() -> None:
     for pipe in pipes:
         source: Any = LegacyAnext(3)  # an AsyncIterator by protocol, not by its types
         assert [0, 1, 2] == await collect(pipe.stream(source))
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (lambda: TestSource.wait(-1), ValueError, "TestSource.wait takes a finite number"),
+        (lambda: TestSource.wait(float("nan")), ValueError, "TestSource.wait takes a finite"),
+        (lambda: TestSource.at(float("inf"), 1), ValueError, "TestSource.at takes a finite"),
+        (lambda: TestSource.fail(ValueError), TypeError, "an exception instance"),  # type: ignore[arg-type]
+        (lambda: TestSource([1], fail_after=-1), ValueError, "fail_after must be an int >= 0"),
+        (lambda: TestSource([1], fail_with=ValueError), TypeError, "fail_with must be an exc"),  # type: ignore[arg-type]
+    ],
+    ids=["wait-negative", "wait-nan", "at-inf", "fail-class", "fail-after", "fail-with-class"],
+)
+def test_bad_test_source_scripts_are_rejected(
+    make: Any, error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        make()

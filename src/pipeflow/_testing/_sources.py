@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -59,6 +60,14 @@ class TestSource(Generic[T]):
         fail_after: int | None = None,
         fail_with: BaseException | None = None,
     ) -> None:
+        if fail_after is not None and (
+            isinstance(fail_after, bool) or not isinstance(fail_after, int) or fail_after < 0
+        ):
+            msg = f"fail_after must be an int >= 0 (items before the failure), got {fail_after!r}"
+            raise ValueError(msg)
+        if fail_with is not None and not isinstance(fail_with, BaseException):
+            msg = f"fail_with must be an exception instance, got {fail_with!r:.60}"
+            raise TypeError(msg)
         self._items = list(items)
         self._one_by_one = one_by_one
         self._clock = clock
@@ -73,16 +82,19 @@ class TestSource(Generic[T]):
     @staticmethod
     def wait(seconds: float) -> Cue:
         """A cue: wait ``seconds`` on the clock before going on (the source is quiet)."""
-        return Cue("wait", seconds=seconds)
+        return Cue("wait", seconds=_seconds("TestSource.wait", seconds))
 
     @staticmethod
     def at(t: float, item: Any) -> Cue:
         """A cue: emit ``item`` once the clock's ``monotonic()`` reads ``t``."""
-        return Cue("at", seconds=t, item=item)
+        return Cue("at", seconds=_seconds("TestSource.at", t), item=item)
 
     @staticmethod
     def fail(error: BaseException) -> Cue:
         """A cue: raise ``error`` from the source."""
+        if not isinstance(error, BaseException):
+            msg = f"TestSource.fail takes an exception instance, got {error!r:.60}"
+            raise TypeError(msg)
         return Cue("fail", error=error)
 
     @staticmethod
@@ -139,3 +151,10 @@ class TestSource(Generic[T]):
 
     def resume(self) -> None:
         self.paused = False
+
+
+def _seconds(what: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+        msg = f"{what} takes a finite number of seconds >= 0, got {value!r}"
+        raise ValueError(msg)
+    return float(value)
