@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -216,3 +217,25 @@ async def test_sleep_moves_time_by_at_least_its_duration(start: float, seconds: 
     await clock.sleep(seconds)
     assert clock.monotonic() - before >= seconds
     assert clock.monotonic() > before
+
+
+async def test_a_sleep_stopped_from_outside_is_no_longer_pending() -> None:
+    """A sleep whose coroutine is closed (not cancelled through its task) leaves no
+    timer behind for autojump to go to."""
+    clock = VirtualClock()
+
+    async def quiet() -> AsyncIterator[int]:
+        yield 1
+        await clock.sleep(100)
+        yield 2
+
+    gen = quiet()
+    assert 1 == await gen.__anext__()
+    step = asyncio.ensure_future(gen.__anext__())
+    await asyncio.sleep(0)
+    assert 1 == clock.pending
+    step.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await step
+    assert 0 == clock.pending
+    assert 0.0 == clock.monotonic()

@@ -19,6 +19,7 @@ import pytest
 
 from pipeflow.streams import (
     BackpressureConfig,
+    DeadLetter,
     Pipeable,
     Stream,
     StreamError,
@@ -26,7 +27,7 @@ from pipeflow.streams import (
     filter,
     map,
 )
-from pipeflow.testing import TestSource
+from pipeflow.testing import TestSource, VirtualClock
 
 N = 10_000
 
@@ -654,3 +655,73 @@ async def test_chunks_is_called_once() -> None:
         stream.chunks()
     async with stream:
         assert [[1, 2, 3]] == [c async for c in chunks]
+
+
+async def test_a_cancellation_while_the_run_closes_still_closes_the_source() -> None:
+    """Cancelled again while its close awaits (here a process_stream's own clean-up),
+    the run goes on closing everything, then lets the cancellation through."""
+    clock = VirtualClock()
+    closed: list[bool] = []
+
+    async def source() -> AsyncIterator[int]:
+        try:
+            for i in range(100):
+                await asyncio.sleep(0)
+                yield i
+        finally:
+            closed.append(True)
+
+    class Flushing(StreamPipe[int, int]):
+        async def process_stream(self, stream: AsyncIterator[int]) -> AsyncIterator[int]:
+            try:
+                async for x in stream:
+                    yield x
+            finally:
+                await clock.sleep(1.0)  # flushing state on the way out
+
+    stream = Flushing().stream(source(), clock=clock)
+
+    async def consume() -> None:
+        async with stream as results:
+            async for x in results:
+                if x >= 20:
+                    break
+
+    task = asyncio.create_task(consume())
+    await clock.sleep(0.5)  # the run is closing now: the flush takes a second
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [True] == closed
+
+
+async def test_a_cancelled_run_blocked_on_its_dead_letter_pipe_leaves_nothing_running(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Dead letters waiting for room in a slow dead-letter pipe: cancelling the run
+    stops that wait too, and says how many dead letters were not processed."""
+    clock = VirtualClock()
+
+    async def slow_sink(error: StreamError) -> None:
+        await clock.sleep(1.0)
+
+    def fail(x: int) -> int:
+        raise ValueError(x)
+
+    pipe = map(fail, on_error=DeadLetter(map(slow_sink, name="dlq")))
+    before = other_tasks()
+
+    async def consume() -> None:
+        async with pipe.stream(range(3000), clock=clock) as results:
+            async for _ in results:
+                pass
+
+    task = asyncio.create_task(consume())
+    await clock.sleep(5.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await settle()
+    left = {t for t in other_tasks() - before if "VirtualClock" not in t.get_name()}
+    assert set() == left
+    assert any("dead-letter pipe 'dlq' stopped with" in r.message for r in caplog.records)

@@ -22,7 +22,7 @@ from ._clock import SYSTEM_CLOCK, Clock
 from ._config import BackpressureConfig
 from ._fusion import FusedOps, direct_consumer, fused_stage
 from ._pipe import Pipeable, StreamPipe
-from ._policies import ErrorHandler, may_send_to_a_pipe
+from ._policies import ErrorHandler, log, may_send_to_a_pipe
 from ._sources import Acknowledging, Pausable, check_source, close_source, source_chunks
 from ._stages import StageContext
 from ._stats import RunStats, StageMetrics, StageStats
@@ -451,20 +451,24 @@ async def _shutdown(
     let dead-letter pipes deliver what they were given (unless the run is cancelled):
     a record counted as dead-lettered must reach its sink, however the run ends.
     """
+    first: BaseException | None = None
     for t in tasks:
         t.cancel()
     if tasks:
-        await asyncio.gather(*tasks, return_exceptions=True)
-    first: BaseException | None = None
+        try:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        except asyncio.CancelledError as exc:  # cancelled again while closing:
+            first = exc  # close everything all the same, then let it through
+            await asyncio.gather(*tasks, return_exceptions=True)
     for g in reversed(gens):
         try:
             await g.aclose()
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
             first = first or exc
     try:
-        if drain_sides:
+        if drain_sides and not isinstance(first, asyncio.CancelledError):
             await sides.finish()
-    except Exception as exc:
+    except (Exception, asyncio.CancelledError) as exc:
         first = first or exc
     finally:
         await sides.cancel()
@@ -532,11 +536,23 @@ class _SideStreams:
             await side.finish()
 
     async def cancel(self) -> None:
+        """Stop every side stream now. Dead letters it had not processed yet are
+        logged: their source items were never acknowledged, so a source that
+        redelivers brings them back."""
         for side in self._sides.values():
             side.task.cancel()
         tasks = [s.task for s in self._sides.values()]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        for side in self._sides.values():
+            if side.sent > side.done:
+                log.warning(
+                    "dead-letter pipe %r stopped with %d of %d records not confirmed as processed "
+                    "(the run was cancelled or failed); their items were not acknowledged",
+                    side.name,
+                    side.sent - side.done,
+                    side.sent,
+                )
 
 
 class _Side:
@@ -548,6 +564,7 @@ class _Side:
     """
 
     def __init__(self, pipe: Pipeable[Any, Any], clock: Clock) -> None:
+        self.name = pipe.name
         self.buffer = ChunkBuffer(_DEFAULT_CONFIG, StageStats(pipe.name, clock, timed=False))
         self.sent = 0
         self.done = 0
@@ -573,9 +590,13 @@ class _Side:
         if not rest:
             return
         put = asyncio.ensure_future(self.buffer.put(rest, 0))
-        await asyncio.wait({put, self.task}, return_when=asyncio.FIRST_COMPLETED)
-        if not put.done():
-            put.cancel()
+        try:
+            await asyncio.wait({put, self.task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not put.done():  # the pipe stopped, or this send was cancelled
+                put.cancel()
+                await asyncio.gather(put, return_exceptions=True)
+        if put.cancelled():
             self._stopped()
 
     def _stopped(self) -> None:

@@ -68,7 +68,10 @@ class VirtualClock:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         if math.isinf(seconds):
-            await fut  # nothing sets it: only cancellation ends this sleep
+            try:
+                await fut  # nothing sets it: only cancellation ends this sleep
+            finally:
+                fut.cancel()
             return
         # The deadline rounded, time must still move by the full amount: a tiny
         # sleep must not leave time where it was (a caller waiting for a
@@ -82,7 +85,13 @@ class VirtualClock:
             self._jumper = loop.create_task(
                 self._autojump(), name="pipeflow: VirtualClock autojump"
             )
-        await fut
+        try:
+            await fut
+        finally:
+            # Stopped early (cancelled, or its coroutine closed from outside):
+            # the timer must not stay pending, or autojump would go to it.
+            if not fut.done():
+                fut.cancel()
 
     async def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds``, waking each sleeper at its own deadline."""
