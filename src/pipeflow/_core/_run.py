@@ -232,7 +232,9 @@ class Stream(Generic[T]):
         stages = pipe._stages()
         # The pipe's monitor sees the whole run; the monitor of a pipe or pipeline
         # composed into it sees the stages that part covers.
-        watched = [(m, p, start, stop) for p, start, stop in pipe._parts() if (m := p._monitor)]
+        watched = [
+            (m, p, start, stop) for p, start, stop in pipe._parts() if (m := p._monitor) is not None
+        ]
         timed = bool(watched)
         run = RunStats(pipe.name, [StageStats(p.name, clock, timed=timed) for p in stages])
         for monitor, p, start, stop in watched:
