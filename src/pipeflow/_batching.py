@@ -19,7 +19,7 @@ from ._core._buffer import wait_input
 from ._core._errors import StreamError
 from ._core._pipe import StreamPipe
 from ._core._policies import SKIP, ErrorPolicy
-from ._core._stages import _call_once, paced
+from ._core._stages import _call_once, call_each, paced
 from ._windows._time import seconds_to_us
 
 if TYPE_CHECKING:
@@ -411,14 +411,10 @@ def _weigh_each(
     A call that raises, or returns anything but a finite number >= 0, leaves its
     exception in ``failed`` under its index.
     """
-    weights: list[Any] = []
-    n = len(items)
-    while len(weights) < n:
-        try:
-            weights.extend(map(fn, items[len(weights) :]) if weights else map(fn, items))
-        except Exception as exc:
-            failed[len(weights)] = exc
-            weights.append(0)
+    weights = call_each(fn, items, failed)
+    if failed:
+        for i in failed:
+            weights[i] = 0
     try:
         # One pass over plain numbers when all is well; item by item otherwise.
         ok = (

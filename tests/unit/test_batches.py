@@ -667,3 +667,41 @@ def test_max_weight_must_be_finite(value: float) -> None:
     """A NaN or infinite max_weight raises ValueError naming the field, the value and the rule."""
     with pytest.raises(ValueError, match=rf"max_weight must be a finite number > 0, got {value}"):
         BatchStreamPipe(3, weight=len, max_weight=value)
+
+
+async def test_a_stop_iteration_from_weight_is_an_item_error() -> None:
+    def weight(x: int) -> int:
+        if x == 2:
+            raise StopIteration
+        return 1
+
+    pipe: BatchStreamPipe[int, list[int]] = BatchStreamPipe(
+        10, weight=weight, max_weight=5, on_error="skip"
+    )
+    assert [[1, 3]] == await collect(pipe.stream([1, 2, 3]))
+
+
+async def test_an_item_given_up_on_inside_a_retried_batch_fails_as_the_item() -> None:
+    """process_batch fails once; its retry's process_items gives up on an item. That
+    verdict stands as it would on a first attempt: the item, once, not the batch."""
+
+    class Bulk(BatchStreamPipe[str, Any]):
+        calls = 0
+
+        async def process_item(self, item: str) -> str:
+            if item == "bad":
+                raise ValueError(item)
+            return item
+
+        async def process_batch(self, batch: list[str]) -> Any:
+            Bulk.calls += 1
+            if Bulk.calls == 1:
+                raise ConnectionError("transient")
+            return await self.process_items(batch)
+
+    stream = Bulk(2, on_error=Retry(attempts=2, backoff=0, jitter=0)).stream(["ok", "bad"])
+    with pytest.raises(StreamError) as info:
+        await collect(stream)
+    assert "bad" == info.value.item
+    assert isinstance(info.value.__cause__, ValueError)
+    assert 1 == stream.statistics()[0].errors

@@ -1097,3 +1097,42 @@ def test_durations_must_be_finite(field: str, value: float) -> None:
         kwargs["window_size"] = 1.0
     with pytest.raises(ValueError, match=rf"{field} must be a finite number of seconds"):
         WindowedStreamPipe(**kwargs)
+
+
+def no_key_for_two(x: int) -> int:
+    if x == 2:
+        raise StopIteration  # e.g. next() on an empty lookup
+    return x % 2
+
+
+@pytest.mark.parametrize("argument", ["key", "timestamp"])
+async def test_a_stop_iteration_from_key_or_timestamp_is_an_item_error(argument: str) -> None:
+    """Not the end of the chunk (which the C-speed pass would take it for, and
+    try the same item again forever)."""
+    clock = VirtualClock()
+    if argument == "key":
+        pipe: WindowedStreamPipe[int, Any] = WindowedStreamPipe(
+            10.0, key=no_key_for_two, on_error="skip"
+        )
+    else:
+        pipe = WindowedStreamPipe(10.0, timestamp=no_key_for_two, on_error="skip")
+    windows = await collect(pipe.stream([1, 2, 3], clock=clock))
+    assert [1, 3] == sorted(x for w in windows for x in w)
+
+
+async def test_sessions_ending_together_fire_by_start_after_a_start_moved_earlier() -> None:
+    """gap 5: a's session starts at 5, then at 2 (its end stays 10); b's is 3..10.
+    Equal ends fire by start: a (2) before b (3)."""
+
+    def key(e: tuple[float, str]) -> str:
+        return e[1]
+
+    def ts(e: tuple[float, str]) -> float:
+        return e[0]
+
+    pipe: WindowedStreamPipe[tuple[float, str], Any] = WindowedStreamPipe(
+        session_gap=5.0, timestamp=ts, key=key, allowed_lateness=10.0
+    )
+    events = [(5.0, "a"), (2.0, "a"), (3.0, "b"), (5.0, "b")]
+    windows = await collect(pipe.stream(events))
+    assert [("a", 2.0), ("b", 3.0)] == [(w.key, w.start.timestamp()) for w in windows]

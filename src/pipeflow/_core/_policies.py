@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
 from tenacity import (
     AsyncRetrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     wait_exponential,
     wait_random,
@@ -263,7 +263,7 @@ class ErrorHandler:
             # The cap applies before the jitter, so capped retries still spread out.
             wait=wait_exponential(multiplier=policy.backoff, max=policy.max_backoff)
             + wait_random(0, policy.jitter),
-            retry=retry_if_exception_type(policy.on),
+            retry=retry_if_exception(lambda e: isinstance(e, policy.on) and not self._settled(e)),
             sleep=self.clock.sleep,
             reraise=True,
         )
@@ -278,8 +278,15 @@ class ErrorHandler:
                     self.stats.retries += 1
                     value = await call()
         except Exception as last:
+            if self._settled(last):
+                raise
             return False, last, attempt_no
         return True, value, attempt_no
+
+    def _settled(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is this pipe's own verdict on an item (a batch's
+        ``process_items`` gave up on one): final, not one more failure to handle."""
+        return isinstance(exc, StreamError) and exc.pipe == self.name
 
     async def deliver(self, sink: Any, record: Any) -> None:
         """Hand ``record`` to a user's sink: a list, a callable or a pipe."""

@@ -95,15 +95,15 @@ class _Heap:
         heap = self._heap
         out = []
         while heap and heap[0][0] <= watermark:
-            end, _, _, w = heapq.heappop(heap)
-            if not w.fired and w.end == end:
+            end, start, _, w = heapq.heappop(heap)
+            if not w.fired and w.end == end and w.start == start:
                 w.fired = True
                 out.append(w)
         return out
 
     def peek_end(self) -> int | None:
         heap = self._heap
-        while heap and (heap[0][3].fired or heap[0][3].end != heap[0][0]):
+        while heap and (heap[0][3].fired or (heap[0][3].end, heap[0][3].start) != heap[0][:2]):
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
@@ -277,11 +277,11 @@ class SessionWindows:
             other.fired = True  # merged away: its heap entry is stale
             sessions.remove(other)
         w.items.append(item)
+        bounds = (w.start, w.end)
         w.start = min(w.start, ts)
-        new_end = max(w.end, ts + gap)
-        if new_end != w.end or len(touching) > 1:
-            w.end = new_end
-            self._heap.push(w)
+        w.end = max(w.end, ts + gap)
+        if (w.start, w.end) != bounds or len(touching) > 1:
+            self._heap.push(w)  # ties on the end go by start: a new start re-sorts it too
         return True
 
     def _release(self, fired: list[OpenWindow]) -> list[OpenWindow]:

@@ -28,6 +28,7 @@ from .._core._buffer import wait_input
 from .._core._errors import LateItemError, StreamError
 from .._core._pipe import StreamPipe
 from .._core._policies import SKIP, ErrorPolicy, _is_pipe
+from .._core._stages import call_each
 from ._logic import (
     CountWindows,
     OpenWindow,
@@ -332,8 +333,8 @@ class _WindowRun:
         """
         tsfn, keyfn = self.pipe.timestamp, self.pipe.key
         failed: dict[int, Exception] = {}
-        raws = _call_each(tsfn, items, failed) if tsfn is not None else None
-        keys = _call_each(keyfn, items, failed) if keyfn is not None else None
+        raws = call_each(tsfn, items, failed) if tsfn is not None else None
+        keys = call_each(keyfn, items, failed) if keyfn is not None else None
         if keys is not None:
             _check_keys(keys, failed)
         add = self._add_event_time if self.event_time else self._add_processing_time
@@ -569,25 +570,6 @@ def _due(logic: WindowLogic) -> int:
     """When the next window fires, as a watermark (never, if none is open)."""
     end = logic.next_end()
     return _NEVER if end is None else end
-
-
-def _call_each(
-    fn: Callable[[Any], Any], items: list[Any], failed: dict[int, Exception]
-) -> list[Any]:
-    """``fn(item)`` for every item, called once each, at C speed.
-
-    A call that raises leaves ``None`` in its place and its exception in
-    ``failed`` under its index (unless an earlier function already failed there).
-    """
-    out: list[Any] = []
-    n = len(items)
-    while len(out) < n:
-        try:
-            out.extend(map(fn, items[len(out) :]) if out else map(fn, items))
-        except Exception as exc:
-            failed.setdefault(len(out), exc)
-            out.append(None)
-    return out
 
 
 def _check_keys(keys: list[Any], failed: dict[int, Exception]) -> None:
