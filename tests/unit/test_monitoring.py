@@ -11,7 +11,7 @@ import pipeflow.streams as ps
 from helpers import collect
 from pipeflow.monitoring import StageMetrics, StreamMetrics, StreamMonitor
 from pipeflow.streams import BackpressureConfig, DeadLetter, Retry, StreamError, StreamPipe
-from pipeflow.testing import TestSource, VirtualClock
+from pipeflow.testing import Cue, TestSource, VirtualClock
 
 T = TypeVar("T")
 
@@ -167,7 +167,7 @@ async def test_monitor_on_one_stage_ends_with_the_run() -> None:
     metrics = monitor.get_metrics()
     assert (20, 0) == (metrics.runs, metrics.active_runs)
     assert (40, 40) == (metrics.items_in, metrics.items_out)
-    assert 2 >= len(monitor._runs)
+    assert 2 >= sum(len(shape.runs) for shape in monitor._shapes.values())
 
 
 async def test_monitor_on_a_nested_pipeline_sees_its_stages() -> None:
@@ -575,7 +575,9 @@ async def test_monitor_folds_finished_runs_into_totals() -> None:
     metrics = monitor.get_metrics()
     assert (50, 0) == (metrics.runs, metrics.active_runs)
     assert (150, 150) == (metrics.items_in, metrics.items_out)
-    assert 2 >= len(monitor._runs)  # only runs within the window are kept whole
+    assert 2 >= sum(
+        len(shape.runs) for shape in monitor._shapes.values()
+    )  # only runs within the window are kept whole
 
 
 async def test_ended_runs_hold_no_buffer() -> None:
@@ -603,3 +605,132 @@ async def test_ended_runs_hold_no_buffer() -> None:
     folded = monitor.get_metrics()
     assert (5, 0) == (folded.runs, folded.active_runs)
     assert (0, 0) == (folded.buffer_size, folded.buffer_capacity)
+
+
+# -- figures over many runs, and what a run counts ------------------------------------
+
+
+async def test_throughput_over_many_short_runs_is_the_rate_of_results() -> None:
+    """A pipe streamed once a second, ten results each time: 10/s, not each run's
+    items over its own short life added up."""
+    clock = VirtualClock()
+    pipe: ps.FunctionPipe[int, str] = ps.map(str, name="s")
+    monitor = StreamMonitor()
+    pipe.set_monitor(monitor)
+    for _ in range(15):
+        script: list[int | Cue] = []
+        for i in range(10):
+            script += [TestSource.wait(0.1), i]
+        await collect(pipe.stream(TestSource(script, clock=clock), clock=clock))
+    assert 9.5 <= monitor.get_metrics().throughput <= 10.5
+
+
+async def test_latency_percentiles_weigh_the_items_a_sample_stands_for() -> None:
+    """99 items at 0.01 s in one chunk, then one at 1 s: p95 and p99 are 0.01 s,
+    as for 100 separate samples, not the slow chunk's share of two samples."""
+    clock = VirtualClock()
+    pipe = Sleeper(clock, lambda item: 1.0 if item == 99 else 0.01, name="timed")
+    monitor = StreamMonitor()
+    pipe.set_monitor(monitor)
+    script: list[int | Cue] = [*range(99), TestSource.wait(1.0), 99]
+    await collect(pipe.stream(TestSource(script, clock=clock), clock=clock))
+    metrics = monitor.get_metrics()
+    assert 0.01 == pytest.approx(metrics.latency_p95)
+    assert 0.01 == pytest.approx(metrics.latency_p99)
+
+
+async def test_a_retired_run_no_longer_holds_the_latency_percentiles() -> None:
+    clock = VirtualClock()
+    pipe = Sleeper(clock, lambda item: float(item), name="timed")
+    monitor = StreamMonitor()
+    pipe.set_monitor(monitor)
+    await collect(pipe.stream([1, 1, 1], clock=clock))  # slow: 1 s per item
+    await clock.sleep(20)  # that run retires
+    await collect(pipe.stream([0.01] * 50, clock=clock))  # type: ignore[list-item]
+    metrics = monitor.get_metrics()
+    assert (2, 0) == (metrics.runs, metrics.active_runs)
+    assert 0.01 == pytest.approx(metrics.latency_p99)
+
+
+async def test_a_run_that_ended_holds_no_open_windows() -> None:
+    """Runs left with windows open (the consumer broke off) add nothing to the
+    monitor's windows_open, before or after they retire."""
+    clock = VirtualClock()
+    pipe: ps.WindowedStreamPipe[int, Any] = ps.WindowedStreamPipe(
+        count=3, key=lambda x: x % 10, name="w"
+    )
+    monitor = StreamMonitor()
+    pipe.set_monitor(monitor)
+    for _ in range(3):
+        async with pipe.stream(range(100), clock=clock) as results:
+            async for _ in results:
+                break
+        assert 10 == results.statistics()[0].windows_open  # the run's own view
+        assert 0 == monitor.get_metrics().stages[0].windows_open
+        await clock.sleep(11)
+    assert 0 == monitor.get_metrics().stages[0].windows_open
+
+
+async def test_windows_fired_counts_the_windows_dealt_with() -> None:
+    """Under "raise", the window that failed and those after it did not fire."""
+
+    class FailSecond(ps.WindowedStreamPipe[int, list[int]]):
+        async def process_window(self, window: ps.Window[int]) -> list[int]:
+            if window[0] == 2:
+                raise ValueError("broken window")
+            return list(window)
+
+    stream = FailSecond(count=2).stream(range(6))
+    with pytest.raises(StreamError):
+        await collect(stream)
+    (stats,) = stream.statistics()
+    assert (1, 1, 1) == (stats.windows_fired, stats.items_out, stats.errors)
+
+
+async def test_one_monitor_on_two_pipes_keeps_them_apart() -> None:
+    """Each pipe's stages are listed, in the order the pipes first ran; runs of the
+    same pipe add up. Nothing moves when runs retire."""
+    clock = VirtualClock()
+    monitor = StreamMonitor()
+    x: ps.FunctionPipe[int, int] = ps.map(double, name="x")
+    y: ps.FunctionPipe[int, int] = ps.map(double, name="y")
+    z = ps.map(double, name="z1") | ps.map(double, name="z2")
+    for pipe in (x, y, z):
+        pipe.set_monitor(monitor)
+    await collect(x.stream(range(3), clock=clock))
+    await collect(y.stream(range(5), clock=clock))
+    await collect(z.stream(range(7), clock=clock))
+    await collect(x.stream(range(1), clock=clock))
+    expected = [("x", 4), ("y", 5), ("z1", 7), ("z2", 7)]
+    metrics = monitor.get_metrics()
+    assert expected == [(s.name, s.items_in) for s in metrics.stages]
+    assert (16, 16, 4) == (metrics.items_in, metrics.items_out, metrics.runs)
+    await clock.sleep(11)  # every run retires
+    assert expected == [(s.name, s.items_in) for s in monitor.get_metrics().stages]
+
+
+async def test_a_feeding_stage_counts_throughput_as_it_fills_the_next_buffer() -> None:
+    """A stage whose chunk goes into a 10-item buffer 10 items a second shows
+    10/s, not the whole chunk at the moment it was computed."""
+    clock = VirtualClock()
+    a: ps.FunctionPipe[int, int] = ps.map(double, name="a")
+    pipe = a | ps.map(str, name="b", config=BackpressureConfig(max_buffer_size=10))
+    monitor = StreamMonitor()
+    pipe.set_monitor(monitor)
+    async with pipe.stream(range(300), clock=clock) as results:
+        async for x in results:
+            await clock.sleep(0.1)  # the consumer takes 10 a second
+            if x == "300":
+                break
+    first = monitor.get_metrics().stages[0]
+    assert 8.0 <= first.throughput <= 12.0
+
+
+async def test_a_stream_never_iterated_is_no_run() -> None:
+    monitor = StreamMonitor()
+    pipe: ps.FunctionPipe[int, int] = ps.map(double)
+    pipe.set_monitor(monitor)
+    pipe.stream(range(3))  # made, never iterated
+    assert (0, 0) == (monitor.get_metrics().runs, monitor.get_metrics().active_runs)
+    await collect(pipe.stream(range(3)))
+    assert (1, 0) == (monitor.get_metrics().runs, monitor.get_metrics().active_runs)

@@ -25,7 +25,7 @@ from ._pipe import Pipeable, StreamPipe
 from ._policies import ErrorHandler, log, may_send_to_a_pipe
 from ._sources import Acknowledging, Pausable, check_source, close_source, source_chunks
 from ._stages import StageContext
-from ._stats import RunStats, StageMetrics, StageStats
+from ._stats import RunStats, StageMetrics, StageStats, StatsSink
 
 __all__ = ["Stream"]
 
@@ -56,6 +56,7 @@ class _Run:
         "stages",
         "started",
         "tasks",
+        "watchers",
     )
 
     def __init__(
@@ -64,11 +65,15 @@ class _Run:
         source: Any,
         clock: Clock,
         run: RunStats,
+        watchers: list[tuple[StatsSink, RunStats]],
     ) -> None:
         self.stages = stages
         self.source = source
         self.clock = clock
         self.run = run
+        #: The monitors to tell of the run when it starts (a stream never iterated
+        #: is no run of theirs), each with the stages it watches.
+        self.watchers = watchers
         self.started = False
         self.sides = _SideStreams(clock)
         self.tasks: list[asyncio.Task[None]] = []
@@ -91,6 +96,8 @@ class _Run:
         by item.
         """
         self.started = True
+        for monitor, watched in self.watchers:
+            monitor.attach(watched)
         if items:
             it = self.source.__aiter__()
             self.gens.append(_SourceCloser(it, self.source))
@@ -123,9 +130,13 @@ class _Run:
                 stats.buffer = buffer
                 if prev_ctx is not None:
                     prev_ctx.output = buffer  # the segment's last stage may put directly
+                # The segment's last stage counts its throughput as it fills the buffer.
+                feeder = segment_stats[-1] if segment_stats and stats.timed else None
+                if feeder is not None:
+                    feeder.counted_on_handover = True
                 tasks.append(
                     asyncio.get_running_loop().create_task(
-                        _feed(up, buffer), name=f"pipeflow: feed {pipe.name!r}"
+                        _feed(up, buffer, feeder), name=f"pipeflow: feed {pipe.name!r}"
                     )
                 )
                 up = buffer.chunks()
@@ -237,9 +248,11 @@ class Stream(Generic[T]):
         ]
         timed = bool(watched)
         run = RunStats(pipe.name, [StageStats(p.name, clock, timed=timed) for p in stages])
-        for monitor, p, start, stop in watched:
-            monitor.attach(run if p is pipe else run.view(p.name, start, stop))
-        self._run = _Run(stages, source, clock, run)
+        watchers = [
+            (monitor, run if p is pipe else run.view(p.name, start, stop))
+            for monitor, p, start, stop in watched
+        ]
+        self._run = _Run(stages, source, clock, run, watchers)
         self._chunked = self._closed = False
         tail = None if timed else _direct_tail(stages)
         if tail is None:
@@ -399,7 +412,7 @@ async def _iterate(run: _Run, *, chunked: bool = False) -> AsyncIterator[Any]:
         timed = bool(segment_stats) and segment_stats[0].timed
         if timed:
             last = segment_stats[-1]
-            last.feeds_consumer = True
+            last.counted_on_handover = True
         delivered = run.delivered
         async for items, mark in up:
             if items:
@@ -478,15 +491,26 @@ async def _shutdown(
         raise first
 
 
-async def _feed(up: AsyncIterator[Chunk], buffer: ChunkBuffer) -> None:
-    """Run everything upstream of ``buffer`` and fill it; pass on the end or the error."""
+async def _feed(
+    up: AsyncIterator[Chunk], buffer: ChunkBuffer, feeder: StageStats | None = None
+) -> None:
+    """Run everything upstream of ``buffer`` and fill it; pass on the end or the error.
+
+    ``feeder``, the stats of the stage that fills it in a timed run, counts its
+    throughput as items go in.
+    """
     put_nowait = buffer.put_nowait
     try:
         async for items, mark in up:
             rest = put_nowait(items, mark)
+            if feeder is not None:
+                feeder.record_delivered(len(items) - len(rest), feeder.clock.monotonic())
             while rest:  # no room for all of it: wait, as put() does
                 await buffer.wait_for_room()
+                held = len(rest)
                 rest = put_nowait(rest, mark)
+                if feeder is not None:
+                    feeder.record_delivered(held - len(rest), feeder.clock.monotonic())
     except asyncio.CancelledError:
         raise
     except BaseException as exc:

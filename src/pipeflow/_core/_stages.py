@@ -387,7 +387,7 @@ async def stream_stage(
         n = len(batch) - len(rest)
         stats.items_out += n
         if timed:
-            stats.record_out(n, now())
+            stats.record_delivered(n, now())  # handed on now, whatever _feed counts
         return rest
 
     def refill() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from operator import length_hint
 from typing import TYPE_CHECKING, Any, Protocol
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from ._clock import Clock
 
-__all__ = ["RunStats", "StageMetrics", "StageStats", "StatsSink"]
+__all__ = ["RunStats", "StageMetrics", "StageStats", "StatsSink", "weighted_quantiles"]
 
 #: Throughput and backpressure are averaged over this many seconds of recent time.
 WINDOW_SECONDS = 10.0
@@ -48,10 +48,11 @@ class StageMetrics:
         late: items that arrived after every window they belong to had fired
             (windowed pipes), whatever the late-data policy did with them.
         windows_open: windows holding items now (windowed pipes).
-        windows_fired: windows emitted so far (windowed pipes).
-        throughput: items emitted per second over the last ``window`` seconds; for
-            the last stage of a run, results the consumer took per second,
-            counted as it takes them.
+        windows_fired: windows closed and dealt with so far: emitted, or handed to
+            the error policy (windowed pipes).
+        throughput: items handed on per second over the last ``window`` seconds:
+            for the last stage of a run, results as the consumer takes them; for a
+            stage that fills the next one's buffer, items as they go in.
         backpressure: share (0.0-1.0) of that time the stage spent blocked
             because its downstream did not take its output.
         buffer_size: items waiting in the stage's input buffer now.
@@ -59,7 +60,8 @@ class StageMetrics:
             of its own (it runs fused with its upstream).
         throttled: whether the input buffer is above its throttle threshold now.
         latency_p50, latency_p95, latency_p99: processing time per item, in
-            seconds, over recent items (``None`` before any was timed). Items
+            seconds, over recent samples, each weighed by the items it stands
+            for (``None`` before any was timed). Items
             processed together in one chunk share the chunk's average; fused
             operators share their loop's time evenly; for windowed and batch
             stages a sample is the time to process one window or one batch.
@@ -113,10 +115,10 @@ class StageStats:
         "blocked_since",
         "buffer",
         "clock",
+        "counted_on_handover",
         "dead_lettered",
         "dropped",
         "errors",
-        "feeds_consumer",
         "items_in",
         "items_out",
         "late",
@@ -133,9 +135,10 @@ class StageStats:
         self.clock = clock
         #: Whether to read the clock per chunk (latency, throughput, backpressure).
         self.timed = timed
-        #: Whether the stage hands its output to the consumer: its throughput then
-        #: counts results as the consumer takes them, not as the stage emits them.
-        self.feeds_consumer = False
+        #: Whether the stage's throughput counts its output as it is handed on
+        #: (taken by the consumer, or put into the next stage's buffer), by
+        #: ``record_delivered`` and ``start_delivery``, rather than as computed.
+        self.counted_on_handover = False
         self.items_in = 0
         self.items_out = 0
         self.errors = 0
@@ -148,7 +151,8 @@ class StageStats:
         self.windows_fired = 0
         self.buffer: _Buffered | None = None
         self.blocked_since: float | None = None
-        self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        #: Recent processing times: (seconds per item, items it stands for).
+        self._latencies: deque[tuple[float, int]] = deque(maxlen=LATENCY_SAMPLES)
         now = clock.monotonic() if timed else 0.0
         self._started = now
         self._bucket_start = math.floor(now / _BUCKET) * _BUCKET
@@ -193,21 +197,27 @@ class StageStats:
 
     def record_chunk(self, n_out: int, started: float, ended: float, n_timed: int) -> None:
         """Count ``n_out`` emitted items; ``n_timed`` items took ``ended - started`` together."""
-        if not self.feeds_consumer:
+        if not self.counted_on_handover:
             self._out[self._rotate(ended)] += n_out
         if n_timed:
-            self._latencies.append((ended - started) / n_timed)
+            self._latencies.append(((ended - started) / n_timed, n_timed))
 
     def record_latency(self, seconds: float) -> None:
         """One item took ``seconds`` on its own (concurrent stages time each item)."""
-        self._latencies.append(seconds)
+        self._latencies.append((seconds, 1))
+
+    def latency_samples(self) -> list[tuple[float, int]]:
+        """The recent latency samples, ``(seconds per item, items)``, for a monitor
+        to combine runs."""
+        return list(self._latencies)
 
     def record_out(self, n_out: int, now: float) -> None:
-        if not self.feeds_consumer:
+        if not self.counted_on_handover:
             self._out[self._rotate(now)] += n_out
 
     def record_delivered(self, n: int, now: float) -> None:
-        """The consumer took ``n`` results at once (a list from ``chunks()``)."""
+        """``n`` results were handed on at once: a list the consumer took from
+        ``chunks()``, or items put into the next stage's buffer."""
         self._out[self._rotate(now)] += n
 
     def start_delivery(self, it: Iterator[Any], n: int, now: float) -> None:
@@ -268,10 +278,7 @@ class StageStats:
                     blocked += now - max(self.blocked_since, now - window)
                 throughput = sum(self._out) / window
                 backpressure = max(0.0, min(1.0, blocked / window))
-        p50 = p95 = p99 = None
-        if self._latencies:
-            ordered = sorted(self._latencies)
-            p50, p95, p99 = (_quantile(ordered, q) for q in (0.50, 0.95, 0.99))
+        p50, p95, p99 = weighted_quantiles(self._latencies)
         return StageMetrics(
             name=self.name,
             items_in=self.items_in,
@@ -301,10 +308,24 @@ def _index(bucket_start: float) -> int:
     return int((bucket_start / _BUCKET) % _NBUCKETS)
 
 
-def _quantile(ordered: list[float], q: float) -> float:
-    """Nearest-rank quantile of an ascending list."""
-    rank = max(0, math.ceil(q * len(ordered)) - 1)
-    return ordered[rank]
+def weighted_quantiles(
+    samples: Iterable[tuple[float, int]],
+) -> tuple[float | None, float | None, float | None]:
+    """p50, p95 and p99 (nearest rank) of latency samples, each ``(seconds, items)``
+    standing for that many items; ``None`` without samples."""
+    ordered = sorted(samples)
+    total = sum(n for _, n in ordered)
+    if not total:
+        return None, None, None
+    out: list[float] = []
+    seen, i = 0, -1
+    for q in (0.50, 0.95, 0.99):
+        rank = max(1, math.ceil(q * total))
+        while seen < rank:
+            i += 1
+            seen += ordered[i][1]
+        out.append(ordered[i][0])
+    return out[0], out[1], out[2]
 
 
 class RunStats:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from .._core._stats import WINDOW_SECONDS, RunStats, StageMetrics
+from .._core._stats import WINDOW_SECONDS, RunStats, StageMetrics, weighted_quantiles
 
 __all__ = ["StreamMetrics", "StreamMonitor"]
 
@@ -72,62 +73,34 @@ class StreamMonitor:
     0
 
     Metrics are read from each stage's counters when ``get_metrics()`` is called;
-    the running stages only count, once per chunk of items.
+    the running stages only count, once per chunk of items. Runs of the same
+    pipe (the same stages) add up stage by stage; a monitor set on several pipes
+    lists each one's stages, in the order they first ran.
     """
 
     def __init__(self) -> None:
-        self._runs: list[RunStats] = []
-        # Runs that ended more than a window ago, folded into per-stage totals so
-        # that a pipe streamed once per request does not grow the monitor.
-        self._retired: list[StageMetrics] = []
-        self._retired_runs = 0
+        # One entry per shape of run (its stage names), in the order first seen.
+        self._shapes: dict[tuple[str, ...], _Shape] = {}
 
     def attach(self, run: RunStats) -> None:
         """Called by a pipe when a run starts; not needed in user code."""
-        self._retire()
-        self._runs.append(run)
-
-    def _retire(self) -> None:
-        keep: list[RunStats] = []
-        for run in self._runs:
-            if run.done_at is None or not run.stages:
-                keep.append(run)
-                continue
-            now = run.stages[0].clock.monotonic()
-            if now - run.done_at < WINDOW_SECONDS:
-                keep.append(run)
-                continue
-            done = [_at_rest(s.statistics()) for s in run.stages]
-            if self._retired and len(self._retired) == len(done):
-                self._retired = [
-                    _sum_stages((a, b)) for a, b in zip(self._retired, done, strict=True)
-                ]
-            elif not self._retired:
-                self._retired = done
-            else:
-                keep.append(run)  # a different shape of pipeline: keep it whole
-                continue
-            self._retired_runs += 1
-        self._runs = keep
+        key = tuple(s.name for s in run.stages)
+        self._shapes.setdefault(key, _Shape()).runs.append(run)
 
     def get_metrics(self) -> StreamMetrics:
         """A snapshot now: totals over all runs, and per stage."""
-        self._retire()
-        runs = self._runs
-        if not runs and not self._retired:
+        shapes = [shape.metrics() for shape in self._shapes.values()]
+        shapes = [stages for stages in shapes if stages]
+        if not shapes:
             return StreamMetrics()
-        per_run = [_snapshot(run) for run in runs]
-        if self._retired:
-            per_run.append(self._retired)
-        stages = tuple(_sum_stages(column) for column in zip(*per_run, strict=False))
-        if len({len(r) for r in per_run}) > 1:
-            stages = tuple(s for r in per_run for s in r)
-        first, last = stages[0], stages[-1]
+        stages = tuple(s for shape in shapes for s in shape)
+        firsts, lasts = [shape[0] for shape in shapes], [shape[-1] for shape in shapes]
+        runs = [r for shape in self._shapes.values() for r in shape.runs]
         return StreamMetrics(
-            throughput=last.throughput,
-            backpressure=last.backpressure,
-            items_in=first.items_in,
-            items_out=last.items_out,
+            throughput=sum(s.throughput for s in lasts),
+            backpressure=max(s.backpressure for s in lasts),
+            items_in=sum(s.items_in for s in firsts),
+            items_out=sum(s.items_out for s in lasts),
             errors=sum(s.errors for s in stages),
             retries=sum(s.retries for s in stages),
             skipped=sum(s.skipped for s in stages),
@@ -140,26 +113,88 @@ class StreamMonitor:
             latency_p95=_max(s.latency_p95 for s in stages),
             latency_p99=_max(s.latency_p99 for s in stages),
             stages=stages,
-            runs=len(runs) + self._retired_runs,
+            runs=len(runs) + sum(shape.retired_runs for shape in self._shapes.values()),
             active_runs=sum(not r.done for r in runs),
         )
 
 
+class _Shape:
+    """The runs of one pipe (one list of stages) that a monitor has seen."""
+
+    __slots__ = ("retired", "retired_runs", "runs")
+
+    def __init__(self) -> None:
+        self.runs: list[RunStats] = []
+        # Runs that ended more than a window ago, folded into per-stage totals so
+        # that a pipe streamed once per request does not grow the monitor.
+        self.retired: list[StageMetrics] = []
+        self.retired_runs = 0
+
+    def _retire(self) -> None:
+        keep: list[RunStats] = []
+        for run in self.runs:
+            if run.done_at is None or not run.stages:
+                keep.append(run)
+                continue
+            if run.stages[0].clock.monotonic() - run.done_at < WINDOW_SECONDS:
+                keep.append(run)
+                continue
+            done = [_at_rest(s.statistics()) for s in run.stages]
+            self.retired = (
+                [_sum_stages((a, b), ()) for a, b in zip(self.retired, done, strict=True)]
+                if self.retired
+                else done
+            )
+            self.retired_runs += 1
+        self.runs = keep
+
+    def metrics(self) -> list[StageMetrics]:
+        """Each stage summed over the runs; empty before any run."""
+        self._retire()
+        columns: list[list[StageMetrics]] = [
+            [_snapshot(run)[i] for run in self.runs] for i in range(self._width())
+        ]
+        if self.retired:
+            for column, total in zip(columns, self.retired, strict=True):
+                column.append(total)
+        # Latency percentiles over the samples of the runs not yet retired,
+        # weighed by the items each sample stands for.
+        samples = [
+            [x for run in self.runs for x in run.stages[i].latency_samples()]
+            for i in range(self._width())
+        ]
+        return [_sum_stages(tuple(c), sample) for c, sample in zip(columns, samples, strict=True)]
+
+    def _width(self) -> int:
+        if self.runs:
+            return len(self.runs[0].stages)
+        return len(self.retired)
+
+
 def _snapshot(run: RunStats) -> list[StageMetrics]:
-    """The stages of ``run`` now; once it has ended, without its buffers."""
+    """The stages of ``run`` now; once it has ended, without what it held."""
     stages = [s.statistics() for s in run.stages]
     return [_ended(m) for m in stages] if run.done else stages
 
 
 def _ended(m: StageMetrics) -> StageMetrics:
-    """A stage of a run that has ended: it holds no buffer, but its recent rates
-    still count while they decay out of the window."""
-    return replace(m, buffer_size=0, buffer_capacity=0, throttled=False)
+    """A stage of a run that has ended: it holds no buffer and no open window,
+    but its recent rates still count while they decay out of the window."""
+    return replace(m, buffer_size=0, buffer_capacity=0, throttled=False, windows_open=0)
 
 
 def _at_rest(m: StageMetrics) -> StageMetrics:
-    """A run's counts once it ended more than a window ago: no buffer, no rates."""
-    return replace(_ended(m), throughput=0.0, backpressure=0.0, window=0.0)
+    """A run's counts once it ended more than a window ago: nothing held, no rates,
+    no recent latency."""
+    return replace(
+        _ended(m),
+        throughput=0.0,
+        backpressure=0.0,
+        window=0.0,
+        latency_p50=None,
+        latency_p95=None,
+        latency_p99=None,
+    )
 
 
 def _max(values: object) -> float | None:
@@ -167,11 +202,16 @@ def _max(values: object) -> float | None:
     return max(present) if present else None
 
 
-def _sum_stages(column: tuple[StageMetrics, ...]) -> StageMetrics:
-    """One stage's metrics over several runs: counts and rates add up."""
+def _sum_stages(
+    column: tuple[StageMetrics, ...], samples: Sequence[tuple[float, int]]
+) -> StageMetrics:
+    """One stage's metrics over several runs: counts add up; throughput is the
+    items of all runs over the longest window; latencies come from ``samples``."""
     if len(column) == 1:
         return column[0]
     active = [s for s in column if s.window > 0]
+    window = max(s.window for s in column)
+    p50, p95, p99 = weighted_quantiles(samples)
     return StageMetrics(
         name=column[0].name,
         items_in=sum(s.items_in for s in column),
@@ -184,13 +224,15 @@ def _sum_stages(column: tuple[StageMetrics, ...]) -> StageMetrics:
         late=sum(s.late for s in column),
         windows_open=sum(s.windows_open for s in column),
         windows_fired=sum(s.windows_fired for s in column),
-        throughput=sum(s.throughput for s in column),
+        # Each run's rate is over its own window (a young run's is short): add
+        # up items, not rates.
+        throughput=sum(s.throughput * s.window for s in column) / window if window > 0 else 0.0,
         backpressure=max((s.backpressure for s in active), default=0.0),
         buffer_size=sum(s.buffer_size for s in column),
         buffer_capacity=sum(s.buffer_capacity for s in column),
         throttled=any(s.throttled for s in column),
-        latency_p50=_max(s.latency_p50 for s in column),
-        latency_p95=_max(s.latency_p95 for s in column),
-        latency_p99=_max(s.latency_p99 for s in column),
-        window=max(s.window for s in column),
+        latency_p50=p50,
+        latency_p95=p95,
+        latency_p99=p99,
+        window=window,
     )

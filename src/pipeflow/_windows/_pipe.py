@@ -519,7 +519,6 @@ class _WindowRun:
         of it (the failed one and those after it), which hold acks back.
         """
         stats = self.ctx.stats
-        stats.windows_fired += len(fired)
         stats.windows_open = self.logic.open_count
         process = self.pipe.process_window
         aggregate = (
@@ -547,10 +546,14 @@ class _WindowRun:
                 if result is SKIP:
                     continue
             out.append(result)
+        # Fired: closed and dealt with (emitted, or left to the error policy); a
+        # window a "raise" stopped before is not.
+        done = len(fired) - len(undelivered)
+        stats.windows_fired += done
         stats.items_out += len(out)
         if stats.timed:
             # Latency here is the time to process one window.
-            stats.record_chunk(len(out), started, self.ctx.clock.monotonic(), len(fired))
+            stats.record_chunk(len(out), started, self.ctx.clock.monotonic(), done)
         return out, error, undelivered
 
 
