@@ -30,7 +30,11 @@ _COUNTERS = (
     ("dead_lettered", "Failed items sent to a dead-letter sink.", "dead_lettered"),
     ("dropped", "Items dropped by a full input buffer.", "dropped"),
     ("late", "Items that arrived after all their windows had fired.", "late"),
-    ("windows_fired", "Windows closed and dealt with (emitted, or handed to the error policy).", "windows_fired"),
+    (
+        "windows_fired",
+        "Windows closed and dealt with (emitted, or handed to the error policy).",
+        "windows_fired",
+    ),
 )
 
 #: (name, help, StageMetrics field) of the gauges.
