@@ -494,3 +494,34 @@ async def test_fail_strategy_does_not_fail_when_consumer_keeps_up() -> None:
 
     out = [x async for x in StreamPipe[int, int](config=config).stream(trickle())]
     assert list(range(100)) == out
+
+
+async def test_a_filter_dropping_everything_queues_no_entries_in_the_next_buffer() -> None:
+    """Chunks that an upstream filter emptied carry only a source position: the
+    buffer hands it on with what it holds, instead of queueing one entry per chunk
+    (with no bound) while its stage is busy."""
+    clock = VirtualClock()
+    seen: list[int] = []
+
+    async def slow(x: int) -> int:
+        await clock.sleep(1000.0 if x == 0 else 0.0)
+        return x
+
+    from pipeflow.streams import filter as keep
+
+    stage = map(slow, config=BackpressureConfig(max_buffer_size=10))
+    pipeline = keep(lambda x: x % 10_000 == 0) | stage
+    source = TestSource(range(30_000), one_by_one=True)
+    async with pipeline.stream(source, clock=clock) as results:
+        async for x in results:
+            seen.append(x)
+            if x == 0:
+                buffer = stage_buffer(results)
+                assert len(buffer._chunks) <= 3  # (the items passed, and a mark)
+    assert [0, 10_000, 20_000] == seen
+    assert 30_000 == source.acked
+
+
+def stage_buffer(results: Any) -> Any:
+    """The input buffer of a run's last stage (white box)."""
+    return results._run.run.stages[-1].buffer

@@ -239,3 +239,17 @@ async def test_a_sleep_stopped_from_outside_is_no_longer_pending() -> None:
         await step
     assert 0 == clock.pending
     assert 0.0 == clock.monotonic()
+
+
+async def test_cancelled_sleeps_do_not_pile_up_in_the_clock() -> None:
+    """A batch or window timer set and cancelled over and over leaves no trail of
+    dead timers until their far deadlines."""
+    clock = VirtualClock(autojump=False)
+    for _ in range(1000):
+        sleeper = asyncio.ensure_future(clock.sleep(3600))
+        await asyncio.sleep(0)
+        sleeper.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sleeper
+    assert len(clock._timers) <= 130
+    assert 0 == clock.pending

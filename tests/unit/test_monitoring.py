@@ -734,3 +734,17 @@ async def test_a_stream_never_iterated_is_no_run() -> None:
     assert (0, 0) == (monitor.get_metrics().runs, monitor.get_metrics().active_runs)
     await collect(pipe.stream(range(3)))
     assert (1, 0) == (monitor.get_metrics().runs, monitor.get_metrics().active_runs)
+
+
+async def test_runs_are_folded_without_anyone_reading_the_metrics() -> None:
+    """A pipe streamed once per request while nobody polls the monitor: old runs
+    are still folded into totals as new ones come, so the monitor does not grow."""
+    clock = VirtualClock()
+    monitor = StreamMonitor()
+    pipe: ps.FunctionPipe[int, int] = ps.map(double, name="d")
+    pipe.set_monitor(monitor)
+    for _ in range(300):
+        await collect(pipe.stream([1], clock=clock))
+        await clock.sleep(11)
+    assert sum(len(shape.runs) for shape in monitor._shapes.values()) <= 32
+    assert (300, 300) == (monitor.get_metrics().runs, monitor.get_metrics().items_in)

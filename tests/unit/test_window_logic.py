@@ -568,3 +568,18 @@ def test_count_flush_full_windows_first_then_partial_by_end() -> None:
     ] == spans(logic.flush())
     assert 0 == logic.open_count
     assert [] == logic.flush()
+
+
+def test_session_open_count_follows_sessions_opened_merged_and_fired() -> None:
+    """Kept as sessions come and go (summing over keys per chunk cost time per key)."""
+    logic = SessionWindows(gap=10)
+    for ts, key in [(0, "a"), (100, "a"), (50, "b"), (5, "a"), (55, "b"), (60, "c")]:
+        logic.add(ts, key, ts, NO_WM)
+        assert len(logic.open_windows()) == logic.open_count
+    logic.add(12, "a", 12, NO_WM)  # bridges nothing: extends a's first session
+    logic.add(108, "a", 108, NO_WM)
+    assert 4 == logic.open_count == len(logic.open_windows())
+    logic.fire(30)
+    assert 3 == logic.open_count == len(logic.open_windows())
+    logic.flush()
+    assert 0 == logic.open_count

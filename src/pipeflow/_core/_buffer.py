@@ -170,8 +170,16 @@ class ChunkBuffer:
             self._wake_getter()
         elif mark != self._last_mark:
             # Nothing to deliver, but the source position moved on: pass the mark.
-            self._chunks.append((items, mark))
-            self._wake_getter()
+            # The items between produced nothing, so the chunk queued last can carry
+            # it: once its items are delivered, so is everything up to ``mark``.
+            # (An upstream filter that drops nearly all would otherwise queue one
+            # entry per chunk, with no bound.)
+            chunks = self._chunks
+            if chunks:
+                chunks[-1] = (chunks[-1][0], mark)
+            else:
+                chunks.append((items, mark))
+                self._wake_getter()
         self._last_mark = mark
 
     def _evict(self, n: int) -> None:

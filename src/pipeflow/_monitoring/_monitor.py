@@ -85,7 +85,7 @@ class StreamMonitor:
     def attach(self, run: RunStats) -> None:
         """Called by a pipe when a run starts; not needed in user code."""
         key = tuple(s.name for s in run.stages)
-        self._shapes.setdefault(key, _Shape()).runs.append(run)
+        self._shapes.setdefault(key, _Shape()).add(run)
 
     def get_metrics(self) -> StreamMetrics:
         """A snapshot now: totals over all runs, and per stage."""
@@ -121,14 +121,24 @@ class StreamMonitor:
 class _Shape:
     """The runs of one pipe (one list of stages) that a monitor has seen."""
 
-    __slots__ = ("retired", "retired_runs", "runs")
+    __slots__ = ("_kept", "retired", "retired_runs", "runs")
 
     def __init__(self) -> None:
         self.runs: list[RunStats] = []
+        self._kept = 16  # how many runs to hold before folding old ones again
         # Runs that ended more than a window ago, folded into per-stage totals so
         # that a pipe streamed once per request does not grow the monitor.
         self.retired: list[StageMetrics] = []
         self.retired_runs = 0
+
+    def add(self, run: RunStats) -> None:
+        """A new run. Old ones are folded now and then, so that a pipe streamed once
+        per request, with nobody reading the metrics, does not grow the monitor;
+        the cost stays constant per run."""
+        self.runs.append(run)
+        if len(self.runs) > self._kept:
+            self._retire()
+            self._kept = max(16, 2 * len(self.runs))
 
     def _retire(self) -> None:
         keep: list[RunStats] = []

@@ -44,6 +44,7 @@ class VirtualClock:
         self._t = 0.0
         self._seq = 0
         self._timers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._cancelled = 0  # cancelled timers still in the heap (about)
         self.autojump = autojump
         self._jumper: asyncio.Task[None] | None = None
 
@@ -92,6 +93,8 @@ class VirtualClock:
             # the timer must not stay pending, or autojump would go to it.
             if not fut.done():
                 fut.cancel()
+            if fut.cancelled():
+                self._forget_cancelled()
 
     async def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds``, waking each sleeper at its own deadline."""
@@ -120,6 +123,19 @@ class VirtualClock:
             _, _, fut = heapq.heappop(self._timers)
             if not fut.done():
                 fut.set_result(None)
+
+    def _forget_cancelled(self) -> None:
+        """Count a cancelled timer; once they are half the heap, drop them all.
+
+        Timers that a batch or window wait sets and cancels again and again would
+        otherwise pile up until their far deadlines (as asyncio's own loop, the
+        heap is cleaned once cancelled entries dominate it).
+        """
+        self._cancelled += 1
+        if self._cancelled > 64 and 2 * self._cancelled > len(self._timers):
+            self._timers = [t for t in self._timers if not t[2].done()]
+            heapq.heapify(self._timers)
+            self._cancelled = 0
 
     async def _autojump(self) -> None:
         while self._timers:

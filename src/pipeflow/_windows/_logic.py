@@ -246,13 +246,14 @@ class SessionWindows:
     sessions merges them. It fires once the watermark passes its end.
     """
 
-    __slots__ = ("_gap", "_heap", "_sessions", "position")
+    __slots__ = ("_gap", "_heap", "_open", "_sessions", "position")
 
     def __init__(self, gap: int) -> None:
         self.position = 0
         self._gap = gap
         self._sessions: dict[Hashable, list[OpenWindow]] = {}
         self._heap = _Heap()
+        self._open = 0  # sessions open over all keys, kept as they come and go
 
     def add(self, item: Any, key: Hashable, ts: int, watermark: int) -> bool:
         gap = self._gap
@@ -266,6 +267,7 @@ class SessionWindows:
             w = OpenWindow(key, ts, ts + gap, self.position)
             w.items.append(item)
             sessions.append(w)
+            self._open += 1
             self._heap.push(w)
             return True
         w = touching[0]
@@ -276,6 +278,7 @@ class SessionWindows:
             w.since = min(w.since, other.since)
             other.fired = True  # merged away: its heap entry is stale
             sessions.remove(other)
+            self._open -= 1
         w.items.append(item)
         bounds = (w.start, w.end)
         w.start = min(w.start, ts)
@@ -288,6 +291,7 @@ class SessionWindows:
         for w in fired:
             sessions = self._sessions[w.key]
             sessions.remove(w)
+            self._open -= 1
             if not sessions:
                 del self._sessions[w.key]
         return fired
@@ -303,7 +307,7 @@ class SessionWindows:
 
     @property
     def open_count(self) -> int:
-        return sum(len(s) for s in self._sessions.values())
+        return self._open
 
     def open_windows(self) -> list[OpenWindow]:
         return [w for sessions in self._sessions.values() for w in sessions]
