@@ -72,6 +72,8 @@ class WindowLogic(Protocol):
 
     #: The source position new windows record as ``since`` (set by the pipe).
     position: int
+    #: Where new windows are recorded, when the pipe's source takes acks.
+    opened: OpenedWindows | None
 
     def open_windows(self) -> list[OpenWindow]:
         """The windows holding items now."""
@@ -111,6 +113,29 @@ class _Heap:
         return self.pop_until(2**63)
 
 
+class OpenedWindows:
+    """Windows in the order of the source position they hold (``since``), for acks:
+    the oldest still open is found without walking every open window."""
+
+    __slots__ = ("_heap", "_seq")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, OpenWindow]] = []
+        self._seq = 0
+
+    def push(self, w: OpenWindow) -> None:
+        """``w`` opened, or its ``since`` moved earlier (a session merge)."""
+        self._seq += 1
+        heapq.heappush(self._heap, (w.since, self._seq, w))
+
+    def oldest_since(self) -> int | None:
+        """The least ``since`` of the windows still open (``None`` if none is)."""
+        heap = self._heap
+        while heap and (heap[0][2].fired or heap[0][2].since != heap[0][0]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+
 class TumblingWindows:
     """Fixed, non-overlapping windows ``[offset + k*size, offset + (k+1)*size)``.
 
@@ -118,10 +143,21 @@ class TumblingWindows:
     together, in the order the keys' windows were opened.
     """
 
-    __slots__ = ("_count", "_groups", "_offset", "_size", "_starts", "appends", "position")
+    __slots__ = (
+        "_count",
+        "_groups",
+        "_offset",
+        "_size",
+        "_starts",
+        "appends",
+        "opened",
+        "position",
+    )
 
     def __init__(self, size: int, offset: int = 0) -> None:
         self.position = 0
+        #: Set by a pipe whose source takes acks: the windows as they open.
+        self.opened: OpenedWindows | None = None
         self._size = size
         self._offset = offset % size
         self._groups: dict[int, dict[Hashable, OpenWindow]] = {}
@@ -151,6 +187,8 @@ class TumblingWindows:
         w = group.get(key)
         if w is None:
             w = group[key] = OpenWindow(key, start, start + self._size, self.position)
+            if self.opened is not None:
+                self.opened.push(w)
             self.appends[start][key] = w.items.append
             self._count += 1
         w.items.append(item)
@@ -190,10 +228,12 @@ class TumblingWindows:
 class SlidingWindows:
     """Windows of ``size`` starting every ``slide``; an item is in ``size/slide`` of them."""
 
-    __slots__ = ("_heap", "_offset", "_open", "_size", "_slide", "position")
+    __slots__ = ("_heap", "_offset", "_open", "_size", "_slide", "opened", "position")
 
     def __init__(self, size: int, slide: int, offset: int = 0) -> None:
         self.position = 0
+        #: Set by a pipe whose source takes acks: the windows as they open.
+        self.opened: OpenedWindows | None = None
         self._size = size
         self._slide = slide
         self._offset = offset % slide
@@ -233,6 +273,8 @@ class SlidingWindows:
             if w is None:
                 w = self._open[key, start] = OpenWindow(key, start, end, self.position)
                 self._heap.push(w)
+                if self.opened is not None:
+                    self.opened.push(w)
             w.items.append(item)
             accepted = True
             start -= slide
@@ -246,10 +288,12 @@ class SessionWindows:
     sessions merges them. It fires once the watermark passes its end.
     """
 
-    __slots__ = ("_gap", "_heap", "_open", "_sessions", "position")
+    __slots__ = ("_gap", "_heap", "_open", "_sessions", "opened", "position")
 
     def __init__(self, gap: int) -> None:
         self.position = 0
+        #: Set by a pipe whose source takes acks: the windows as they open.
+        self.opened: OpenedWindows | None = None
         self._gap = gap
         self._sessions: dict[Hashable, list[OpenWindow]] = {}
         self._heap = _Heap()
@@ -265,6 +309,8 @@ class SessionWindows:
                     del self._sessions[key]
                 return False
             w = OpenWindow(key, ts, ts + gap, self.position)
+            if self.opened is not None:
+                self.opened.push(w)
             w.items.append(item)
             sessions.append(w)
             self._open += 1
@@ -275,7 +321,10 @@ class SessionWindows:
             w.items.extend(other.items)
             w.start = min(w.start, other.start)
             w.end = max(w.end, other.end)
-            w.since = min(w.since, other.since)
+            if other.since < w.since:
+                w.since = other.since
+                if self.opened is not None:
+                    self.opened.push(w)
             other.fired = True  # merged away: its heap entry is stale
             sessions.remove(other)
             self._open -= 1
@@ -319,10 +368,12 @@ class CountWindows:
     ``start`` and ``end`` are the times of the first and the last item.
     """
 
-    __slots__ = ("_count", "_full", "_open", "position")
+    __slots__ = ("_count", "_full", "_open", "opened", "position")
 
     def __init__(self, count: int) -> None:
         self.position = 0
+        #: Set by a pipe whose source takes acks: the windows as they open.
+        self.opened: OpenedWindows | None = None
         self._count = count
         self._open: dict[Hashable, OpenWindow] = {}
         self._full: list[OpenWindow] = []
@@ -331,6 +382,8 @@ class CountWindows:
         w = self._open.get(key)
         if w is None:
             w = self._open[key] = OpenWindow(key, ts, ts, self.position)
+            if self.opened is not None:
+                self.opened.push(w)
         w.items.append(item)
         w.end = ts
         if len(w.items) >= self._count:
@@ -346,6 +399,8 @@ class CountWindows:
     def flush(self) -> list[OpenWindow]:
         rest = sorted(self._open.values(), key=lambda w: w.end)
         self._open.clear()
+        for w in rest:
+            w.fired = True
         return self.fire(0) + rest
 
     def next_end(self) -> int | None:

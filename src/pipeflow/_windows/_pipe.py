@@ -15,7 +15,7 @@ from bisect import bisect_left
 from collections.abc import AsyncIterator, Callable, Hashable
 from datetime import datetime, timedelta
 from functools import partial
-from itertools import chain, islice
+from itertools import islice
 from operator import le
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -31,6 +31,7 @@ from .._core._policies import SKIP, ErrorPolicy, _is_pipe
 from .._core._stages import call_each
 from ._logic import (
     CountWindows,
+    OpenedWindows,
     OpenWindow,
     SessionWindows,
     SlidingWindows,
@@ -224,6 +225,8 @@ class _WindowRun:
         self.pipe = pipe
         self.ctx = ctx
         self.logic = pipe._logic_factory()
+        if ctx.acking:  # acks need the oldest window still open, chunk after chunk
+            self.logic.opened = OpenedWindows()
         self.event_time = pipe.timestamp is not None
         self.max_ts = _NO_TIME
         # Seconds spent waiting for input since the newest event time arrived:
@@ -265,11 +268,13 @@ class _WindowRun:
 
     def ack_mark(self, undelivered: list[OpenWindow]) -> int:
         """The source position whose input neither an open window nor ``undelivered`` holds."""
-        if not self.ctx.acking:
-            return self.mark  # nobody listens: skip the walk over open windows
-        held = min(
-            (w.since for w in chain(self.logic.open_windows(), undelivered)), default=self.mark
-        )
+        opened = self.logic.opened
+        if opened is None:
+            return self.mark  # nobody listens: no windows were tracked
+        oldest = opened.oldest_since()
+        held = min((w.since for w in undelivered), default=self.mark if oldest is None else oldest)
+        if oldest is not None:
+            held = min(held, oldest)
         return max(self.acked, held)
 
     async def run(self) -> AsyncIterator[Chunk]:
