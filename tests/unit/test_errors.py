@@ -749,7 +749,7 @@ async def test_process_stream_exception_is_not_wrapped() -> None:
 
     got: list[int] = []
     with pytest.raises(RuntimeError) as info:
-        await collect_until_error(Broken(on_error="skip").stream(range(5)), got)
+        await collect_until_error(Broken().stream(range(5)), got)
     assert failure is info.value
     assert [0, 1] == got
 

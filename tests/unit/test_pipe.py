@@ -360,3 +360,19 @@ async def aenumerate(items: AsyncIterator[T]) -> AsyncIterator[tuple[int, T]]:
     async for x in items:
         yield i, x
         i += 1
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"on_error": "skip"}, "on_error"),
+        ({"config": BackpressureConfig(min_processing_time=1.0)}, "min_processing_time"),
+    ],
+    ids=["on_error", "pacing"],
+)
+def test_options_about_process_item_calls_are_refused_with_a_process_stream_override(
+    options: dict[str, Any], named: str
+) -> None:
+    """The runtime makes no process_item calls for such a pipe: the options would do nothing."""
+    with pytest.raises(ValueError, match=f"{named} apply to process_item calls"):
+        EvensTwice(**options)

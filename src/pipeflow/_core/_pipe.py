@@ -161,12 +161,29 @@ class StreamPipe(Pipeable[In, Out]):
                 "(async def with yield), not a generator"
             )
             raise TypeError(msg)
-        if concurrency > 1 and self._overrides_process_stream():
-            msg = (
-                f"concurrency applies to process_item calls made by the runtime, but "
-                f"{type(self).__name__} overrides process_stream; use concurrency=1"
-            )
-            raise ValueError(msg)
+        if self._overrides_process_stream():
+            # The runtime makes no process_item calls of its own for such a pipe:
+            # options about those calls would silently do nothing.
+            ignored = [
+                text
+                for text, given in (
+                    ("concurrency", concurrency > 1),
+                    ("on_error", on_error != "raise"),
+                    (
+                        "min_processing_time",
+                        config is not None and config.min_processing_time > 0,
+                    ),
+                )
+                if given
+            ]
+            if ignored:
+                msg = (
+                    f"{' and '.join(ignored)} apply to process_item calls made by the runtime, "
+                    f"but {type(self).__name__} overrides process_stream; handle failures and "
+                    "pacing inside it"
+                    + (" (use concurrency=1)" if "concurrency" in ignored else "")
+                )
+                raise ValueError(msg)
         self.config = config
         self.concurrency = concurrency
         self.ordered = bool(ordered)
