@@ -374,5 +374,5 @@ def test_options_about_process_item_calls_are_refused_with_a_process_stream_over
     options: dict[str, Any], named: str
 ) -> None:
     """The runtime makes no process_item calls for such a pipe: the options would do nothing."""
-    with pytest.raises(ValueError, match=f"{named} apply to process_item calls"):
+    with pytest.raises(ValueError, match=f"{named} applies to process_item calls"):
         EvensTwice(**options)

@@ -177,8 +177,9 @@ class StreamPipe(Pipeable[In, Out]):
                 if given
             ]
             if ignored:
+                verb = "applies" if len(ignored) == 1 else "apply"
                 msg = (
-                    f"{' and '.join(ignored)} apply to process_item calls made by the runtime, "
+                    f"{' and '.join(ignored)} {verb} to process_item calls made by the runtime, "
                     f"but {type(self).__name__} overrides process_stream; handle failures and "
                     "pacing inside it"
                     + (" (use concurrency=1)" if "concurrency" in ignored else "")
