@@ -16,6 +16,7 @@ from pipeflow.streams import (
     FunctionPipe,
     Pipeable,
     Pipeline,
+    Retry,
     StreamPipe,
     filter,
     flat_map,
@@ -496,3 +497,22 @@ async def test_a_paced_async_flat_map_awaits_its_function() -> None:
     pipe = flat_map(twice, config=BackpressureConfig(min_processing_time=0.5))
     assert [1, 1, 2, 2] == await collect(pipe.stream([1, 2], clock=clock))
     assert 1.0 <= clock.monotonic()
+
+
+async def test_a_long_retried_expansion_does_not_upset_the_next_item() -> None:
+    """A Retry that recovers an item with more than MAX_CHUNK elements: they go on in
+    chunks, and the next item's expansion (a generator) is read as usual."""
+    clock = VirtualClock()
+    failed: list[int] = []
+
+    def expand(x: int) -> Iterator[int]:
+        if x == 0 and not failed:
+            failed.append(x)
+            raise ConnectionError("transient")
+        return (x for _ in range(300 if x == 0 else 1))
+
+    pipe = flat_map(expand, on_error=Retry(attempts=2, backoff=0.1, jitter=0))
+    stream = pipe.stream([0, 1], clock=clock)
+    chunks = [chunk async for chunk in stream.chunks()]
+    assert [0] * 300 + [1] == [x for c in chunks for x in c]
+    assert max(len(c) for c in chunks) <= MAX_CHUNK

@@ -213,6 +213,11 @@ async def flat_stage(
         it = iter(items)
         x: Any = None
         while True:
+            if len(out) >= MAX_CHUNK:  # a retry's elements, added below, come first
+                full, out = _cut(out)
+                for part in full:
+                    n_out += MAX_CHUNK
+                    yield part, last_mark
             try:
                 for x in it:
                     result = fn(x)
