@@ -269,11 +269,6 @@ async def flat_stage(
                     if out:
                         yield out, last_mark
                     raise
-        if len(out) > MAX_CHUNK:  # a retry's elements, added last
-            full, out = _cut(out)
-            for part in full:
-                n_out += MAX_CHUNK
-                yield part, last_mark
         stats.items_in += len(items)
         stats.items_out += n_out + len(out)
         if timed:
