@@ -4,6 +4,13 @@ Items move in chunks (lists of whatever was ready), but the bound counts items:
 a buffer never holds more than ``capacity`` of them. One producer task puts,
 one consumer takes; both wait on plain futures, so a hand-over costs one wake-up
 per chunk rather than per item.
+
+Under the ``"block"`` strategy the bound also covers what the consumer took and
+is still working on: a chunk taken out of the buffer keeps its room until the
+consumer comes back for more (or, for a consumer that releases explicitly, until
+it says so). So the items between a producer and the end of the consumer's work
+never exceed ``capacity`` (plus ``allowance``, the items a concurrent stage may
+have in flight), however large the chunks are.
 """
 
 from __future__ import annotations
@@ -50,6 +57,9 @@ class ChunkBuffer:
         "_overflow",
         "_putter",
         "_size",
+        "_taken",
+        "allowance",
+        "auto_release",
         "capacity",
         "on_throttle",
         "owner",
@@ -64,6 +74,14 @@ class ChunkBuffer:
         self._overflow = config.overflow
         self._chunks: deque[Chunk] = deque()
         self._size = 0
+        #: Items handed to the consumer that still hold their room (``"block"`` only).
+        self._taken = 0
+        #: Items the consumer may hold beyond ``capacity``: a concurrent stage's
+        #: calls in flight.
+        self.allowance = 0
+        #: Whether taken items are released when the consumer asks for more;
+        #: otherwise the consumer calls :meth:`release`.
+        self.auto_release = True
         self._closed = False
         self._error: BaseException | None = None
         self._getter: asyncio.Future[None] | None = None
@@ -83,8 +101,37 @@ class ChunkBuffer:
 
     @property
     def size(self) -> int:
-        """Items held now."""
-        return self._size
+        """Items held now: queued, and taken by a consumer still working on them
+        (past its ``allowance``)."""
+        return self._size + max(0, self._taken - self.allowance)
+
+    def room(self) -> int:
+        """How many items a put may add now without waiting (``"block"``), or
+        without dropping or failing (the other strategies)."""
+        if self._overflow != "block":
+            return self.capacity - self._size
+        if self.throttled:
+            return 0
+        return self.capacity - self.size
+
+    def read_room(self) -> int:
+        """How many items the producer may read ahead for this buffer now: its
+        :meth:`room` under ``"block"``; any number (``MAX_CHUNK``) under the
+        other strategies, which never make a producer wait."""
+        return self.room() if self._overflow == "block" else MAX_CHUNK
+
+    def release(self, n: int) -> None:
+        """The consumer is done with ``n`` of the items it took: their room is free."""
+        self._taken = max(0, self._taken - n)
+        self._drained()
+
+    def _drained(self) -> None:
+        """Items left: end backpressure below the threshold, and let the producer on."""
+        if self.throttled and self.size < self._high:
+            self._set_throttled(False)
+        p = self._putter
+        if p is not None and not p.done() and self.room() > 0:
+            p.set_result(None)
 
     # -- producer side -------------------------------------------------------
 
@@ -98,8 +145,7 @@ class ChunkBuffer:
             raise RuntimeError(msg)
         free = self.capacity - self._size
         if self._overflow == "block":
-            if self.throttled:
-                free = 0
+            free = self.room()
             if len(items) <= free:
                 self._append(items, mark)
                 return []
@@ -165,7 +211,8 @@ class ChunkBuffer:
             self._size += len(items)
             # A full buffer is in backpressure whatever the threshold (at 1.0, or
             # with room for one item, no fill level is above it).
-            if (self._size > self._high or self._size >= self.capacity) and not self.throttled:
+            size = self.size
+            if (size > self._high or size >= self.capacity) and not self.throttled:
                 self._set_throttled(True)
             self._wake_getter()
         elif mark != self._last_mark:
@@ -210,7 +257,9 @@ class ChunkBuffer:
     def get_nowait(self) -> Chunk | None:
         """Take the next chunk (merged with small ones after it), or ``None`` if empty.
 
-        Raises the producer's error, or ``StopAsyncIteration`` at the end.
+        Its items keep their room until the consumer comes back for more (see
+        ``auto_release``). Raises the producer's error, or ``StopAsyncIteration``
+        at the end.
         """
         chunks = self._chunks
         if self._starved():
@@ -226,11 +275,10 @@ class ChunkBuffer:
                 more, mark = chunks.popleft()
                 items += more
         self._size -= len(items)
-        if self.throttled and self._size < self._high:
-            self._set_throttled(False)
-        p = self._putter
-        if p is not None and not p.done() and not self.throttled and self._size < self.capacity:
-            p.set_result(None)
+        if self._overflow == "block":
+            self._taken += len(items)
+        else:
+            self._drained()
         return items, mark
 
     @property
@@ -240,7 +288,14 @@ class ChunkBuffer:
         return g is not None and not g.done()
 
     def _starved(self) -> bool:
-        """Whether the buffer is empty, once a producer holding output was asked for it."""
+        """Whether the buffer is empty, once a producer holding output was asked for it.
+
+        Every consumer-side call comes here first: a consumer that asks again is
+        done with what it took before.
+        """
+        if self._taken and self.auto_release:
+            self._taken = 0
+            self._drained()
         if not self._chunks and not self._closed and self.refill is not None:
             self.refill()
         return not self._chunks

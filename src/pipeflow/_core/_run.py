@@ -106,8 +106,12 @@ class _Run:
             return (it if hasattr(it, "__aiter__") else _Aiter(it)), ops
         stages, source, tasks, gens = self.stages, self.source, self.tasks, self.gens
         # The direct consumer of a sync source takes any slice of it as a chunk.
+        first_buffer = _FirstBuffer()
         up: AsyncIterator[Any] = source_chunks(
-            source, lists=tail > 0 or _needs_buffer(stages, 0), close=self._ack is None
+            source,
+            lists=tail > 0 or _needs_buffer(stages, 0),
+            close=self._ack is None,
+            room=first_buffer.room,
         )
         gens.append(up)
         segment_stats: list[StageStats] = []
@@ -125,8 +129,10 @@ class _Run:
             if needs_buffer:
                 buffer = ChunkBuffer(config, stats)
                 buffer.producers = segment_stats
-                if not tasks and isinstance(source, Pausable):
-                    buffer.on_throttle = _pauser(source)
+                if not tasks:
+                    first_buffer.buffer = buffer
+                    if isinstance(source, Pausable):
+                        buffer.on_throttle = _pauser(source)
                 stats.buffer = buffer
                 if prev_ctx is not None:
                     prev_ctx.output = buffer  # the segment's last stage may put directly
@@ -360,6 +366,27 @@ def _direct_tail(stages: list[StreamPipe[Any, Any]]) -> int | None:
             break
         tail -= 1
     return tail if tail < len(stages) else None
+
+
+class _FirstBuffer:
+    """The room the source may be read ahead into: what the first buffer has free.
+
+    Before the first buffer (or with none) the source is read a chunk at a time
+    as the stages ask for it, so a chunk is all it runs ahead.
+    """
+
+    __slots__ = ("buffer",)
+
+    def __init__(self) -> None:
+        self.buffer: ChunkBuffer | None = None
+
+    async def room(self) -> int:
+        buffer = self.buffer
+        if buffer is None:
+            return MAX_CHUNK
+        while (n := buffer.read_room()) <= 0:
+            await buffer.wait_for_room()
+        return min(n, MAX_CHUNK)
 
 
 class _SourceCloser:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from itertools import islice
 from types import AsyncGeneratorType, GeneratorType
 from typing import Any, Protocol, runtime_checkable
@@ -15,6 +15,7 @@ from ._buffer import MAX_CHUNK, Chunk
 __all__ = [
     "Acknowledging",
     "Pausable",
+    "Room",
     "check_source",
     "close_source",
     "ready_items",
@@ -66,8 +67,12 @@ async def close_source(source: object) -> None:
             await result
 
 
+#: How many items a source may be read ahead now, waiting until it is at least one.
+Room = Callable[[], Awaitable[int]]
+
+
 async def source_chunks(
-    source: Any, *, lists: bool = True, close: bool = True
+    source: Any, *, lists: bool = True, close: bool = True, room: Room | None = None
 ) -> AsyncIterator[Chunk]:
     """Chunks of what is ready, up to ``MAX_CHUNK`` items; each chunk's mark
     counts the items read so far. Waiting for more is never worth delaying what
@@ -79,6 +84,9 @@ async def source_chunks(
     consumer's own generator, which yields each result as it comes, so that
     larger slices cost nothing and save bookkeeping per chunk.
 
+    ``room``, if given, caps each chunk: the source is read no further ahead
+    than the first buffer of the pipeline has room for.
+
     At the end the iterator is closed, and then the source (each once), unless
     ``close`` is false: an acknowledging source is closed by its run, after
     its last acknowledgement.
@@ -87,12 +95,12 @@ async def source_chunks(
     it: Any = source
     if hasattr(source, "__aiter__"):
         it = source.__aiter__()
-        chunks = _async_chunks(it)
+        chunks = _async_chunks(it, room)
     elif type(source) in _SLICEABLE:
-        chunks = _sequence_chunks(source, lists)
+        chunks = _sequence_chunks(source, lists, room)
     else:
         it = iter(source)
-        chunks = _sync_chunks(it)
+        chunks = _sync_chunks(it, room)
     try:
         async for chunk in chunks:
             yield chunk
@@ -111,22 +119,23 @@ _SLICEABLE = (list, tuple, range)
 SLICE_CHUNK = 16 * MAX_CHUNK
 
 
-async def _sequence_chunks(seq: Any, lists: bool) -> AsyncIterator[Chunk]:
+async def _sequence_chunks(seq: Any, lists: bool, room: Room | None) -> AsyncIterator[Chunk]:
     # Slicing until a slice comes back empty sees what is appended to a list
     # meanwhile, as its iterator would.
     count = 0
     size = MAX_CHUNK if lists else SLICE_CHUNK
-    while chunk := seq[count : count + size]:
+    while chunk := seq[count : count + (size if room is None else await room())]:
         count += len(chunk)
         yield (list(chunk) if lists and type(chunk) is not list else chunk), count
 
 
-async def _sync_chunks(it: Iterator[Any]) -> AsyncIterator[Chunk]:
+async def _sync_chunks(it: Iterator[Any], room: Room | None) -> AsyncIterator[Chunk]:
     count = 0
     while True:
         chunk: list[Any] = []
+        size = MAX_CHUNK if room is None else await room()
         try:
-            chunk.extend(islice(it, MAX_CHUNK))
+            chunk.extend(islice(it, size))
         except Exception:
             if chunk:  # what was read before the failure still goes on
                 yield chunk, count + len(chunk)
@@ -137,10 +146,10 @@ async def _sync_chunks(it: Iterator[Any]) -> AsyncIterator[Chunk]:
         yield chunk, count
 
 
-async def _async_chunks(it: AsyncIterator[Any]) -> AsyncIterator[Chunk]:
+async def _async_chunks(it: AsyncIterator[Any], room: Room | None) -> AsyncIterator[Chunk]:
     """Read an async iterator in chunks of the items it hands over without waiting."""
     count = 0
-    pieces = ready_items(it)
+    pieces = ready_items(it, room)
     try:
         async for chunk, _ in pieces:
             count += len(chunk)
@@ -149,12 +158,15 @@ async def _async_chunks(it: AsyncIterator[Any]) -> AsyncIterator[Chunk]:
         await pieces.aclose()  # type: ignore[attr-defined]
 
 
-async def ready_items(it: AsyncIterator[Any]) -> AsyncIterator[tuple[list[Any], bool]]:
+async def ready_items(
+    it: AsyncIterator[Any], room: Room | None = None
+) -> AsyncIterator[tuple[list[Any], bool]]:
     """What an async iterator hands over without waiting, a list at a time.
 
-    A list ends where reading on would wait, at ``MAX_CHUNK`` items, or at the
-    end; it comes with whether more may follow (``False``: the iterator is used
-    up). On a failure, what was read before it comes first. ``it`` is not closed.
+    A list ends where reading on would wait, at ``MAX_CHUNK`` items (or what
+    ``room`` allows), or at the end; it comes with whether more may follow
+    (``False``: the iterator is used up). On a failure, what was read before it
+    comes first. ``it`` is not closed.
 
     Each ``__anext__()`` awaitable is stepped by hand: if it completes at once,
     its item joins the list; if it has to wait, the list goes on first, and the
@@ -169,6 +181,7 @@ async def ready_items(it: AsyncIterator[Any]) -> AsyncIterator[tuple[list[Any], 
     try:
         while True:
             chunk: list[Any] = []
+            size = MAX_CHUNK if room is None else await room()
             if pending is not None:
                 step, pending = pending, None
                 try:
@@ -177,7 +190,7 @@ async def ready_items(it: AsyncIterator[Any]) -> AsyncIterator[tuple[list[Any], 
                     return
             try:
                 append = chunk.append
-                for _ in range(MAX_CHUNK - len(chunk)):
+                for _ in range(size - len(chunk)):
                     awaiting = start_next()
                     try:
                         signal = awaiting.send(None)

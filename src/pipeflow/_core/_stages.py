@@ -394,7 +394,7 @@ async def stream_stage(
         # The sink is empty: what fits cannot overflow, whatever its strategy.
         nonlocal pending
         assert sink is not None
-        room = sink.capacity - sink.size
+        room = sink.room()
         if pending and room > 0:
             batch, pending = pending[:room], pending[room:]
             hand_over(batch)
@@ -494,6 +494,10 @@ async def concurrent_stage(
     last_mark = 0
 
     finished: deque[_Entry] = deque()  # unordered: done and not yet emitted
+    # The items taken from the buffer keep their room until their results are
+    # passed on; up to ``concurrency`` of them may be in flight beyond its capacity.
+    buf.auto_release = False
+    buf.allowance = concurrency
 
     def on_done(entry: _Entry, _: asyncio.Task[Any]) -> None:
         nonlocal running
@@ -559,11 +563,13 @@ async def concurrent_stage(
             # Collect what is finished.
             out: list[Any] = []
             mark = last_mark
+            done = 0  # items whose results are in ``out``
             try:
                 if ordered:
                     while entries and (entries[0].task is None or entries[0].task.done()):
                         e = entries.popleft()
                         if e.task is not None:
+                            done += 1
                             _emit(kind, out, e.item, e.task.result())
                         if e.mark is not None:
                             mark = e.mark
@@ -571,6 +577,7 @@ async def concurrent_stage(
                     while finished:
                         e = finished.popleft()
                         e.emitted = True
+                        done += 1
                         assert e.task is not None
                         _emit(kind, out, e.item, e.task.result())
                     while entries and (entries[0].task is None or entries[0].emitted):
@@ -588,7 +595,9 @@ async def concurrent_stage(
                     stats.record_out(len(out), now())
                 last_mark = mark
                 yield out, mark
+                buf.release(done)  # passed on: the next stage holds them now
                 continue
+            buf.release(done)
             if exhausted and not entries:
                 if upstream_error is not None:
                     raise upstream_error

@@ -55,7 +55,8 @@ class StageMetrics:
             stage that fills the next one's buffer, items as they go in.
         backpressure: share (0.0-1.0) of that time the stage spent blocked
             because its downstream did not take its output.
-        buffer_size: items waiting in the stage's input buffer now.
+        buffer_size: items in the stage's input buffer now: waiting, or taken out by
+            the stage and not yet passed on (they hold their room until then).
         buffer_capacity: that buffer's capacity; 0 when the stage has no buffer
             of its own (it runs fused with its upstream).
         throttled: whether the input buffer is above its throttle threshold now.

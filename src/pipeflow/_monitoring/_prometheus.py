@@ -41,7 +41,11 @@ _COUNTERS = (
 _GAUGES = (
     ("throughput_items_per_second", "Items emitted per second, recent window.", "throughput"),
     ("backpressure_ratio", "Share of recent time blocked on the downstream.", "backpressure"),
-    ("buffer_items", "Items in the stage's input buffer.", "buffer_size"),
+    (
+        "buffer_items",
+        "Items in the stage's input buffer, or taken out and not passed on yet.",
+        "buffer_size",
+    ),
     ("buffer_capacity_items", "Capacity of the input buffer (0: none).", "buffer_capacity"),
     ("throttled", "1 while the input buffer is above its throttle threshold.", "throttled"),
     ("windows_open", "Windows holding items.", "windows_open"),
