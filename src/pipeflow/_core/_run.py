@@ -17,6 +17,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
+from ._acks import SourceCalls
 from ._buffer import MAX_CHUNK, Chunk, ChunkBuffer
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import BackpressureConfig
@@ -45,6 +46,7 @@ class _Run:
     __slots__ = (
         "_ack",
         "_acked",
+        "_calls",
         "_last_mark",
         "_live",
         "clock",
@@ -82,6 +84,8 @@ class _Run:
         #: The stats of the stages running in the consumer's task.
         self.segment_stats: list[StageStats] = []
         self._ack = source.ack if isinstance(source, Acknowledging) else None
+        #: Acks, pauses and resumes, awaited in order off the consumer's path.
+        self._calls = SourceCalls(self._ack)
         self._acked = self._last_mark = 0
         #: Fused operators that keep their counters live (see ``flush``).
         self._live: FusedOps | None = None
@@ -132,7 +136,7 @@ class _Run:
                 if not tasks:
                     first_buffer.buffer = buffer
                     if isinstance(source, Pausable):
-                        buffer.on_throttle = _pauser(source)
+                        buffer.on_throttle = _pauser(source, self._calls)
                 stats.buffer = buffer
                 if prev_ctx is not None:
                     prev_ctx.output = buffer  # the segment's last stage may put directly
@@ -194,18 +198,22 @@ class _Run:
         sees it before the run reads on.
         """
         self.sides.check()
+        calls = self._calls
+        calls.check()
         # A dead letter still on its way to a dead-letter pipe holds acks back.
         if self._ack is not None and mark > self._acked and self.sides.settled:
             self._acked = mark
-            self._ack(mark)
+            calls.ack(mark)
         self._last_mark = mark
 
     async def end(self) -> None:
         """The input is used up and every result taken: finish the dead-letter pipes."""
         await self.sides.finish()
+        calls = self._calls
         if self._ack is not None and self._last_mark > self._acked:
             self._acked = self._last_mark
-            self._ack(self._last_mark)
+            calls.ack(self._last_mark)
+        await calls.wait()
 
     async def close(self, *, cancelled: bool) -> None:
         """Stop every task and generator of the run (see :func:`_shutdown`).
@@ -218,6 +226,7 @@ class _Run:
         try:
             await _shutdown(self.tasks, self.gens, self.sides, drain_sides=not cancelled)
         finally:
+            await self._calls.close(cancelled=cancelled)
             if self._ack is not None:
                 await close_source(self.source)
 
@@ -546,12 +555,9 @@ async def _feed(
     buffer.close()
 
 
-def _pauser(source: Pausable) -> Any:
+def _pauser(source: Pausable, calls: SourceCalls) -> Any:
     def on_throttle(throttled: bool) -> None:
-        if throttled:
-            source.pause()
-        else:
-            source.resume()
+        calls.call(source.pause if throttled else source.resume)
 
     return on_throttle
 

@@ -31,18 +31,24 @@ class Acknowledging(Protocol):
     one read, all of whose results have been delivered to the consumer (or that
     were filtered out, skipped, dropped or dead-lettered). ``count`` only grows.
     A broker source commits its offsets here, for at-least-once delivery.
+
+    ``ack`` may return an awaitable (an ``async def``): the run awaits it in a
+    task of its own, in order, without holding results back (see ``SourceCalls``).
     """
 
-    def ack(self, count: int) -> None: ...
+    def ack(self, count: int) -> object: ...
 
 
 @runtime_checkable
 class Pausable(Protocol):
-    """A source that can stop fetching while the pipeline is in backpressure."""
+    """A source that can stop fetching while the pipeline is in backpressure.
 
-    def pause(self) -> None: ...
+    ``pause`` and ``resume`` may return awaitables, awaited in order like ``ack``.
+    """
 
-    def resume(self) -> None: ...
+    def pause(self) -> object: ...
+
+    def resume(self) -> object: ...
 
 
 def check_source(source: object) -> None:
