@@ -216,7 +216,7 @@ async def ready_items(
             yield chunk, True
     finally:
         if pending is not None:
-            pending.abandon()
+            await pending.settle()
 
 
 def _steps(awaitable: Any) -> Any:
@@ -256,6 +256,31 @@ class _Resume:
                     signal = awaiting.send(sent)
                 except StopIteration as done:
                     return done.value
+
+    async def settle(self) -> None:
+        """Cancel the step in progress and wait for it to finish, as a task's
+        ``await`` would be cancelled and waited for.
+
+        A source may catch the ``CancelledError`` and await its own clean-up (a
+        client closing its connection): the step is driven to its end, so the
+        source is no longer running when it is closed. Whatever the step raises
+        is the source's own business; a cancellation of the task doing this is
+        passed on.
+        """
+        task = asyncio.current_task()
+        cancelling = task.cancelling() if task is not None else 0
+        try:
+            signal = self._awaiting.throw(asyncio.CancelledError())
+        except (Exception, asyncio.CancelledError):
+            return  # it stopped at once (``CancelledError``, ``StopIteration``, ...)
+        self._signal = signal
+        try:
+            await self
+        except (Exception, asyncio.CancelledError):
+            # Only a cancellation of this task itself goes on (it was thrown into
+            # the step, which passed it back out).
+            if task is not None and task.cancelling() > cancelling:
+                raise
 
     def abandon(self) -> None:
         """Stop the step in progress, so the source can still be closed.
