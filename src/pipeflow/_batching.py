@@ -179,6 +179,12 @@ class _BatchRun:
         self.due_at = 0.0
         self.since = 0  # the source mark before the pending batch's first item
         self.mark = 0
+        ctx.stats.held = self.held
+        ctx.stats.held_in = "in partial batches"
+
+    def held(self) -> int:
+        """Items in the pending batch."""
+        return len(self.pending)
 
     async def take_in(self, items: list[Any]) -> tuple[list[list[Any]], StreamError | None]:
         """Weigh a chunk's items and add them; return the batches they complete, and

@@ -105,6 +105,16 @@ class ChunkBuffer:
         (past its ``allowance``)."""
         return self._size + max(0, self._taken - self.allowance)
 
+    @property
+    def queued(self) -> int:
+        """Items waiting in the buffer (not taken out yet)."""
+        return self._size
+
+    @property
+    def taken(self) -> int:
+        """Items the consumer took out and still holds the room of."""
+        return self._taken
+
     def room(self) -> int:
         """How many items a put may add now without waiting (``"block"``), or
         without dropping or failing (the other strategies)."""

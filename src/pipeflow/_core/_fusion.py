@@ -104,7 +104,7 @@ _CONSUMER = _consumer(
         async for items, mark in up:
             passes = [0] * {n}
             skips = [0] * {n}
-            it = iter(items)
+            it = run.delivering = iter(items)
             {counters}
             try:
                 while True:

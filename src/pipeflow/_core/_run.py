@@ -13,7 +13,9 @@ error, when the consumer breaks out or leaves ``async with``, on cancellation.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+import sys
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from operator import length_hint
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
@@ -50,7 +52,10 @@ class _Run:
         "_last_mark",
         "_live",
         "clock",
+        "delivering",
+        "ended",
         "gens",
+        "reading",
         "run",
         "segment_stats",
         "sides",
@@ -89,6 +94,11 @@ class _Run:
         self._acked = self._last_mark = 0
         #: Fused operators that keep their counters live (see ``flush``).
         self._live: FusedOps | None = None
+        self.reading = _Reading()
+        #: Whether the run reached its end: the input used up, every result taken.
+        self.ended = False
+        #: An iterator over the chunk the consumer is being given.
+        self.delivering: Iterator[Any] | None = None
 
     def open(self, tail: int, *, items: bool = False) -> tuple[AsyncIterator[Any], FusedOps | None]:
         """Start the stages before ``tail`` and return the chunks they put out.
@@ -110,12 +120,12 @@ class _Run:
             return (it if hasattr(it, "__aiter__") else _Aiter(it)), ops
         stages, source, tasks, gens = self.stages, self.source, self.tasks, self.gens
         # The direct consumer of a sync source takes any slice of it as a chunk.
-        first_buffer = _FirstBuffer()
+        reading = self.reading
         up: AsyncIterator[Any] = source_chunks(
             source,
             lists=tail > 0 or _needs_buffer(stages, 0),
             close=self._ack is None,
-            room=first_buffer.room,
+            reading=reading,
         )
         gens.append(up)
         segment_stats: list[StageStats] = []
@@ -134,7 +144,7 @@ class _Run:
                 buffer = ChunkBuffer(config, stats)
                 buffer.producers = segment_stats
                 if not tasks:
-                    first_buffer.buffer = buffer
+                    reading.buffer = buffer
                     if isinstance(source, Pausable):
                         buffer.on_throttle = _pauser(source, self._calls)
                 stats.buffer = buffer
@@ -214,6 +224,7 @@ class _Run:
             self._acked = self._last_mark
             calls.ack(self._last_mark)
         await calls.wait()
+        self.ended = True
 
     async def close(self, *, cancelled: bool) -> None:
         """Stop every task and generator of the run (see :func:`_shutdown`).
@@ -222,6 +233,8 @@ class _Run:
         (``end``): a broker client can still commit it.
         """
         self.flush()
+        if not self.ended:
+            self._abandon(sys.exc_info()[1])
         self.run.finish()
         try:
             await _shutdown(self.tasks, self.gens, self.sides, drain_sides=not cancelled)
@@ -229,6 +242,47 @@ class _Run:
             await self._calls.close(cancelled=cancelled)
             if self._ack is not None:
                 await close_source(self.source)
+
+    def _abandon(self, stopped_by: BaseException | None) -> None:
+        """The run stops before its end: count what its stages hold, which will not
+        be delivered, and say so in one line."""
+        held: dict[str, int] = {}
+        total = 0
+        for stats in self.run.stages:
+            buffer = stats.buffer
+            n = 0
+            if isinstance(buffer, ChunkBuffer):
+                n = buffer.queued
+                held["in buffers"] = held.get("in buffers", 0) + n
+                if stats.held is None:
+                    n += buffer.taken
+                    held["in progress"] = held.get("in progress", 0) + buffer.taken
+            if stats.held is not None:
+                mine = stats.held()
+                held[stats.held_in] = held.get(stats.held_in, 0) + mine
+                n += mine
+            stats.abandoned += n
+            total += n
+        if isinstance(stopped_by, asyncio.CancelledError):
+            how = "was cancelled"
+        elif isinstance(stopped_by, GeneratorExit) or stopped_by is None:
+            how = "was closed before its end"
+        else:
+            how = f"failed ({type(stopped_by).__name__})"
+        read = max(self.reading.read, self.run.stages[0].items_in if self.run.stages else 0)
+        where = ", ".join(f"{n} {place}" for place, n in held.items() if n)
+        line = f"run of {self.run.name!r} {how} after reading {_items(read)} from the source"
+        line += f"; {_items(total)} held were not delivered ({where})" if total else ""
+        untaken = length_hint(self.delivering) if self.delivering is not None else 0
+        if untaken:
+            line += f"; {untaken} more at hand were not given to the consumer"
+        if self._ack is not None:
+            line += f"; {_items(read - self._calls.acked)} read were not acknowledged"
+        (log.warning if total or untaken else log.info)("%s", line)
+
+
+def _items(n: int) -> str:
+    return f"{n} item" if n == 1 else f"{n} items"
 
 
 class Stream(Generic[T]):
@@ -377,17 +431,19 @@ def _direct_tail(stages: list[StreamPipe[Any, Any]]) -> int | None:
     return tail if tail < len(stages) else None
 
 
-class _FirstBuffer:
-    """The room the source may be read ahead into: what the first buffer has free.
+class _Reading:
+    """How far the source may be read ahead: as far as the first buffer has room
+    for; and how many items have been read.
 
     Before the first buffer (or with none) the source is read a chunk at a time
     as the stages ask for it, so a chunk is all it runs ahead.
     """
 
-    __slots__ = ("buffer",)
+    __slots__ = ("buffer", "read")
 
     def __init__(self) -> None:
         self.buffer: ChunkBuffer | None = None
+        self.read = 0
 
     async def room(self) -> int:
         buffer = self.buffer
@@ -465,12 +521,13 @@ async def _iterate(run: _Run, *, chunked: bool = False) -> AsyncIterator[Any]:
                             last.record_delivered(len(part), clock.monotonic())
                         yield part
                 elif timed:
-                    it = iter(items)
+                    it = run.delivering = iter(items)
                     last.start_delivery(it, len(items), t)
                     for x in it:
                         yield x
                 else:
-                    for x in items:
+                    it = run.delivering = iter(items)
+                    for x in it:
                         yield x
                 if timed:
                     t = clock.monotonic()

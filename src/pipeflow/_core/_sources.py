@@ -15,6 +15,7 @@ from ._buffer import MAX_CHUNK, Chunk
 __all__ = [
     "Acknowledging",
     "Pausable",
+    "Reading",
     "Room",
     "check_source",
     "close_source",
@@ -77,8 +78,17 @@ async def close_source(source: object) -> None:
 Room = Callable[[], Awaitable[int]]
 
 
+class Reading(Protocol):
+    """What the run keeps of its source's reading: how far ahead it may read, and
+    how many items it has read."""
+
+    read: int
+
+    async def room(self) -> int: ...
+
+
 async def source_chunks(
-    source: Any, *, lists: bool = True, close: bool = True, room: Room | None = None
+    source: Any, *, lists: bool = True, close: bool = True, reading: Reading | None = None
 ) -> AsyncIterator[Chunk]:
     """Chunks of what is ready, up to ``MAX_CHUNK`` items; each chunk's mark
     counts the items read so far. Waiting for more is never worth delaying what
@@ -90,8 +100,8 @@ async def source_chunks(
     consumer's own generator, which yields each result as it comes, so that
     larger slices cost nothing and save bookkeeping per chunk.
 
-    ``room``, if given, caps each chunk: the source is read no further ahead
-    than the first buffer of the pipeline has room for.
+    ``reading``, if given, caps each chunk (the source is read no further ahead
+    than the first buffer of the pipeline has room for) and counts what is read.
 
     At the end the iterator is closed, and then the source (each once), unless
     ``close`` is false: an acknowledging source is closed by its run, after
@@ -99,6 +109,7 @@ async def source_chunks(
     """
     chunks: AsyncIterator[Chunk]
     it: Any = source
+    room = reading.room if reading is not None else None
     if hasattr(source, "__aiter__"):
         it = source.__aiter__()
         chunks = _async_chunks(it, room)
@@ -108,8 +119,13 @@ async def source_chunks(
         it = iter(source)
         chunks = _sync_chunks(it, room)
     try:
-        async for chunk in chunks:
-            yield chunk
+        if reading is None:
+            async for chunk in chunks:
+                yield chunk
+        else:
+            async for chunk in chunks:
+                reading.read = chunk[1]
+                yield chunk
     finally:
         try:
             await chunks.aclose()  # type: ignore[attr-defined]

@@ -499,6 +499,12 @@ async def concurrent_stage(
     buf.auto_release = False
     buf.allowance = concurrency
 
+    def held() -> int:
+        started = sum(1 for e in entries if e.task is not None and not e.emitted)
+        return started + len(cur) - ci
+
+    stats.held = held
+
     def on_done(entry: _Entry, _: asyncio.Task[Any]) -> None:
         nonlocal running
         running -= 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from operator import length_hint
 from typing import TYPE_CHECKING, Any, Protocol
@@ -47,6 +47,11 @@ class StageMetrics:
         dropped: items dropped by a full input buffer (overflow strategy).
         late: items that arrived after every window they belong to had fired
             (windowed pipes), whatever the late-data policy did with them.
+        abandoned: items the stage held when its run stopped before the end
+            (cancelled, closed early, or failed): in its input buffer, in
+            progress, in open windows or in a partial batch. They were not
+            delivered; a source that redelivers what was not acknowledged
+            brings them back.
         windows_open: windows holding items now (windowed pipes).
         windows_fired: windows closed and dealt with so far: emitted, or handed to
             the error policy (windowed pipes).
@@ -78,6 +83,7 @@ class StageMetrics:
     dead_lettered: int = 0
     dropped: int = 0
     late: int = 0
+    abandoned: int = 0
     windows_open: int = 0
     windows_fired: int = 0
     throughput: float = 0.0
@@ -113,6 +119,7 @@ class StageStats:
         "_latencies",
         "_out",
         "_started",
+        "abandoned",
         "blocked_since",
         "buffer",
         "clock",
@@ -120,6 +127,8 @@ class StageStats:
         "dead_lettered",
         "dropped",
         "errors",
+        "held",
+        "held_in",
         "items_in",
         "items_out",
         "late",
@@ -148,6 +157,12 @@ class StageStats:
         self.dead_lettered = 0
         self.dropped = 0
         self.late = 0
+        self.abandoned = 0
+        #: Items the stage holds by design, if it does (windows, a partial batch,
+        #: calls in progress), and where ("in open windows"): told by the stage's
+        #: loop, read when a run stops early.
+        self.held: Callable[[], int] | None = None
+        self.held_in = "in progress"
         self.windows_open = 0
         self.windows_fired = 0
         self.buffer: _Buffered | None = None
@@ -290,6 +305,7 @@ class StageStats:
             dead_lettered=self.dead_lettered,
             dropped=self.dropped,
             late=self.late,
+            abandoned=self.abandoned,
             windows_open=self.windows_open,
             windows_fired=self.windows_fired,
             throughput=throughput,

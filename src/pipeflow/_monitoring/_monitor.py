@@ -24,7 +24,8 @@ class StreamMetrics:
         items_out: the last stage's output, counted a chunk at a time as the
             stage hands it on: it may run one chunk ahead of what the consumer
             has taken.
-        errors, retries, skipped, dead_lettered, dropped, late: totals over stages.
+        errors, retries, skipped, dead_lettered, dropped, late, abandoned: totals
+            over stages.
         buffer_size, buffer_capacity: totals over the input buffers of the runs
             still running; a run that has ended holds no buffer.
         latency_p50, latency_p95, latency_p99: the slowest stage's percentile of
@@ -45,6 +46,7 @@ class StreamMetrics:
     dead_lettered: int = 0
     dropped: int = 0
     late: int = 0
+    abandoned: int = 0
     buffer_size: int = 0
     buffer_capacity: int = 0
     latency_p50: float | None = None
@@ -107,6 +109,7 @@ class StreamMonitor:
             dead_lettered=sum(s.dead_lettered for s in stages),
             dropped=sum(s.dropped for s in stages),
             late=sum(s.late for s in stages),
+            abandoned=sum(s.abandoned for s in stages),
             buffer_size=sum(s.buffer_size for s in stages),
             buffer_capacity=sum(s.buffer_capacity for s in stages),
             latency_p50=_max(s.latency_p50 for s in stages),
@@ -232,6 +235,7 @@ def _sum_stages(
         dead_lettered=sum(s.dead_lettered for s in column),
         dropped=sum(s.dropped for s in column),
         late=sum(s.late for s in column),
+        abandoned=sum(s.abandoned for s in column),
         windows_open=sum(s.windows_open for s in column),
         windows_fired=sum(s.windows_fired for s in column),
         # Each run's rate is over its own window (a young run's is short): add

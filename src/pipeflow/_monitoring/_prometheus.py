@@ -29,6 +29,11 @@ _COUNTERS = (
     ("skipped", "Failed items skipped by the error policy.", "skipped"),
     ("dead_lettered", "Failed items sent to a dead-letter sink.", "dead_lettered"),
     ("dropped", "Items dropped by a full input buffer.", "dropped"),
+    (
+        "abandoned",
+        "Items held when a run stopped before its end (cancelled, closed or failed).",
+        "abandoned",
+    ),
     ("late", "Items that arrived after all their windows had fired.", "late"),
     (
         "windows_fired",

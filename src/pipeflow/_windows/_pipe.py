@@ -236,6 +236,12 @@ class _WindowRun:
         self.watermark = _NO_TIME
         self.mark = 0  # source position reached by the input so far
         self.acked = 0
+        ctx.stats.held = self.held
+        ctx.stats.held_in = "in open windows"
+
+    def held(self) -> int:
+        """Items in open windows (an item in several sliding windows counts in each)."""
+        return sum(len(w.items) for w in self.logic.open_windows())
 
     def current_watermark(self) -> int:
         """The watermark now: processing time, or event time (with idle advance)."""
