@@ -56,7 +56,7 @@ class FunctionPipe(StreamPipe[A, B]):
             concurrency=concurrency,
             ordered=ordered,
             on_error=on_error,
-            name=name or f"{kind.value}({_fn_name(fn)})",
+            name=f"{kind.value}({_fn_name(fn)})" if name is None else name,
         )
         self.fn = fn
         self.kind = kind
