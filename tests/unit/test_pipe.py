@@ -325,7 +325,7 @@ class ParseUntilCorrupt(StreamPipe[str, int]):
     [
         lambda: map_(ident),
         lambda: map_(ident, config=BackpressureConfig(max_buffer_size=2)),
-        lambda: map_(ident, concurrency=2),
+        lambda: map_(aident, concurrency=2),
     ],
     ids=["fused", "buffered", "concurrent"],
 )
@@ -374,6 +374,10 @@ async def test_a_process_stream_output_is_not_held_back_by_the_stage_after_it() 
         (RateLimited() | map_(ident)).stream(range(5), clock=clock), clock
     )
     assert [(float(i), i) for i in range(5)] == results
+
+
+async def aident(x: int) -> int:
+    return x
 
 
 def ident(x: int) -> int:
