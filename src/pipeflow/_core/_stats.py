@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from operator import length_hint
 from typing import TYPE_CHECKING, Any, Protocol
@@ -123,6 +123,7 @@ class StageStats:
         "items_out",
         "late",
         "name",
+        "on_finish",
         "retries",
         "skipped",
         "timed",
@@ -150,6 +151,8 @@ class StageStats:
         self.windows_open = 0
         self.windows_fired = 0
         self.buffer: _Buffered | None = None
+        #: Called once when the run ends (by its error handler, to sum up its log).
+        self.on_finish: Callable[[], None] | None = None
         self.blocked_since: float | None = None
         #: Recent processing times: (seconds per item, items it stands for).
         self._latencies: deque[tuple[float, int]] = deque(maxlen=LATENCY_SAMPLES)
@@ -353,7 +356,8 @@ class RunStats:
 
         Nothing waits in a run that has ended: a stage blocked at that moment (the
         last one, by a consumer that stopped taking results) is blocked no more,
-        and the results the consumer took from its last chunk are counted.
+        and the results the consumer took from its last chunk are counted. Each
+        stage's ``on_finish`` is called, once.
         """
         if not self.done:
             self.done = True
@@ -361,6 +365,9 @@ class RunStats:
             for stage in self.stages:
                 stage.unblock(now)
                 stage.end_delivery(now)
+                end, stage.on_finish = stage.on_finish, None
+                if end is not None:
+                    end()
             for view in self._views:
                 view.finish()
 
