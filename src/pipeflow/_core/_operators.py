@@ -155,8 +155,8 @@ def map(
 def map(fn: Callable[[A], Any], **options: Any) -> FunctionPipe[A, Any]:
     """A pipe emitting ``fn(item)`` for each item (awaited if ``fn`` is async).
 
-    >>> from pipeflow.streams import map
-    >>> double = map(lambda x: x * 2)
+    >>> from pipeflow import streams as ps
+    >>> double = ps.map(lambda x: x * 2)
 
     Options are those of ``StreamPipe``: ``config``, ``concurrency``,
     ``ordered``, ``on_error``, ``name``.
@@ -175,8 +175,8 @@ def filter(
 ) -> FunctionPipe[A, A]:
     """A pipe emitting the items for which ``fn(item)`` is true (awaited if async).
 
-    >>> from pipeflow.streams import filter
-    >>> evens = filter(lambda x: x % 2 == 0)
+    >>> from pipeflow import streams as ps
+    >>> evens = ps.filter(lambda x: x % 2 == 0)
     """
     return FunctionPipe(
         fn,
@@ -201,8 +201,8 @@ def flat_map(
     """A pipe emitting every element of ``fn(item)``: an iterable, an async
     iterable, or (for an async ``fn``) an awaited iterable.
 
-    >>> from pipeflow.streams import flat_map
-    >>> words = flat_map(str.split)
+    >>> from pipeflow import streams as ps
+    >>> words = ps.flat_map(str.split)
     """
     return FunctionPipe(
         fn,
