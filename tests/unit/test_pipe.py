@@ -213,11 +213,11 @@ async def test_invalid_name_raises_value_error(pipe_class: Any, name: Any) -> No
 
 
 @pytest.mark.parametrize("ordered", ["no", 1, None], ids=repr)
-async def test_ordered_that_is_not_a_bool_raises_value_error(ordered: Any) -> None:
+async def test_ordered_that_is_not_a_bool_raises_type_error(ordered: Any) -> None:
     """ordered must be a bool, as concurrency must be an int: a truthy "no" is refused."""
-    with pytest.raises(ValueError, match="ordered must be") as info:
+    with pytest.raises(TypeError, match="ordered must be") as info:
         StreamPipe[int, int](ordered=ordered, concurrency=2)
-    assert f"ordered must be a bool, got {ordered!r}" == str(info.value)
+    assert f"ordered must be True or False, got {ordered!r}" == str(info.value)
 
 
 @pytest.mark.parametrize("ordered", [True, False])

@@ -155,8 +155,8 @@ class StreamPipe(Pipeable[In, Out]):
             msg = f"concurrency must be an int >= 1, got {concurrency!r}"
             raise ValueError(msg)
         if not isinstance(ordered, bool):
-            msg = f"ordered must be a bool, got {ordered!r}"
-            raise ValueError(msg)
+            msg = f"ordered must be True or False, got {ordered!r:.60}"
+            raise TypeError(msg)
         _check_name(name)
         cls = type(self)
         if cls.process_item is not StreamPipe.process_item and not inspect.iscoroutinefunction(
