@@ -1,7 +1,7 @@
 """Streaming pipes, their composition, flow control and errors.
 
->>> from pipeflow.streams import StreamPipe, map, filter
->>> pipeline = map(lambda x: x + 1) | filter(lambda x: x % 2 == 0)
+>>> from pipeflow import streams as ps
+>>> pipeline = ps.map(lambda x: x + 1) | ps.filter(lambda x: x % 2 == 0)
 """
 
 from ._batching import BatchStreamPipe as BatchStreamPipe

@@ -32,6 +32,10 @@ def same(x: int) -> int:
     return x
 
 
+async def asame(x: int) -> int:
+    return x
+
+
 def double(x: int) -> int:
     return x * 2
 
@@ -356,7 +360,7 @@ class ClosingPartition:
     [
         ps.map(same),
         ps.map(same, config=BackpressureConfig(max_buffer_size=100)),
-        ps.map(same, concurrency=2),
+        ps.map(asame, concurrency=2),
     ],
     ids=["fused", "buffered", "concurrent"],
 )

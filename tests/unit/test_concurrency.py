@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import math
 from collections.abc import AsyncIterator, Callable
@@ -261,20 +262,79 @@ async def test_async_generator_flat_map_with_concurrency() -> None:
     assert [1, 2, 2, 3, 3, 3] == await collect(pipe.stream(range(4), clock=clock))
 
 
-@pytest.mark.parametrize("ordered", [True, False])
-async def test_sync_operators_with_concurrency(ordered: bool) -> None:
-    """Sync-fn operators accept concurrency>1 and give the same results."""
-    pipeline: Pipeable[int, int] = (
-        map(lambda x: x + 1, concurrency=3, ordered=ordered)
-        | filter(lambda x: x % 2 == 0, concurrency=2, ordered=ordered)
-        | flat_map(lambda x: [x, -x], concurrency=4, ordered=ordered)
+def blocking_lookup(x: int) -> int:
+    return x
+
+
+@pytest.mark.parametrize("operator", [map, filter, flat_map], ids=lambda op: op.__name__)
+def test_a_sync_function_with_concurrency_is_refused(operator: Any) -> None:
+    """A sync function's calls run one at a time on the event loop: concurrency > 1
+    would do nothing, so it is refused, naming the pipe and the function and
+    asking for an async function."""
+    with pytest.raises(ValueError, match="async def") as info:
+        operator(blocking_lookup, concurrency=4)
+    expected = (
+        f"pipe '{operator.__name__}(blocking_lookup)': concurrency=4 needs an async function "
+        "(async def), but 'blocking_lookup' is a sync function, whose calls run one at a time "
+        "on the event loop's thread; pass an async function, e.g. one that awaits "
+        "asyncio.to_thread(blocking_lookup, item) for a blocking call, or use concurrency=1"
     )
-    out = await collect(pipeline.stream(range(1000)))
-    expected = [y for x in range(1, 1001) if x % 2 == 0 for y in (x, -x)]
-    if ordered:
-        assert expected == out
-    else:
-        assert sorted(expected) == sorted(out)
+    assert expected == str(info.value)
+
+
+def test_the_refusal_names_a_named_pipe_and_a_lambda() -> None:
+    """The error names the pipe by the name it was given."""
+    with pytest.raises(ValueError, match=r"^pipe 'parse': concurrency=2 .* '<lambda>' is a sync"):
+        map(lambda x: x, concurrency=2, name="parse")
+
+
+class AsyncCall:
+    """A callable object whose ``__call__`` is ``async def``."""
+
+    async def __call__(self, x: int, offset: int = 0) -> int:
+        await asyncio.sleep(0)
+        return x + offset
+
+
+async def add(x: int, offset: int) -> int:
+    await asyncio.sleep(0)
+    return x + offset
+
+
+class Client:
+    async def fetch(self, x: int) -> int:
+        await asyncio.sleep(0)
+        return x + 1
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        AsyncCall(),
+        functools.partial(add, offset=1),
+        functools.partial(AsyncCall(), offset=1),
+        functools.partial(functools.partial(add), offset=1),
+        Client().fetch,
+    ],
+    ids=["async_call", "partial", "partial_of_async_call", "nested_partial", "bound_method"],
+)
+async def test_async_callables_not_written_as_async_def_take_concurrency(fn: Any) -> None:
+    """An async callable object, a bound async method and a functools.partial of
+    either are async: they take concurrency > 1, and their results are awaited."""
+    pipe = map(fn, concurrency=3)
+    assert pipe.is_async
+    got = await collect(pipe.stream(range(5)))
+    assert [x + (0 if isinstance(fn, AsyncCall) else 1) for x in range(5)] == got
+
+
+async def test_an_async_generator_function_takes_concurrency() -> None:
+    """flat_map with an async generator function is async: concurrency > 1 is fine."""
+
+    async def twice(x: int) -> AsyncIterator[int]:
+        yield x
+        yield x
+
+    assert [0, 0, 1, 1] == await collect(flat_map(twice, concurrency=2).stream(range(2)))
 
 
 async def test_concurrent_stages_in_series() -> None:

@@ -846,17 +846,21 @@ def first_positive(row: list[int]) -> int:
     return next(v for v in row if v > 0)  # StopIteration when there is none
 
 
+async def afirst_positive(row: list[int]) -> int:
+    return first_positive(row)  # in a coroutine, a RuntimeError from the StopIteration
+
+
 @pytest.mark.parametrize(
     "pipe",
     [
         ps.map(first_positive, on_error="skip"),
         ps.map(first_positive, on_error="skip", config=BackpressureConfig(max_buffer_size=8)),
-        ps.map(first_positive, on_error="skip", concurrency=2),
+        ps.map(afirst_positive, on_error="skip", concurrency=2),
     ],
     ids=["fused", "buffered", "concurrent"],
 )
 async def test_stop_iteration_from_a_function_is_an_item_error(pipe: Pipeable[Any, Any]) -> None:
-    """A StopIteration raised by a sync function is the item's failure, not the end
+    """A StopIteration raised by a function is the item's failure, not the end
     of the chunk: the items after it are still processed."""
     rows = [[1], [-1, 5], [-3, -4], [7], [8]]
     stream = pipe.stream(rows)
@@ -885,17 +889,25 @@ def ambiguous_on_two(x: int) -> object:
     return Ambiguous() if x == 2 else x % 2
 
 
+async def async_ambiguous_on_two(x: int) -> object:
+    return ambiguous_on_two(x)
+
+
 @pytest.mark.parametrize(
-    "options",
-    [{}, {"config": BackpressureConfig(max_buffer_size=8)}, {"concurrency": 2}],
+    ("fn", "options"),
+    [
+        (ambiguous_on_two, {}),
+        (ambiguous_on_two, {"config": BackpressureConfig(max_buffer_size=8)}),
+        (async_ambiguous_on_two, {"concurrency": 2}),
+    ],
     ids=["fused", "buffered", "concurrent"],
 )
 async def test_a_filter_result_without_truth_value_is_an_item_error(
-    options: dict[str, Any],
+    fn: Callable[[int], Any], options: dict[str, Any]
 ) -> None:
-    skipping = ps.filter(ambiguous_on_two, on_error="skip", **options)
+    skipping = ps.filter(fn, on_error="skip", **options)
     assert [1, 3, 5] == await collect(skipping.stream(range(6)))
-    raising = ps.filter(ambiguous_on_two, **options)
+    raising = ps.filter(fn, **options)
     with pytest.raises(StreamError) as info:
         await collect(raising.stream(range(6)))
     assert 2 == info.value.item
@@ -923,14 +935,14 @@ async def test_retry_of_a_sync_function_returning_a_generator() -> None:
     assert ["a", "b", "c"] == await collect(flat.stream(["a", "bc"], clock=clock))
 
 
-def tens_failing_on_two(x: int) -> Iterator[int]:
+async def tens_failing_on_two(x: int) -> AsyncIterator[int]:
     yield x * 10
     if x == 2:
         raise ValueError("broken")
 
 
 @pytest.mark.parametrize("ordered", [True, False])
-async def test_concurrent_flat_map_of_a_sync_generator_meets_the_policy(ordered: bool) -> None:
+async def test_concurrent_flat_map_of_an_async_generator_meets_the_policy(ordered: bool) -> None:
     """With concurrency, a call's elements are collected in its task, where a failure
     while iterating them is an item error (and skip then leaves no element of it)."""
     skipping = ps.flat_map(tens_failing_on_two, on_error="skip", concurrency=2, ordered=ordered)

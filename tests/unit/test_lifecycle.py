@@ -12,7 +12,14 @@ import asyncio
 import gc
 import inspect
 import types
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+)
 from typing import Any
 
 import pytest
@@ -218,6 +225,15 @@ def fail_on(bad: int) -> Callable[[int], int]:
     return check
 
 
+def afail_on(bad: int) -> Callable[[int], Awaitable[int]]:
+    check = fail_on(bad)
+
+    async def acheck(x: int) -> int:
+        return check(x)
+
+    return acheck
+
+
 # -- leaving early -----------------------------------------------------------------------
 
 
@@ -317,7 +333,7 @@ async def test_stream_error_inside_async_with_closes_everything(shape: Shape, ki
     """A StreamError from a concurrent stage inside async with closes everything."""
     before = other_tasks()
     probe = Probe(kind)
-    pipeline = shape() | map(fail_on(9), concurrency=3)
+    pipeline = shape() | map(afail_on(9), concurrency=3)
 
     async def consume() -> None:
         async with pipeline.stream(probe.source) as results:
@@ -387,7 +403,7 @@ class Explode(StreamPipe[int, int]):
     [
         lambda e: Explode(e),
         lambda e: Explode(e, config=BackpressureConfig(max_buffer_size=2)),
-        lambda e: map(ainc, concurrency=2) | Explode(e) | map(inc, concurrency=2),
+        lambda e: map(ainc, concurrency=2) | Explode(e) | map(ainc, concurrency=2),
         lambda e: buffered() | Explode(e, config=BackpressureConfig(max_buffer_size=1)),
     ],
     ids=["alone", "buffered", "between_concurrent", "after_buffers"],

@@ -186,6 +186,35 @@ async def test_pipeline_name_argument() -> None:
     assert "etl" == Pipeline(map(double), Inc(), name="etl").name
 
 
+@pytest.mark.parametrize("name", ["", 5], ids=repr)
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda name: map(double, name=name),
+        lambda name: filter(is_even, name=name),
+        lambda name: flat_map(repeat, name=name),
+        lambda name: Pipeline(map(double), name=name),
+    ],
+    ids=["map", "filter", "flat_map", "Pipeline"],
+)
+def test_a_name_that_is_not_a_non_empty_str_is_refused(make: Any, name: Any) -> None:
+    """An operator or a pipeline refuses an empty or non-str name, as StreamPipe
+    does, rather than quietly using its default name."""
+    with pytest.raises(ValueError, match="name must be") as info:
+        make(name)
+    expected = f"name must be a non-empty str, or None for the default name; got {name!r}"
+    assert expected == str(info.value)
+
+
+@pytest.mark.parametrize("ordered", ["no", 0, None], ids=repr)
+@pytest.mark.parametrize("operator", [map, filter, flat_map], ids=lambda op: op.__name__)
+def test_an_operator_refuses_an_ordered_that_is_not_a_bool(operator: Any, ordered: Any) -> None:
+    """ordered takes a bool only: "no" would be true, and quietly keep the order."""
+    with pytest.raises(TypeError, match="ordered must be") as info:
+        operator(adouble, ordered=ordered)
+    assert f"ordered must be True or False, got {ordered!r}" == str(info.value)
+
+
 # -- composition --------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import pytest
 
 from helpers import agen, collect, collect_timed, collect_until_error
-from pipeflow.streams import BackpressureConfig, StreamPipe
+from pipeflow.streams import BackpressureConfig, BatchStreamPipe, StreamPipe, WindowedStreamPipe
 from pipeflow.streams import map as map_
 from pipeflow.testing import TestSource, VirtualClock
 
@@ -195,10 +195,35 @@ async def test_concurrency_error_message_shows_value() -> None:
 
 
 @pytest.mark.parametrize("name", ["", 5, b"x"], ids=repr)
-async def test_invalid_name_raises_value_error(name: Any) -> None:
-    """name must be a non-empty str."""
-    with pytest.raises(ValueError, match="name"):
-        StreamPipe[int, int](name=name)
+@pytest.mark.parametrize(
+    "pipe_class",
+    [
+        StreamPipe,
+        lambda name: WindowedStreamPipe(60, name=name),
+        lambda name: BatchStreamPipe(2, name=name),
+    ],
+    ids=["StreamPipe", "WindowedStreamPipe", "BatchStreamPipe"],
+)
+async def test_invalid_name_raises_value_error(pipe_class: Any, name: Any) -> None:
+    """name must be None (the default name) or a non-empty str, for every kind of pipe."""
+    with pytest.raises(ValueError, match="name must be") as info:
+        pipe_class(name=name)
+    expected = f"name must be a non-empty str, or None for the default name; got {name!r}"
+    assert expected == str(info.value)
+
+
+@pytest.mark.parametrize("ordered", ["no", 1, None], ids=repr)
+async def test_ordered_that_is_not_a_bool_raises_type_error(ordered: Any) -> None:
+    """ordered must be a bool, as concurrency must be an int: a truthy "no" is refused."""
+    with pytest.raises(TypeError, match="ordered must be") as info:
+        StreamPipe[int, int](ordered=ordered, concurrency=2)
+    assert f"ordered must be True or False, got {ordered!r}" == str(info.value)
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+async def test_ordered_keeps_the_bool_given(ordered: bool) -> None:
+    """A bool ordered is kept as it is."""
+    assert ordered is StreamPipe[int, int](ordered=ordered, concurrency=2).ordered
 
 
 @pytest.mark.parametrize(
@@ -300,7 +325,7 @@ class ParseUntilCorrupt(StreamPipe[str, int]):
     [
         lambda: map_(ident),
         lambda: map_(ident, config=BackpressureConfig(max_buffer_size=2)),
-        lambda: map_(ident, concurrency=2),
+        lambda: map_(aident, concurrency=2),
     ],
     ids=["fused", "buffered", "concurrent"],
 )
@@ -349,6 +374,10 @@ async def test_a_process_stream_output_is_not_held_back_by_the_stage_after_it() 
         (RateLimited() | map_(ident)).stream(range(5), clock=clock), clock
     )
     assert [(float(i), i) for i in range(5)] == results
+
+
+async def aident(x: int) -> int:
+    return x
 
 
 def ident(x: int) -> int:

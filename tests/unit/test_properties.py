@@ -89,14 +89,16 @@ def cases(draw: st.DrawFn) -> Case:
             size = draw(st.integers(1, left))
             groups.append(size)
             left -= size
+    concurrency = draw(st.integers(1, 8))
     return Case(
         values=values,
         failures=failures,
         policy=policy,
         attempts=draw(st.integers(2, 4)),
-        concurrency=draw(st.integers(1, 8)),
+        concurrency=concurrency,
         ordered=draw(st.booleans()),
-        sync_fn=draw(st.booleans()),
+        # A sync function takes no concurrency: its calls could only run one at a time.
+        sync_fn=concurrency == 1 and draw(st.booleans()),
         source=source,
         groups=groups,
         buffer=draw(st.none() | st.integers(1, 5)),

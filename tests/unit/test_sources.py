@@ -149,9 +149,13 @@ class CountingCloses:
         self.closes += 1
 
 
+async def aident(x: int) -> int:
+    return x
+
+
 @pytest.mark.parametrize(
     "pipe",
-    [map(abs), map(abs, config=BackpressureConfig(max_buffer_size=4)), map(abs, concurrency=2)],
+    [map(abs), map(abs, config=BackpressureConfig(max_buffer_size=4)), map(aident, concurrency=2)],
     ids=["fused", "buffered", "concurrent"],
 )
 async def test_an_iterator_source_is_closed_once(pipe: Any) -> None:
@@ -186,7 +190,7 @@ async def test_an_anext_made_with_types_coroutine_is_read() -> None:
     pipes: list[Pipeable[int, int]] = [
         map(ident),
         StreamPipe[int, int](),
-        map(ident, concurrency=2),
+        map(aident, concurrency=2),
     ]
     for pipe in pipes:
         source: Any = LegacyAnext(3)  # an AsyncIterator by protocol, not by its types

@@ -1,11 +1,14 @@
 """Operators from plain functions: ``map``, ``filter``, ``flat_map``.
 
-Each takes a sync or an async function (``async def``) and returns a pipe.
+Each takes a sync or an async function (``async def``) and returns a pipe;
+``concurrency > 1`` takes an async one only (a sync function's calls could only
+run one at a time, on the event loop's thread).
 Adjacent operators with sync functions cost one C-level pass per chunk each.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
@@ -56,13 +59,15 @@ class FunctionPipe(StreamPipe[A, B]):
             concurrency=concurrency,
             ordered=ordered,
             on_error=on_error,
-            name=name or f"{kind.value}({_fn_name(fn)})",
+            name=f"{kind.value}({_fn_name(fn)})" if name is None else name,
         )
         self.fn = fn
         self.kind = kind
         self.is_async = _is(inspect.iscoroutinefunction, fn)
         #: An async generator function's results are collected item by item.
         self._item_path = self.is_async or _is(inspect.isasyncgenfunction, fn)
+        if self.concurrency > 1 and not self._item_path:
+            raise _sync_with_concurrency(self.name, fn, self.concurrency)
 
     @property
     def _fusable(self) -> bool:
@@ -95,9 +100,24 @@ class FunctionPipe(StreamPipe[A, B]):
         return self._open_items(_as_async(self.fn), self.kind, up, ctx)
 
 
+def _sync_with_concurrency(pipe: str, fn: Callable[..., Any], concurrency: int) -> ValueError:
+    """The error for a sync function given ``concurrency > 1``: its calls would run
+    one at a time on the event loop's thread, and a blocking one would stall the loop."""
+    name = _fn_name(fn)
+    return ValueError(
+        f"pipe {pipe!r}: concurrency={concurrency} needs an async function (async def), "
+        f"but {name!r} is a sync function, whose calls run one at a time on the event "
+        f"loop's thread; pass an async function, e.g. one that awaits "
+        f"asyncio.to_thread({name}, item) for a blocking call, or use concurrency=1"
+    )
+
+
 def _is(test: Callable[[Any], bool], fn: Callable[..., Any]) -> bool:
     """Whether ``fn``, or the ``__call__`` of a callable object, passes ``test``
-    (``inspect.iscoroutinefunction`` or ``isasyncgenfunction``)."""
+    (``inspect.iscoroutinefunction`` or ``isasyncgenfunction``); a
+    ``functools.partial`` is judged by the callable it wraps."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
     if test(fn):
         return True
     if inspect.isroutine(fn) or isinstance(fn, type):
@@ -135,8 +155,8 @@ def map(
 def map(fn: Callable[[A], Any], **options: Any) -> FunctionPipe[A, Any]:
     """A pipe emitting ``fn(item)`` for each item (awaited if ``fn`` is async).
 
-    >>> from pipeflow.streams import map
-    >>> double = map(lambda x: x * 2)
+    >>> from pipeflow import streams as ps
+    >>> double = ps.map(lambda x: x * 2)
 
     Options are those of ``StreamPipe``: ``config``, ``concurrency``,
     ``ordered``, ``on_error``, ``name``.
@@ -155,8 +175,8 @@ def filter(
 ) -> FunctionPipe[A, A]:
     """A pipe emitting the items for which ``fn(item)`` is true (awaited if async).
 
-    >>> from pipeflow.streams import filter
-    >>> evens = filter(lambda x: x % 2 == 0)
+    >>> from pipeflow import streams as ps
+    >>> evens = ps.filter(lambda x: x % 2 == 0)
     """
     return FunctionPipe(
         fn,
@@ -181,8 +201,8 @@ def flat_map(
     """A pipe emitting every element of ``fn(item)``: an iterable, an async
     iterable, or (for an async ``fn``) an awaited iterable.
 
-    >>> from pipeflow.streams import flat_map
-    >>> words = flat_map(str.split)
+    >>> from pipeflow import streams as ps
+    >>> words = ps.flat_map(str.split)
     """
     return FunctionPipe(
         fn,

@@ -114,6 +114,14 @@ def _not_a_pipe(other: object) -> TypeError:
     )
 
 
+def _check_name(name: object) -> None:
+    """Refuse a ``name`` that is neither ``None`` (for the default) nor a non-empty str."""
+    if name is None or (isinstance(name, str) and name):
+        return
+    msg = f"name must be a non-empty str, or None for the default name; got {name!r}"
+    raise ValueError(msg)
+
+
 class StreamPipe(Pipeable[In, Out]):
     """A stage of stream processing. Subclass it, or use it as it is.
 
@@ -146,9 +154,10 @@ class StreamPipe(Pipeable[In, Out]):
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             msg = f"concurrency must be an int >= 1, got {concurrency!r}"
             raise ValueError(msg)
-        if name is not None and (not isinstance(name, str) or not name):
-            msg = f"name must be a non-empty str, got {name!r}"
-            raise ValueError(msg)
+        if not isinstance(ordered, bool):
+            msg = f"ordered must be True or False, got {ordered!r:.60}"
+            raise TypeError(msg)
+        _check_name(name)
         cls = type(self)
         if cls.process_item is not StreamPipe.process_item and not inspect.iscoroutinefunction(
             cls.process_item
@@ -187,7 +196,7 @@ class StreamPipe(Pipeable[In, Out]):
                 raise ValueError(msg)
         self.config = config
         self.concurrency = concurrency
-        self.ordered = bool(ordered)
+        self.ordered = ordered
         self.on_error = check_policy(on_error)
         self._name = name
 
@@ -253,6 +262,7 @@ class Pipeline(Pipeable[In, Out]):
         if not pipes:
             msg = "Pipeline needs at least one pipe"
             raise ValueError(msg)
+        _check_name(name)
         stages: list[StreamPipe[Any, Any]] = []
         parts: list[tuple[Pipeable[Any, Any], int, int]] = [(self, 0, 0)]
         for p in pipes:

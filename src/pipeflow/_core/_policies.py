@@ -12,7 +12,9 @@ A policy is chosen per pipe with ``on_error=``:
 - a callable ``fn(error) -> policy``: decides per error.
 
 Every policy counts what it does in the stage's statistics; nothing is dropped
-unseen.
+unseen. The log gets a stage's first few skipped (or dead-lettered) items in full,
+then a summary at most every ``SUMMARY_INTERVAL`` seconds on the run's clock,
+and a last summary when the run ends: a feed of junk does not flood it.
 """
 
 from __future__ import annotations
@@ -39,16 +41,24 @@ if TYPE_CHECKING:
     from ._stats import StageStats
 
 __all__ = [
+    "LOGGED_IN_FULL",
     "SKIP",
+    "SUMMARY_INTERVAL",
     "DeadLetter",
     "ErrorHandler",
     "ErrorPolicy",
+    "FailureLog",
     "Retry",
     "check_policy",
     "may_send_to_a_pipe",
 ]
 
 log = logging.getLogger("pipeflow")
+
+#: How many failures of one kind (skipped, dead-lettered) a stage logs one by one in a run.
+LOGGED_IN_FULL = 10
+#: After those, the fewest seconds (on the run's clock) between two summary lines.
+SUMMARY_INTERVAL = 60.0
 
 
 class _Skip:
@@ -188,10 +198,89 @@ class SideStreams(Protocol):
     async def send(self, pipe: Any, record: Any) -> None: ...
 
 
-class ErrorHandler:
-    """One pipe's policy, bound to one run: its stats, its clock, its side streams."""
+class FailureLog:
+    """The log lines of one stage's failures of one kind (skipped, dead-lettered) in one run.
 
-    __slots__ = ("clock", "name", "policy", "sides", "stats")
+    The first ``LOGGED_IN_FULL`` are logged one by one. After that, a failure is
+    only counted, and logged in a summary (how many since the last line, how many
+    in all, the last one) once ``SUMMARY_INTERVAL`` seconds of the run's clock
+    have passed since the last line; ``finish`` sums up what is left when the run ends.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_last",
+        "_level",
+        "_logged_at",
+        "_name",
+        "_over",
+        "_total",
+        "_unlogged",
+        "_what",
+    )
+
+    def __init__(self, name: str, what: str, level: int, clock: Clock) -> None:
+        self._name = name
+        #: The verb: "skipped", "dead-lettered".
+        self._what = what
+        self._level = level
+        self._clock = clock
+        self._total = self._unlogged = 0
+        self._last: StreamError | None = None
+        self._logged_at = 0.0
+        self._over = False
+
+    def record(self, error: StreamError) -> None:
+        """Log ``error``, in full or in a later summary."""
+        self._total += 1
+        if self._total <= LOGGED_IN_FULL:
+            self._logged_at = self._clock.monotonic()
+            then = ""
+            if self._total == LOGGED_IN_FULL:
+                then = (
+                    f", the last one logged in full in this run (the next are summed up, "
+                    f"at most one line every {SUMMARY_INTERVAL:g} s)"
+                )
+            log.log(
+                self._level, "pipe %r %s a failed item%s: %s", self._name, self._what, then, error
+            )
+            return
+        self._unlogged += 1
+        self._last = error
+        now = self._clock.monotonic()
+        if self._over or now - self._logged_at >= SUMMARY_INTERVAL:
+            self._summarize(f"in the last {now - self._logged_at:.1f} s")
+            self._logged_at = now
+
+    def finish(self) -> None:
+        """The run has ended: sum up the failures not logged yet."""
+        self._over = True
+        if self._unlogged:
+            self._summarize("by the end of the run")
+
+    def _summarize(self, when: str) -> None:
+        log.log(
+            self._level,
+            "pipe %r %s %d more failed item%s %s, %d in all; the last: %s",
+            self._name,
+            self._what,
+            self._unlogged,
+            "" if self._unlogged == 1 else "s",
+            when,
+            self._total,
+            self._last,
+        )
+        self._unlogged = 0
+
+
+class ErrorHandler:
+    """One pipe's policy, bound to one run: its stats, its clock, its side streams.
+
+    It logs what it skips and dead-letters through a ``FailureLog`` each, summed up
+    when the run ends (the stage's stats tell it, through ``StageStats.on_finish``).
+    """
+
+    __slots__ = ("clock", "dead_letter_log", "name", "policy", "sides", "skip_log", "stats")
 
     def __init__(
         self,
@@ -206,6 +295,15 @@ class ErrorHandler:
         self.stats = stats
         self.clock = clock
         self.sides = sides
+        self.skip_log = FailureLog(name, "skipped", logging.WARNING, clock)
+        # The item went where the user asked: worth a record, not a warning.
+        self.dead_letter_log = FailureLog(name, "dead-lettered", logging.INFO, clock)
+        stats.on_finish = self.finish
+
+    def finish(self) -> None:
+        """The run has ended: log the summaries still owed."""
+        self.skip_log.finish()
+        self.dead_letter_log.finish()
 
     async def handle(self, item: Any, exc: Exception, call: Callable[[], Awaitable[Any]]) -> Any:
         """Resolve a failed item: return its result (after a retry), or ``SKIP``.
@@ -241,12 +339,11 @@ class ErrorHandler:
             raise error
         if policy == "skip":
             self.stats.skipped += 1
-            log.warning("pipe %r skipped a failed item: %s", self.name, error)
+            self.skip_log.record(error)
             return SKIP
         assert isinstance(policy, DeadLetter)
         self.stats.dead_lettered += 1
-        # The item went where the user asked: worth a record, not a warning per item.
-        log.info("pipe %r dead-lettered a failed item: %s", self.name, error)
+        self.dead_letter_log.record(error)
         await self.deliver(policy.sink, error)
         return SKIP
 

@@ -133,6 +133,7 @@ class StageStats:
         "items_out",
         "late",
         "name",
+        "on_finish",
         "retries",
         "skipped",
         "timed",
@@ -166,6 +167,8 @@ class StageStats:
         self.windows_open = 0
         self.windows_fired = 0
         self.buffer: _Buffered | None = None
+        #: Called once when the run ends (by its error handler, to sum up its log).
+        self.on_finish: Callable[[], None] | None = None
         self.blocked_since: float | None = None
         #: Recent processing times: (seconds per item, items it stands for).
         self._latencies: deque[tuple[float, int]] = deque(maxlen=LATENCY_SAMPLES)
@@ -370,7 +373,8 @@ class RunStats:
 
         Nothing waits in a run that has ended: a stage blocked at that moment (the
         last one, by a consumer that stopped taking results) is blocked no more,
-        and the results the consumer took from its last chunk are counted.
+        and the results the consumer took from its last chunk are counted. Each
+        stage's ``on_finish`` is called, once.
         """
         if not self.done:
             self.done = True
@@ -378,6 +382,9 @@ class RunStats:
             for stage in self.stages:
                 stage.unblock(now)
                 stage.end_delivery(now)
+                end, stage.on_finish = stage.on_finish, None
+                if end is not None:
+                    end()
             for view in self._views:
                 view.finish()
 
