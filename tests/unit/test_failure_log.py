@@ -29,7 +29,12 @@ def failing_after(clock: VirtualClock, seconds: float) -> Callable[[int], object
 
 
 def messages(caplog: pytest.LogCaptureFixture, level: int = logging.WARNING) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "pipeflow" and r.levelno == level]
+    """The failure lines logged at ``level`` (not the line of a run stopped early)."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "pipeflow" and r.levelno == level and not r.getMessage().startswith("run of")
+    ]
 
 
 def full_line(pipe: str, item: int, verb: str = "skipped", note: str = "") -> str:
