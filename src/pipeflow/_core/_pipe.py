@@ -18,7 +18,8 @@ else:  # TypeVar defaults (PEP 696)
 
 from ._config import BackpressureConfig
 from ._policies import ErrorPolicy, check_policy
-from ._stages import Kind, StageContext, concurrent_stage, item_stage, paced, stream_stage
+from ._stages import Kind, StageContext, concurrent_stage, item_stage, paced
+from ._stream_stage import ProcessStream, stream_stage
 
 if TYPE_CHECKING:
     from ._buffer import Chunk
@@ -227,6 +228,13 @@ class StreamPipe(Pipeable[In, Out]):
     def _overrides_process_stream(self) -> bool:
         return type(self).process_stream is not StreamPipe.process_stream
 
+    def _process_stream_fn(self) -> ProcessStream | None:
+        """The overridden ``process_stream`` this pipe runs (``None``: it runs none).
+
+        Consecutive pipes that run one are chained in one task (see ``stream_stage``).
+        """
+        return self.process_stream if self._overrides_process_stream() else None
+
     @property
     def _fusable(self) -> bool:
         """Whether the runtime may fuse this pipe with adjacent fusable ones (operators)."""
@@ -240,7 +248,7 @@ class StreamPipe(Pipeable[In, Out]):
     def _open(self, up: AsyncIterator[Chunk], ctx: StageContext) -> AsyncIterator[Chunk]:
         """Start this pipe's loop for one run."""
         if self._overrides_process_stream():
-            return stream_stage(self.process_stream, up, ctx)
+            return stream_stage([(self.process_stream, ctx)], up)
         return self._open_items(self.process_item, Kind.MAP, up, ctx)
 
     def _open_items(

@@ -29,6 +29,7 @@ from ._policies import ErrorHandler, log, may_send_to_a_pipe
 from ._sources import Acknowledging, Pausable, check_source, close_source, source_chunks
 from ._stages import StageContext
 from ._stats import RunStats, StageMetrics, StageStats, StatsSink
+from ._stream_stage import ProcessStream, StreamChain, stream_stage
 
 __all__ = ["Stream"]
 
@@ -62,6 +63,7 @@ class _Run:
         "source",
         "stages",
         "started",
+        "tail_chain",
         "tasks",
         "watchers",
     )
@@ -99,15 +101,21 @@ class _Run:
         self.ended = False
         #: An iterator over the chunk the consumer is being given.
         self.delivering: Iterator[Any] | None = None
+        #: The process_stream overrides the consumer's generator chains itself.
+        self.tail_chain: list[tuple[ProcessStream, StageContext]] = []
 
-    def open(self, tail: int, *, items: bool = False) -> tuple[AsyncIterator[Any], FusedOps | None]:
+    def open(
+        self, tail: int, *, items: bool = False, chained: bool = False
+    ) -> tuple[AsyncIterator[Any], FusedOps | None]:
         """Start the stages before ``tail`` and return the chunks they put out.
 
         The stages from ``tail`` on are fused operators the consumer's generator
         runs itself; they come back as one ``FusedOps`` (``None`` if there are none).
         With ``items`` they are the whole pipeline, and what comes back is the
         async source's own iterator, for the consumer's generator to read item
-        by item.
+        by item. With ``chained`` the stages from ``tail`` on are instead a chain
+        of ``process_stream`` overrides, left in ``tail_chain`` for the
+        consumer's generator to run.
         """
         self.started = True
         for monitor, watched in self.watchers:
@@ -131,11 +139,18 @@ class _Run:
         segment_stats: list[StageStats] = []
         # The run of fusable operators being gathered, with their contexts.
         fused: list[tuple[Any, StageContext]] = []
+        # The run of process_stream overrides being gathered, to chain in one task.
+        chain: list[tuple[ProcessStream, StageContext]] = []
         prev_ctx: StageContext | None = None
         for i, (pipe, stats) in enumerate(zip(stages, self.run.stages, strict=True)):
             config = pipe.config or _DEFAULT_CONFIG
             buffer = None
             needs_buffer = _needs_buffer(stages, i)
+            process_stream = pipe._process_stream_fn()
+            if chain and (needs_buffer or process_stream is None):
+                up = stream_stage(chain, up)
+                gens.append(up)
+                chain = []
             if fused and (needs_buffer or not pipe._fusable or i == tail):
                 up = fused_stage(_fused_ops(fused), up)
                 gens.append(up)
@@ -164,6 +179,10 @@ class _Run:
                 segment_stats = []
             segment_stats.append(stats)
             ctx = prev_ctx = self._context(pipe, stats, buffer)
+            if chained and i >= tail:
+                assert process_stream is not None
+                self.tail_chain.append((process_stream, ctx))
+                continue
             if i >= tail or (
                 pipe._fusable
                 and (
@@ -177,7 +196,13 @@ class _Run:
             ):
                 fused.append((pipe, ctx))
                 continue
+            if process_stream is not None:
+                chain.append((process_stream, ctx))
+                continue
             up = pipe._open(up, ctx)
+            gens.append(up)
+        if chain:
+            up = stream_stage(chain, up)
             gens.append(up)
         self.segment_stats = segment_stats
         if tail < len(stages):
@@ -324,8 +349,12 @@ class Stream(Generic[T]):
         self._run = _Run(stages, source, clock, run, watchers)
         self._chunked = self._closed = False
         tail = None if timed else _direct_tail(stages)
-        if tail is None:
-            self._agen: AsyncIterator[T] = _iterate(self._run)
+        chain = None if timed else _chain_tail(stages)
+        if chain is not None:
+            check = any(may_send_to_a_pipe(p.on_error) for p in stages)
+            self._agen: AsyncIterator[T] = _iterate_chain(self._run, chain, check_sides=check)
+        elif tail is None:
+            self._agen = _iterate(self._run)
         else:
             kinds = tuple(p.kind for p in stages[tail:])  # type: ignore[attr-defined]
             # Without acknowledgements to time, an async source is read item by item.
@@ -414,7 +443,23 @@ def _needs_buffer(stages: list[StreamPipe[Any, Any]], i: int) -> bool:
     ``process_stream`` gets one: such a stage emits item by item, and a buffer
     lets what follows take its output in chunks without holding any of it back.
     """
-    return stages[i]._needs_buffer or (i > 0 and stages[i - 1]._overrides_process_stream())
+    return stages[i]._needs_buffer or (
+        i > 0
+        and stages[i - 1]._process_stream_fn() is not None
+        and stages[i]._process_stream_fn() is None
+    )
+
+
+def _chain_tail(stages: list[StreamPipe[Any, Any]]) -> int | None:
+    """Where the chain of ``process_stream`` overrides that ends the pipeline
+    begins, if one does: the consumer's generator runs it and yields each result
+    of the last as it comes (see ``_iterate_chain``)."""
+    start = len(stages)
+    while start > 0 and stages[start - 1]._process_stream_fn() is not None:
+        if start < len(stages) and _needs_buffer(stages, start):
+            break
+        start -= 1
+    return start if start < len(stages) else None
 
 
 def _direct_tail(stages: list[StreamPipe[Any, Any]]) -> int | None:
@@ -535,6 +580,42 @@ async def _iterate(run: _Run, *, chunked: bool = False) -> AsyncIterator[Any]:
                         s.unblock(t)
                     last.end_delivery(t)
             delivered(mark)
+        await run.end()
+    except asyncio.CancelledError:
+        cancelled = True
+        raise
+    finally:
+        await run.close(cancelled=cancelled)
+
+
+async def _iterate_chain(run: _Run, tail: int, *, check_sides: bool) -> AsyncIterator[Any]:
+    """The consumer's generator when the pipeline ends in ``process_stream``
+    overrides: it runs their chain itself and yields the last one's results as
+    they come, as a hand-written chain of async generators would.
+
+    Acknowledgements wait for the end (a ``process_stream`` may hold items as
+    long as it likes). With dead-letter pipes, their failure is looked for at
+    each result.
+    """
+    if run.started:
+        return
+    cancelled = False
+    try:
+        up, _ = run.open(tail, chained=True)
+        chain = StreamChain(run.tail_chain, up)
+        run.gens.append(chain)
+        stats = run.run.stages[-1]
+        if check_sides:
+            check = run.sides.check
+            async for y in chain.outputs:
+                check()
+                stats.items_out += 1
+                yield y
+        else:
+            async for y in chain.outputs:
+                stats.items_out += 1
+                yield y
+        run.delivered(chain.final_mark)
         await run.end()
     except asyncio.CancelledError:
         cancelled = True

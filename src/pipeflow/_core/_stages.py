@@ -42,7 +42,6 @@ __all__ = [
     "flat_stage",
     "item_stage",
     "paced",
-    "stream_stage",
     "sync_stage",
 ]
 
@@ -353,100 +352,6 @@ def paced(call: AsyncFn, min_time: float, clock: Clock) -> AsyncFn:
                 await clock.sleep(rest)
 
     return paced_call
-
-
-async def stream_stage(
-    process_stream: Callable[[AsyncIterator[Any]], AsyncIterator[Any]],
-    up: AsyncIterator[Chunk],
-    ctx: StageContext,
-) -> AsyncIterator[Chunk]:
-    """Run a user's ``process_stream`` over the items.
-
-    Outputs go on at once, one by one; when the stage feeds a buffer directly
-    (``ctx.output``), they are gathered and put there in pieces: when
-    ``MAX_CHUNK`` are gathered (waiting for room there, as any producer does),
-    before the stage waits for more input, whenever the next stage is waiting for
-    them (or finds the buffer empty: ``ChunkBuffer.refill``), and before a
-    failure propagates.
-
-    A ``process_stream`` may hold items for as long as it likes, so the source
-    position it completes is only known at its end: its outputs carry the mark
-    reached before it started, and the end carries the final mark.
-    """
-    stats = ctx.stats
-    timed = stats.timed
-    now = ctx.clock.monotonic
-    final_mark = 0
-    sink = ctx.output
-    pending: list[Any] = []
-
-    def hand_over(batch: list[Any]) -> list[Any]:
-        """Put what the sink takes now of ``batch``; return the rest."""
-        assert sink is not None
-        rest = sink.put_nowait(batch, 0)
-        n = len(batch) - len(rest)
-        stats.items_out += n
-        if timed:
-            stats.record_delivered(n, now())  # handed on now, whatever _feed counts
-        return rest
-
-    def refill() -> None:
-        # The sink is empty: what fits cannot overflow, whatever its strategy.
-        nonlocal pending
-        assert sink is not None
-        room = sink.room()
-        if pending and room > 0:
-            batch, pending = pending[:room], pending[room:]
-            hand_over(batch)
-
-    async def flush() -> None:
-        nonlocal pending
-        assert sink is not None
-        pending = hand_over(pending)
-        while pending:
-            await sink.wait_for_room()
-            pending = hand_over(pending)
-
-    async def items() -> AsyncIterator[Any]:
-        nonlocal final_mark
-        async for chunk, mark in up:
-            stats.items_in += len(chunk)
-            for x in chunk:
-                yield x
-            final_mark = mark
-            if pending:
-                await flush()  # before waiting for more input
-
-    inner = items()
-    outputs = process_stream(inner)
-    aclose = getattr(outputs, "aclose", None)
-    try:
-        if sink is not None:
-            sink.refill = refill
-            try:
-                async for y in outputs:
-                    pending.append(y)
-                    if sink.awaited:  # the next stage waits for it: no reason to hold it
-                        refill()
-                    elif len(pending) >= MAX_CHUNK:
-                        await flush()
-            except Exception:
-                await flush()  # the results before the failure go on first
-                raise
-            finally:
-                sink.refill = None
-            await flush()
-        else:
-            async for y in outputs:
-                stats.items_out += 1
-                if timed:
-                    stats.record_out(1, now())
-                yield [y], 0
-    finally:
-        if aclose is not None:
-            await aclose()
-        await inner.aclose()  # type: ignore[attr-defined]
-    yield [], final_mark
 
 
 class _Entry:

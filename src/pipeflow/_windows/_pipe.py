@@ -214,6 +214,9 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
         # A timer must be able to fire a window while no input arrives.
         return True
 
+    def _process_stream_fn(self) -> None:
+        return None  # windows run their own loop
+
     def _open(self, up: AsyncIterator[Chunk], ctx: StageContext) -> AsyncIterator[Chunk]:
         return _WindowRun(self, ctx).run()
 

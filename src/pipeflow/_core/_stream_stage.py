@@ -1,0 +1,176 @@
+"""Pipes that override ``process_stream``: the user's async generators, chained.
+
+Consecutive ``process_stream`` overrides with no buffer of their own run as one
+chain in one task, each reading the one before it, as hand-written async
+generators would; between two of them a counter, itself an async generator,
+counts what passes. The chain reads the chunks of its upstream item by item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+from ._buffer import MAX_CHUNK
+
+if TYPE_CHECKING:
+    from ._buffer import Chunk
+    from ._stages import StageContext
+    from ._stats import StageStats
+
+__all__ = ["ProcessStream", "StreamChain", "stream_stage"]
+
+ProcessStream = Callable[[AsyncIterator[Any]], AsyncIterator[Any]]
+
+
+class StreamChain:
+    """The generators of one run of a chain of ``process_stream`` overrides.
+
+    ``outputs`` is the last one's. The chain's input is the items of ``up``;
+    ``final_mark`` is the source position its input has reached.
+    ``before_wait``, if set, is awaited whenever the chain has used up what its
+    upstream handed over and is about to wait for more.
+    """
+
+    __slots__ = ("_gens", "before_wait", "final_mark", "outputs")
+
+    def __init__(
+        self,
+        chain: list[tuple[ProcessStream, StageContext]],
+        up: AsyncIterator[Chunk],
+        *,
+        on_chunk: Callable[[], object] | None = None,
+    ) -> None:
+        self.final_mark = 0
+        self.before_wait: Callable[[], Any] | None = None
+        it: AsyncIterator[Any] = self._items(up, chain[0][1].stats, on_chunk)
+        self._gens: list[Any] = [it]
+        for k, (process_stream, ctx) in enumerate(chain):
+            if k:
+                it = _counted(it, chain[k - 1][1].stats, ctx.stats)
+                self._gens.append(it)
+            it = process_stream(it)
+            self._gens.append(it)
+        self.outputs = it
+
+    async def _items(
+        self, up: AsyncIterator[Chunk], stats: StageStats, on_chunk: Callable[[], object] | None
+    ) -> AsyncIterator[Any]:
+        async for chunk, mark in up:
+            stats.items_in += len(chunk)
+            for x in chunk:
+                yield x
+            self.final_mark = mark
+            if on_chunk is not None:
+                on_chunk()
+            if self.before_wait is not None:
+                await self.before_wait()
+
+    async def aclose(self) -> None:
+        """Close the generators from the last to the first (each that can be)."""
+        for gen in reversed(self._gens):
+            aclose = getattr(gen, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+async def _counted(
+    it: AsyncIterator[Any], before: StageStats, after: StageStats
+) -> AsyncIterator[Any]:
+    """``it``, counting each item as the output of one stage and the input of the next."""
+    if before.timed:
+        now = before.clock.monotonic
+        async for x in it:
+            before.items_out += 1
+            before.record_out(1, now())
+            after.items_in += 1
+            yield x
+    else:
+        async for x in it:
+            before.items_out += 1
+            after.items_in += 1
+            yield x
+
+
+async def stream_stage(
+    chain: list[tuple[ProcessStream, StageContext]], up: AsyncIterator[Chunk]
+) -> AsyncIterator[Chunk]:
+    """Run a chain of ``process_stream`` overrides over the items.
+
+    Outputs go on at once, one by one; when the chain feeds a buffer directly
+    (its last stage's ``ctx.output``), they are gathered and put there in
+    pieces: when ``MAX_CHUNK`` are gathered (waiting for room there, as any
+    producer does), before the chain waits for more input, whenever the next
+    stage is waiting for them (or finds the buffer empty:
+    ``ChunkBuffer.refill``), and before a failure propagates.
+
+    A ``process_stream`` may hold items for as long as it likes, so the source
+    position it completes is only known at its end: its outputs carry the mark
+    reached before it started, and the end carries the final mark.
+    """
+    ctx = chain[-1][1]
+    stats = ctx.stats
+    timed = stats.timed
+    now = ctx.clock.monotonic
+    sink = ctx.output
+    pending: list[Any] = []
+
+    def hand_over(batch: list[Any]) -> list[Any]:
+        """Put what the sink takes now of ``batch``; return the rest."""
+        assert sink is not None
+        rest = sink.put_nowait(batch, 0)
+        n = len(batch) - len(rest)
+        stats.items_out += n
+        if timed:
+            stats.record_delivered(n, now())  # handed on now, whatever _feed counts
+        return rest
+
+    def refill() -> None:
+        # The sink is empty: what fits cannot overflow, whatever its strategy.
+        nonlocal pending
+        assert sink is not None
+        room = sink.room()
+        if pending and room > 0:
+            batch, pending = pending[:room], pending[room:]
+            hand_over(batch)
+
+    async def flush() -> None:
+        nonlocal pending
+        assert sink is not None
+        pending = hand_over(pending)
+        while pending:
+            await sink.wait_for_room()
+            pending = hand_over(pending)
+
+    async def flush_held() -> None:
+        if pending:
+            await flush()  # before waiting for more input
+
+    run = StreamChain(chain, up)
+    outputs = run.outputs
+    try:
+        if sink is not None:
+            run.before_wait = flush_held
+            sink.refill = refill
+            try:
+                async for y in outputs:
+                    pending.append(y)
+                    if sink.awaited:  # the next stage waits for it: no reason to hold it
+                        refill()
+                    elif len(pending) >= MAX_CHUNK:
+                        await flush()
+            except Exception:
+                await flush()  # the results before the failure go on first
+                raise
+            finally:
+                sink.refill = None
+            await flush()
+        else:
+            async for y in outputs:
+                stats.items_out += 1
+                if timed:
+                    stats.record_out(1, now())
+                yield [y], 0
+    finally:
+        await run.aclose()
+    yield [], run.final_mark

@@ -1,0 +1,169 @@
+"""Consecutive ``process_stream`` overrides run chained, in one task.
+
+Each reads the one before it as hand-written async generators would; the
+counters between them stay exact, and closing, failing and acknowledging work
+as for any other stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+import pipeflow.streams as ps
+from pipeflow.monitoring import StreamMonitor
+from pipeflow.streams import BackpressureConfig, Pipeable, StreamPipe
+from pipeflow.testing import TestSource, VirtualClock
+
+
+class Log:
+    def __init__(self) -> None:
+        self.closed: list[str] = []
+        self.tasks: set[asyncio.Task[object] | None] = set()
+
+
+class Inc(StreamPipe[int, int]):
+    def __init__(self, log: Log, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.log = log
+
+    async def process_stream(self, stream: AsyncIterator[int]) -> AsyncIterator[int]:
+        self.log.tasks.add(asyncio.current_task())
+        try:
+            async for x in stream:
+                yield x + 1
+        finally:
+            self.log.closed.append(self.name)
+
+
+class KeepEven(Inc):
+    async def process_stream(self, stream: AsyncIterator[int]) -> AsyncIterator[int]:
+        self.log.tasks.add(asyncio.current_task())
+        try:
+            async for x in stream:
+                if x % 2 == 0:
+                    yield x
+        finally:
+            self.log.closed.append(self.name)
+
+
+class Pairs(Inc):
+    """Holds an item until the next comes: emits sums of pairs."""
+
+    async def process_stream(self, stream: AsyncIterator[int]) -> AsyncIterator[int]:
+        self.log.tasks.add(asyncio.current_task())
+        held: int | None = None
+        try:
+            async for x in stream:
+                if held is None:
+                    held = x
+                else:
+                    yield held + x
+                    held = None
+        finally:
+            self.log.closed.append(self.name)
+
+
+class Failing(Inc):
+    async def process_stream(self, stream: AsyncIterator[int]) -> AsyncIterator[int]:
+        async for x in stream:
+            if x == 7:
+                raise KeyError(x)
+            yield x
+
+
+def reference(n: int) -> list[int]:
+    evens = [x + 1 for x in range(n) if (x + 1) % 2 == 0]
+    return [a + b for a, b in zip(evens[::2], evens[1::2], strict=False)]
+
+
+async def test_a_chain_at_the_end_runs_in_the_consumers_task() -> None:
+    """Three overrides at the end of a pipeline: the right results, exact counts,
+    every generator closed, and no task but the consumer's."""
+    log = Log()
+    pipe = Inc(log, name="inc") | KeepEven(log, name="even") | Pairs(log, name="pairs")
+    async with pipe.stream(range(1000)) as results:
+        out = [x async for x in results]
+        stats = results.statistics()
+    assert reference(1000) == out
+    assert [(1000, 1000), (1000, 500), (500, 250)] == [(s.items_in, s.items_out) for s in stats]
+    assert ["inc", "even", "pairs"] == log.closed  # each ends as its input does
+    assert {asyncio.current_task()} == log.tasks
+
+
+async def test_a_chain_between_other_stages() -> None:
+    """A chain fed by a buffered stage and feeding an operator: the same results."""
+    log = Log()
+    pipe: Pipeable[int, int] = (
+        ps.map(lambda x: x, config=BackpressureConfig(max_buffer_size=7))
+        | Inc(log)
+        | KeepEven(log)
+        | Pairs(log)
+        | ps.map(lambda x: x * 10)
+    )
+    out = [x async for x in pipe.stream(range(300))]
+    assert [x * 10 for x in reference(300)] == out
+    assert 1 == len(log.tasks)  # the three in one task
+
+
+async def test_a_config_decouples_a_stage_from_the_chain() -> None:
+    """A process_stream override with a buffer of its own runs in its own task."""
+    log = Log()
+    pipe = Inc(log) | KeepEven(log, config=BackpressureConfig(max_buffer_size=4)) | Pairs(log)
+    out = [x async for x in pipe.stream(range(100))]
+    assert reference(100) == out
+    assert 2 == len(log.tasks)
+
+
+async def test_breaking_out_closes_every_generator_and_the_source() -> None:
+    """Leaving early closes the chain from the last generator to the first."""
+    log = Log()
+    source = TestSource(range(100))
+    async with (Inc(log, name="a") | KeepEven(log, name="b")).stream(source) as results:
+        async for x in results:
+            if x == 10:
+                break
+    assert ["b", "a"] == log.closed
+    assert source.closed
+    assert {asyncio.current_task()} == asyncio.all_tasks()
+
+
+async def test_a_failure_in_the_chain_propagates_after_the_results_before_it() -> None:
+    """An exception in an override comes out unchanged, after what came before it."""
+    log = Log()
+    got: list[int] = []
+
+    async def consume() -> None:
+        async for x in (Inc(log) | Failing(log) | Inc(log, name="last")).stream(range(20)):
+            got.append(x)
+
+    with pytest.raises(KeyError):
+        await consume()
+    assert [2, 3, 4, 5, 6, 7] == got
+    assert {asyncio.current_task()} == asyncio.all_tasks()
+
+
+async def test_a_chain_acknowledges_at_its_end() -> None:
+    """A chain may hold items as long as it likes: everything is acknowledged at the end."""
+    log = Log()
+    source = TestSource(range(50), one_by_one=True)
+    seen: list[int] = []
+    async with (Inc(log) | Pairs(log)).stream(source) as results:
+        async for _ in results:
+            seen.append(source.acked)
+    assert {0} == set(seen)
+    assert 50 == source.acked
+
+
+async def test_a_monitored_chain_counts_every_stage() -> None:
+    """With a monitor, every stage of the chain has its counts."""
+    log = Log()
+    pipe = Inc(log, name="inc") | KeepEven(log, name="even") | ps.map(lambda x: x)
+    monitor = StreamMonitor()
+    pipe.set_monitor(monitor)
+    out = [x async for x in pipe.stream(range(100), clock=VirtualClock())]
+    assert [x + 1 for x in range(100) if (x + 1) % 2 == 0] == out
+    metrics = monitor.get_metrics()
+    assert [(100, 100), (100, 50), (50, 50)] == [(s.items_in, s.items_out) for s in metrics.stages]
