@@ -490,13 +490,13 @@ class _Reading:
         self.buffer: ChunkBuffer | None = None
         self.read = 0
 
-    async def room(self) -> int:
+    async def room(self, wanted: int) -> int:
         buffer = self.buffer
         if buffer is None:
-            return MAX_CHUNK
+            return wanted
         while (n := buffer.read_room()) <= 0:
             await buffer.wait_for_room()
-        return min(n, MAX_CHUNK)
+        return min(n, wanted)
 
 
 class _SourceCloser:

@@ -74,8 +74,9 @@ async def close_source(source: object) -> None:
             await result
 
 
-#: How many items a source may be read ahead now, waiting until it is at least one.
-Room = Callable[[], Awaitable[int]]
+#: How many of the items a reader would take at once (the argument) it may take
+#: now, waiting until that is at least one.
+Room = Callable[[int], Awaitable[int]]
 
 
 class Reading(Protocol):
@@ -84,7 +85,7 @@ class Reading(Protocol):
 
     read: int
 
-    async def room(self) -> int: ...
+    async def room(self, wanted: int) -> int: ...
 
 
 async def source_chunks(
@@ -146,7 +147,7 @@ async def _sequence_chunks(seq: Any, lists: bool, room: Room | None) -> AsyncIte
     # meanwhile, as its iterator would.
     count = 0
     size = MAX_CHUNK if lists else SLICE_CHUNK
-    while chunk := seq[count : count + (size if room is None else await room())]:
+    while chunk := seq[count : count + (size if room is None else await room(size))]:
         count += len(chunk)
         yield (list(chunk) if lists and type(chunk) is not list else chunk), count
 
@@ -155,7 +156,7 @@ async def _sync_chunks(it: Iterator[Any], room: Room | None) -> AsyncIterator[Ch
     count = 0
     while True:
         chunk: list[Any] = []
-        size = MAX_CHUNK if room is None else await room()
+        size = MAX_CHUNK if room is None else await room(MAX_CHUNK)
         try:
             chunk.extend(islice(it, size))
         except Exception:
@@ -203,7 +204,7 @@ async def ready_items(
     try:
         while True:
             chunk: list[Any] = []
-            size = MAX_CHUNK if room is None else await room()
+            size = MAX_CHUNK if room is None else await room(MAX_CHUNK)
             if pending is not None:
                 step, pending = pending, None
                 try:
