@@ -439,9 +439,11 @@ class Stream(Generic[T]):
 def _needs_buffer(stages: list[StreamPipe[Any, Any]], i: int) -> bool:
     """Whether stage ``i`` gets a buffer of its own in front of it.
 
-    Besides pipes that ask for one, the pipe after an overridden
+    Besides pipes that ask for one, a pipe after an overridden
     ``process_stream`` gets one: such a stage emits item by item, and a buffer
     lets what follows take its output in chunks without holding any of it back.
+    Another ``process_stream`` override does not: it is chained to the first
+    and reads its output item by item anyway.
     """
     return stages[i]._needs_buffer or (
         i > 0

@@ -35,15 +35,11 @@ class StreamChain:
     __slots__ = ("_gens", "before_wait", "final_mark", "outputs")
 
     def __init__(
-        self,
-        chain: list[tuple[ProcessStream, StageContext]],
-        up: AsyncIterator[Chunk],
-        *,
-        on_chunk: Callable[[], object] | None = None,
+        self, chain: list[tuple[ProcessStream, StageContext]], up: AsyncIterator[Chunk]
     ) -> None:
         self.final_mark = 0
         self.before_wait: Callable[[], Any] | None = None
-        it: AsyncIterator[Any] = self._items(up, chain[0][1].stats, on_chunk)
+        it: AsyncIterator[Any] = self._items(up, chain[0][1].stats)
         self._gens: list[Any] = [it]
         for k, (process_stream, ctx) in enumerate(chain):
             if k:
@@ -53,16 +49,12 @@ class StreamChain:
             self._gens.append(it)
         self.outputs = it
 
-    async def _items(
-        self, up: AsyncIterator[Chunk], stats: StageStats, on_chunk: Callable[[], object] | None
-    ) -> AsyncIterator[Any]:
+    async def _items(self, up: AsyncIterator[Chunk], stats: StageStats) -> AsyncIterator[Any]:
         async for chunk, mark in up:
             stats.items_in += len(chunk)
             for x in chunk:
                 yield x
             self.final_mark = mark
-            if on_chunk is not None:
-                on_chunk()
             if self.before_wait is not None:
                 await self.before_wait()
 
