@@ -335,7 +335,11 @@ class _WindowRun:
         their turn; the items between them go to their windows in runs.
 
         Returns the error that must end the stream (after ``fired`` is emitted).
+        An empty chunk (everything upstream filtered out, or only the source
+        position moved on) adds nothing.
         """
+        if not items:
+            return None
         tsfn, keyfn = self.pipe.timestamp, self.pipe.key
         failed: dict[int, Exception] = {}
         raws = call_each(tsfn, items, failed) if tsfn is not None else None
