@@ -38,7 +38,7 @@ from ._logic import (
     TumblingWindows,
     WindowLogic,
 )
-from ._time import from_us, seconds_to_us, to_us
+from ._time import MAX_US, MIN_US, from_us, seconds_to_us, to_us
 from ._window import Window
 
 if TYPE_CHECKING:
@@ -175,6 +175,8 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
         session_gap: timedelta | float | None,
         count: int | None,
     ) -> Callable[[], WindowLogic]:
+        """The factory of the run's window logic. Sets ``_reach``: how far an item's
+        windows may reach from its event time (microseconds), and what sets that."""
         if count is not None or session_gap is not None:
             kind = "count" if count is not None else "session"
             for name, given in (("slide", slide is not None), ("offset", self._offset != 0)):
@@ -185,12 +187,15 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
             if isinstance(count, bool) or not isinstance(count, int) or count < 1:
                 msg = f"count must be an int >= 1, got {count!r}"
                 raise ValueError(msg)
+            self._reach = (0, "")
             return lambda: CountWindows(count)
         if session_gap is not None:
             gap = seconds_to_us(session_gap, "session_gap")
+            self._reach = (gap, "session gap")
             return lambda: SessionWindows(gap)
         assert window_size is not None
         size = seconds_to_us(window_size, "window_size")
+        self._reach = (size, "window size")
         offset = self._offset
         if slide is None:
             return lambda: TumblingWindows(size, offset)
@@ -236,6 +241,9 @@ class _WindowRun:
         self.watermark = _NO_TIME
         self.mark = 0  # source position reached by the input so far
         self.acked = 0
+        # The event times whose windows a datetime can hold, in microseconds.
+        reach = pipe._reach[0]
+        self.lowest, self.highest = MIN_US + reach, MAX_US - reach
 
     def current_watermark(self) -> int:
         """The watermark now: processing time, or event time (with idle advance)."""
@@ -357,7 +365,9 @@ class _WindowRun:
                     await add(items[pos:i], _part(raws, pos, i), _part(keys, pos, i), fired)
                 pos = i + 1
                 x = items[i]
-                got = await self.resolve(x, failed[i], partial(_ts_key, tsfn, keyfn, x))
+                got = await self.resolve(
+                    x, failed[i], partial(_ts_key, tsfn, keyfn, self.event_us, x)
+                )
                 if got is not SKIP:
                     raw, k = got
                     await add([x], [raw], [k], fired)
@@ -401,17 +411,20 @@ class _WindowRun:
         size, offset = (tumbling.size, tumbling.offset) if tumbling is not None else (1, 0)
         lateness = self.pipe._lateness
         max_ts = start_max = self.max_ts
+        lowest, highest = self.lowest, self.highest
         due = _due(logic)
         try:
             for x, raw, k in zip(items, raws, keys or [None] * len(items), strict=True):
                 try:
                     ts = round(raw * 1e6) if type(raw) is float else to_us(raw)
+                    if not lowest <= ts <= highest:
+                        ts = self.event_us(raw)  # raises the error that says why
                 except Exception as exc:
-                    retry = partial(_ts_key, tsfn, None, x)
+                    retry = partial(_ts_key, tsfn, None, self.event_us, x)
                     got = await self.resolve(x, _time_error(raw, exc), retry)
                     if got is SKIP:
                         continue
-                    ts = to_us(got[0])
+                    ts = self.event_us(got[0])
                 if ts > max_ts:
                     max_ts = ts
                     if ts - lateness > wm:
@@ -463,6 +476,8 @@ class _WindowRun:
             first, last = _seconds_to_us(raws[0]), _seconds_to_us(raws[-1])
         except (ValueError, OverflowError):
             return False  # NaN or infinite: the item loop fails the item
+        if not (self.lowest <= first and last <= self.highest):
+            return False  # beyond what a datetime can hold: the item loop fails the item
         size, offset = logic.size, logic.offset
         start = first - (first - offset) % size
         if start + size <= wm:
@@ -501,6 +516,22 @@ class _WindowRun:
                 fired += logic.fire(self.watermark)
         return True
 
+    def event_us(self, raw: Any) -> int:
+        """An event time as microseconds (see ``to_us``), checked: its windows must
+        start and end within the range of a datetime."""
+        ts = to_us(raw)
+        if not self.lowest <= ts <= self.highest:
+            reach, what = self.pipe._reach
+            edge = "end" if ts > self.highest else "start"
+            given = raw.isoformat() if isinstance(raw, datetime) else f"{raw!r:.60}"
+            msg = (
+                "an event time must leave room for its windows within datetime's range "
+                f"(years 1 to 9999), got {given}, closer to the {edge} of that range "
+                f"than the {what} ({timedelta(microseconds=reach)})"
+            )
+            raise ValueError(msg)
+        return ts
+
     async def resolve(self, item: Any, exc: Exception, fn: Callable[[], Any]) -> Any:
         """Apply the error policy to a failed key or timestamp function."""
 
@@ -514,7 +545,8 @@ class _WindowRun:
         policy = self.pipe.on_late
         if policy == "drop":
             return
-        error = LateItemError(item, self.pipe.name, from_us(ts), from_us(wm))
+        # Idle advance may take the watermark past the last instant a datetime holds.
+        error = LateItemError(item, self.pipe.name, from_us(ts), from_us(min(wm, MAX_US)))
         if policy == "raise":
             raise error
         await self.ctx.errors.deliver(policy, error)
@@ -620,13 +652,17 @@ def _part(values: list[Any] | None, start: int, stop: int) -> list[Any] | None:
 
 
 def _ts_key(
-    tsfn: Callable[[Any], Any] | None, keyfn: Callable[[Any], Hashable] | None, item: Any
+    tsfn: Callable[[Any], Any] | None,
+    keyfn: Callable[[Any], Hashable] | None,
+    check: Callable[[Any], int],
+    item: Any,
 ) -> tuple[Any, Hashable]:
-    """One item's event time (checked, as given) and key (checked): a retry's call."""
+    """One item's event time (checked by ``check``, given as it came) and key
+    (checked): a retry's call."""
     raw = None
     if tsfn is not None:
         raw = tsfn(item)
-        to_us(raw)  # fails as the item loop would
+        check(raw)  # fails as the item loop would
     k = keyfn(item) if keyfn is not None else None
     if keyfn is not None and (error := _unhashable(k)) is not None:
         raise error
