@@ -21,6 +21,7 @@ from ._buffer import MAX_CHUNK, Chunk, ChunkBuffer
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import BackpressureConfig
 from ._fusion import FusedOps, direct_consumer, fused_stage
+from ._idle import SourceIdle
 from ._pipe import Pipeable, StreamPipe
 from ._policies import ErrorHandler, log, may_send_to_a_pipe
 from ._sources import Acknowledging, Pausable, check_source, close_source, source_chunks
@@ -53,6 +54,7 @@ class _Run:
         "segment_stats",
         "sides",
         "source",
+        "source_idle",
         "stages",
         "started",
         "tasks",
@@ -83,6 +85,7 @@ class _Run:
         self.segment_stats: list[StageStats] = []
         self._ack = source.ack if isinstance(source, Acknowledging) else None
         self._acked = self._last_mark = 0
+        self.source_idle = SourceIdle(clock)
         #: Fused operators that keep their counters live (see ``flush``).
         self._live: FusedOps | None = None
 
@@ -107,7 +110,10 @@ class _Run:
         stages, source, tasks, gens = self.stages, self.source, self.tasks, self.gens
         # The direct consumer of a sync source takes any slice of it as a chunk.
         up: AsyncIterator[Any] = source_chunks(
-            source, lists=tail > 0 or _needs_buffer(stages, 0), close=self._ack is None
+            source,
+            lists=tail > 0 or _needs_buffer(stages, 0),
+            close=self._ack is None,
+            idle=self.source_idle,
         )
         gens.append(up)
         segment_stats: list[StageStats] = []
@@ -174,6 +180,7 @@ class _Run:
         config = pipe.config or _DEFAULT_CONFIG
         ctx = StageContext(pipe.name, stats, self.clock, errors, config, buffer)
         ctx.acking = self._ack is not None
+        ctx.source_idle = self.source_idle
         return ctx
 
     def flush(self) -> None:
