@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import pytest
 
 from helpers import agen, collect, collect_timed, collect_until_error
+from pipeflow._core._buffer import MAX_CHUNK
 from pipeflow.monitoring import StreamMonitor
 from pipeflow.streams import (
     DeadLetter,
@@ -25,6 +26,7 @@ from pipeflow.streams import (
     StreamPipe,
     Window,
     WindowedStreamPipe,
+    map,
 )
 from pipeflow.testing import TestSource, VirtualClock
 
@@ -432,6 +434,76 @@ async def test_idle_advance_does_not_count_time_busy_processing() -> None:
     out = await collect(pipe.stream(src, clock=clock))
     assert [[0.2], [1.5, 1.7]] == out
     assert [] == sink
+
+
+def lookup_taking(clock: VirtualClock, seconds: dict[float, float]) -> Any:
+    """An async stage function that takes ``seconds[item]`` on the clock (0 if absent)."""
+
+    async def lookup(t: float) -> float:
+        await clock.sleep(seconds.get(t, 0.0))
+        return t
+
+    return lookup
+
+
+@pytest.mark.parametrize("delay", [0.5, 3.0])
+async def test_idle_advance_does_not_count_time_an_upstream_stage_is_busy(delay: float) -> None:
+    """A live source sends event 0.9 at t=0.9 and a lookup upstream holds it ``delay``
+    seconds: the window waited, but the source was not quiet meanwhile, so the
+    watermark stays below 1 and the item lands in [0, 1), however long the lookup.
+    """
+    clock = VirtualClock()
+    src: TestSource[Any] = TestSource(
+        [TestSource.at(0.0, 0.0), TestSource.at(0.9, 0.9), TestSource.wait(10)], clock=clock
+    )
+    pipe = map(lookup_taking(clock, {0.9: delay})) | event_pipe(1)
+    stream = pipe.stream(src, clock=clock)
+    out = await collect_timed(stream, clock)
+    # Then the source is quiet from the lookup's end: 0.1 s more to reach 1.0.
+    assert [(0.9 + delay + 0.1, [0.0, 0.9])] == [(round(t, 9), list(w)) for t, w in out]
+    assert 0 == stream.statistics()[-1].late
+
+
+@pytest.mark.parametrize(
+    ("lateness", "windows", "late"), [(0.0, [[0.0]], 1), (0.5, [[0.0, 0.9]], 0)]
+)
+async def test_idle_advance_behind_a_buffered_stage_needs_lateness_for_its_latency(
+    lateness: float, windows: list[list[float]], late: int
+) -> None:
+    """A concurrent stage takes event 0.9 from the source at t=0.9 and holds it 0.5 s
+    while the source is quiet: that quiet time counts, so the window [0, 1) fires at
+    t=1 and the item is late, unless allowed_lateness covers the stage's latency."""
+    clock = VirtualClock()
+    src: TestSource[Any] = TestSource(
+        [TestSource.at(0.0, 0.0), TestSource.at(0.9, 0.9), TestSource.wait(10)], clock=clock
+    )
+    stage = map(lookup_taking(clock, {0.9: 0.5}), concurrency=2)
+    stream = (stage | event_pipe(1, allowed_lateness=lateness)).stream(src, clock=clock)
+    out = await collect(stream)
+    assert windows == contents(out)
+    assert late == stream.statistics()[-1].late
+
+
+async def test_idle_advance_counts_a_quiet_source_behind_a_slow_stage_from_its_last_item() -> None:
+    """The item reaches the window 2 s late; the source is quiet from then on, and the
+    window [0, 1) holding event 0.5 fires 0.5 s of quiet later."""
+    clock = VirtualClock()
+    src: TestSource[Any] = TestSource([0.5, TestSource.wait(100)], clock=clock)
+    pipe = map(lookup_taking(clock, {0.5: 2.0})) | event_pipe(1)
+    out = await collect_timed(pipe.stream(src, clock=clock), clock)
+    assert [(2.5, [0.5])] == [(t, list(w)) for t, w in out]
+
+
+async def test_a_sync_source_never_advances_the_watermark_by_idleness() -> None:
+    """A sync source always has its next item at hand: however long a stage upstream
+    takes (here 5 s on event 0.9, read in a chunk after the zeros), the watermark
+    moves only with event times, and nothing is late."""
+    clock = VirtualClock()
+    pipe = map(lookup_taking(clock, {0.9: 5.0})) | event_pipe(1)
+    stream = pipe.stream([0.0] * MAX_CHUNK + [0.9, 5.0], clock=clock)
+    out = await collect(stream)
+    assert [[0.0] * MAX_CHUNK + [0.9], [5.0]] == contents(out)
+    assert 0 == stream.statistics()[-1].late
 
 
 # -- keys, flush, order --------------------------------------------------------------

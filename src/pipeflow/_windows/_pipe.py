@@ -4,8 +4,8 @@ Processing time by default: an item belongs to the window of the moment it
 arrives, and a window fires when the clock passes its end (a timer fires it,
 not the next item). With ``timestamp=`` the pipe works in event time: the
 watermark is the largest event time seen minus ``allowed_lateness``, and it also
-moves with the clock while the source is quiet (``idle_advance``), so windows
-close even when no more items come.
+moves with the clock while the source itself is quiet (``idle_advance``), so
+windows close even when no more items come.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from ._time import MAX_US, MIN_US, from_us, seconds_to_us, to_us
 from ._window import Window
 
 if TYPE_CHECKING:
-    from .._core._buffer import Chunk
+    from .._core._buffer import Chunk, ChunkBuffer
     from .._core._config import BackpressureConfig
     from .._core._stages import StageContext
 
@@ -80,10 +80,12 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
         key: ``fn(item)`` giving a hashable key; each key has windows of its own.
         allowed_lateness: how far behind the newest event time an item may be
             and still land in its window (event time only).
-        idle_advance: while the pipe waits for input, let the watermark move
-            with the clock (from the newest event time on), so windows fire
-            while the source is quiet. Time spent blocked on a slow consumer
-            does not count. A bool; ``False`` needs event time.
+        idle_advance: while the pipe waits for input and the source has
+            nothing to hand over, let the watermark move with the clock (from
+            the newest event time on), so windows fire while the source is
+            quiet. Time spent blocked on a slow consumer, or waiting for a stage
+            upstream busy with an item, does not count; a sync source is never
+            quiet. A bool; ``False`` needs event time.
         on_late: an item behind the watermark, whose windows have all fired:
             ``"drop"`` (count it: the default), ``"raise"`` (``LateItemError``),
             or a sink (a list, a callable or a pipe) receiving ``LateItemError``
@@ -234,10 +236,10 @@ class _WindowRun:
             self.logic.opened = OpenedWindows()
         self.event_time = pipe.timestamp is not None
         self.max_ts = _NO_TIME
-        # Seconds spent waiting for input since the newest event time arrived:
-        # the idle advance of the watermark (time blocked on output does not count).
-        self.idle = 0.0
-        self.idle_since: float | None = None
+        # The idle advance of the watermark: seconds, since the newest event time
+        # arrived, in which the pipe waited for input and the source had nothing
+        # either (see ``wait``).
+        self.advance = 0.0
         self.watermark = _NO_TIME
         self.mark = 0  # source position reached by the input so far
         self.acked = 0
@@ -247,17 +249,13 @@ class _WindowRun:
 
     def current_watermark(self) -> int:
         """The watermark now: processing time, or event time (with idle advance)."""
-        clock = self.ctx.clock
         if not self.event_time:
-            return to_us(clock.now())
+            return to_us(self.ctx.clock.now())
         if self.max_ts == _NO_TIME:
             return self.watermark
         wm = self.max_ts - self.pipe._lateness
         if self.pipe.idle_advance:
-            idle = self.idle
-            if self.idle_since is not None:
-                idle += clock.monotonic() - self.idle_since
-            wm += round(idle * 1_000_000)
+            wm += round(self.advance * 1_000_000)
         return max(wm, self.watermark)
 
     def delay_to_next(self) -> float | None:
@@ -321,18 +319,25 @@ class _WindowRun:
                 if error is not None:
                     raise error
                 continue
-            clock = self.ctx.clock
-            delay = self.delay_to_next()
-            self.idle_since = clock.monotonic()
-            try:
-                await wait_input(buf, clock, delay)
-            finally:
-                self.idle += clock.monotonic() - self.idle_since
-                self.idle_since = None
+            await self.wait(buf)
         out, error, undelivered = await self.emit(self.logic.flush())
         yield out, self.mark if error is None else self.ack_mark(undelivered)
         if error is not None:
             raise error
+
+    async def wait(self, buf: ChunkBuffer) -> None:
+        """Wait for input, or until the next window is due on the clock.
+
+        The time the source kept its reader waiting meanwhile goes to the idle
+        advance: time in which a stage upstream was busy with an item (a slow
+        lookup, say) is not idle time, and moving the watermark on through it
+        would make that item late.
+        """
+        idle = self.ctx.source_idle
+        quiet = idle.seconds() if idle is not None else 0.0
+        await wait_input(buf, self.ctx.clock, self.delay_to_next())
+        if idle is not None:
+            self.advance += idle.seconds() - quiet
 
     async def add_items(self, items: list[Any], fired: list[OpenWindow]) -> BaseException | None:
         """Assign a chunk's items to windows (at ``self.watermark``, where the due ones
@@ -447,7 +452,7 @@ class _WindowRun:
             self.watermark = wm
             if max_ts != start_max:
                 self.max_ts = max_ts
-                self.idle = 0.0
+                self.advance = 0.0
 
     def _add_in_order(
         self,
@@ -510,7 +515,7 @@ class _WindowRun:
                 start = t - (t - offset) % size
         if last > self.max_ts:
             self.max_ts = last
-            self.idle = 0.0
+            self.advance = 0.0
             if last - self.pipe._lateness > wm:
                 self.watermark = last - self.pipe._lateness
                 fired += logic.fire(self.watermark)
