@@ -16,14 +16,17 @@ from typing import Any, TypeVar
 import pytest
 
 from helpers import agen, collect, collect_timed, collect_until_error
+from pipeflow._core._buffer import MAX_CHUNK
 from pipeflow.monitoring import StreamMonitor
 from pipeflow.streams import (
     DeadLetter,
     LateItemError,
+    Retry,
     StreamError,
     StreamPipe,
     Window,
     WindowedStreamPipe,
+    map,
 )
 from pipeflow.testing import TestSource, VirtualClock
 
@@ -433,6 +436,76 @@ async def test_idle_advance_does_not_count_time_busy_processing() -> None:
     assert [] == sink
 
 
+def lookup_taking(clock: VirtualClock, seconds: dict[float, float]) -> Any:
+    """An async stage function that takes ``seconds[item]`` on the clock (0 if absent)."""
+
+    async def lookup(t: float) -> float:
+        await clock.sleep(seconds.get(t, 0.0))
+        return t
+
+    return lookup
+
+
+@pytest.mark.parametrize("delay", [0.5, 3.0])
+async def test_idle_advance_does_not_count_time_an_upstream_stage_is_busy(delay: float) -> None:
+    """A live source sends event 0.9 at t=0.9 and a lookup upstream holds it ``delay``
+    seconds: the window waited, but the source was not quiet meanwhile, so the
+    watermark stays below 1 and the item lands in [0, 1), however long the lookup.
+    """
+    clock = VirtualClock()
+    src: TestSource[Any] = TestSource(
+        [TestSource.at(0.0, 0.0), TestSource.at(0.9, 0.9), TestSource.wait(10)], clock=clock
+    )
+    pipe = map(lookup_taking(clock, {0.9: delay})) | event_pipe(1)
+    stream = pipe.stream(src, clock=clock)
+    out = await collect_timed(stream, clock)
+    # Then the source is quiet from the lookup's end: 0.1 s more to reach 1.0.
+    assert [(0.9 + delay + 0.1, [0.0, 0.9])] == [(round(t, 9), list(w)) for t, w in out]
+    assert 0 == stream.statistics()[-1].late
+
+
+@pytest.mark.parametrize(
+    ("lateness", "windows", "late"), [(0.0, [[0.0]], 1), (0.5, [[0.0, 0.9]], 0)]
+)
+async def test_idle_advance_behind_a_buffered_stage_needs_lateness_for_its_latency(
+    lateness: float, windows: list[list[float]], late: int
+) -> None:
+    """A concurrent stage takes event 0.9 from the source at t=0.9 and holds it 0.5 s
+    while the source is quiet: that quiet time counts, so the window [0, 1) fires at
+    t=1 and the item is late, unless allowed_lateness covers the stage's latency."""
+    clock = VirtualClock()
+    src: TestSource[Any] = TestSource(
+        [TestSource.at(0.0, 0.0), TestSource.at(0.9, 0.9), TestSource.wait(10)], clock=clock
+    )
+    stage = map(lookup_taking(clock, {0.9: 0.5}), concurrency=2)
+    stream = (stage | event_pipe(1, allowed_lateness=lateness)).stream(src, clock=clock)
+    out = await collect(stream)
+    assert windows == contents(out)
+    assert late == stream.statistics()[-1].late
+
+
+async def test_idle_advance_counts_a_quiet_source_behind_a_slow_stage_from_its_last_item() -> None:
+    """The item reaches the window 2 s late; the source is quiet from then on, and the
+    window [0, 1) holding event 0.5 fires 0.5 s of quiet later."""
+    clock = VirtualClock()
+    src: TestSource[Any] = TestSource([0.5, TestSource.wait(100)], clock=clock)
+    pipe = map(lookup_taking(clock, {0.5: 2.0})) | event_pipe(1)
+    out = await collect_timed(pipe.stream(src, clock=clock), clock)
+    assert [(2.5, [0.5])] == [(t, list(w)) for t, w in out]
+
+
+async def test_a_sync_source_never_advances_the_watermark_by_idleness() -> None:
+    """A sync source always has its next item at hand: however long a stage upstream
+    takes (here 5 s on event 0.9, read in a chunk after the zeros), the watermark
+    moves only with event times, and nothing is late."""
+    clock = VirtualClock()
+    pipe = map(lookup_taking(clock, {0.9: 5.0})) | event_pipe(1)
+    stream = pipe.stream([0.0] * MAX_CHUNK + [0.9, 5.0], clock=clock)
+    out = await collect(stream)
+    assert [[0.0] * MAX_CHUNK + [0.9], [5.0]] == contents(out)
+    assert 0 == stream.statistics()[-1].late
+
+
 # -- keys, flush, order --------------------------------------------------------------
 
 
@@ -758,6 +831,176 @@ async def test_nan_timestamp_error_says_what_is_wrong() -> None:
         await collect(pipe.stream([1.0, float("nan")]))
     assert isinstance(info.value.__cause__, ValueError)
     assert "finite" in str(info.value.__cause__)
+
+
+# -- event times beyond what a datetime can hold --------------------------------------
+
+MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z in epoch milliseconds
+LAST = datetime.max.replace(tzinfo=UTC)  # the last instant a datetime holds
+
+
+def ms_or_seconds(e: tuple[str, float]) -> float:
+    """Events stamped ("s", epoch seconds) or ("ms", epoch milliseconds), taken as seconds."""
+    return e[1]
+
+
+WINDOW_KINDS: dict[str, dict[str, Any]] = {
+    "tumbling": {"window_size": 60},
+    "sliding": {"window_size": 60, "slide": 30},
+    "session": {"session_gap": 60},
+    "count": {"count": 2},
+}
+
+
+@pytest.mark.parametrize("kind", WINDOW_KINDS)
+@pytest.mark.parametrize("ms", [MS, float(MS)])
+async def test_epoch_milliseconds_are_an_item_error_that_suggests_dividing_by_1000(
+    kind: str, ms: float
+) -> None:
+    """An event time in milliseconds, taken as seconds, lies past the year 9999: the item
+    fails under the policy, with a message naming the value and the likely unit."""
+    pipe: WindowedStreamPipe[Any, Window[Any]] = WindowedStreamPipe(
+        timestamp=ms_or_seconds, **WINDOW_KINDS[kind]
+    )
+    got: list[Window[Any]] = []
+    with pytest.raises(StreamError) as info:
+        await collect_until_error(pipe.stream([("s", MS / 1000), ("ms", ms)]), got)
+    assert ("ms", ms) == info.value.item
+    cause = info.value.__cause__
+    assert isinstance(cause, ValueError)
+    assert (
+        "an event time in epoch seconds must lie within datetime's range (years 1 to 9999), "
+        f"got {ms!r}, about the year 57,971: if it is in milliseconds, divide it by 1,000"
+    ) == str(cause)
+    assert [] == contents(got)  # the window of the good item was open: not flushed
+
+
+@pytest.mark.parametrize("kind", WINDOW_KINDS)
+async def test_out_of_range_event_times_are_skipped_and_counted(kind: str) -> None:
+    """on_error="skip": items stamped in milliseconds are skipped and counted; the others
+    form their windows, whose bounds are readable datetimes."""
+    pipe: WindowedStreamPipe[Any, Window[Any]] = WindowedStreamPipe(
+        timestamp=ms_or_seconds, on_error="skip", **WINDOW_KINDS[kind]
+    )
+    events = [("s", 1.0), ("ms", MS), ("s", 2.0), ("ms", MS + 1000), ("s", 3.0)]
+    stream = pipe.stream(events)
+    out = await collect(stream)
+    assert [("s", 1.0), ("s", 2.0), ("s", 3.0)] == sorted({e for w in out for e in w})
+    assert all(epoch(-60) <= w.start <= w.end <= epoch(120) for w in out)
+    [stats] = stream.statistics()
+    assert (2, 2) == (stats.skipped, stats.errors)
+
+
+async def test_out_of_range_event_times_go_to_dead_letters_and_retries() -> None:
+    """Under DeadLetter the item goes to the sink with the error; under Retry the
+    timestamp function is called again and a good event time is taken."""
+    dead: list[StreamError] = []
+    pipe: WindowedStreamPipe[Any, Window[Any]] = WindowedStreamPipe(
+        60, timestamp=ms_or_seconds, on_error=DeadLetter(dead)
+    )
+    stream = pipe.stream([("s", 1.0), ("ms", MS)])
+    assert [[("s", 1.0)]] == contents(await collect(stream))
+    assert [("ms", MS)] == [e.item for e in dead]
+    assert "divide it by 1,000" in str(dead[0].__cause__)
+    assert 1 == stream.statistics()[0].dead_lettered
+
+    calls: Counter[float] = Counter()
+
+    def seconds_on_second_call(t: float) -> float:
+        calls[t] += 1
+        return t * 1000 if calls[t] == 1 else t  # milliseconds, then the right unit
+
+    retried: WindowedStreamPipe[float, Window[float]] = WindowedStreamPipe(
+        60, timestamp=seconds_on_second_call, on_error=Retry(attempts=2, backoff=0, jitter=0)
+    )
+    stream = retried.stream([MS / 1000])
+    out = await collect(stream)
+    assert [(wall(0), [MS / 1000])] == [(w.start, list(w)) for w in out]
+    assert 1 == stream.statistics()[0].retries
+
+
+async def test_microseconds_and_far_values_are_named_in_the_error() -> None:
+    """Epoch microseconds suggest dividing by 1,000,000; a value no unit explains says
+    how far beyond the range it is; a huge int is described by its size."""
+    messages = []
+    for raw in (MS * 1000, -1e300, 10**400):
+        with pytest.raises(StreamError) as info:
+            await collect(event_pipe_of(lambda _, raw=raw: raw).stream([0]))
+        messages.append(str(info.value.__cause__))
+    assert messages[0].endswith(
+        "got 1767225600000000, about the year 56,003,120: "
+        "if it is in microseconds, divide it by 1,000,000"
+    )
+    assert messages[1].endswith("got -1e+300, far before the year 1")
+    assert messages[2].endswith("got an int of about 401 digits, far after the year 9999")
+
+
+def event_pipe_of(timestamp: Any) -> WindowedStreamPipe[Any, Window[Any]]:
+    return WindowedStreamPipe(60, timestamp=timestamp)
+
+
+async def test_datetimes_whose_window_would_end_past_datetime_max_are_item_errors() -> None:
+    """A datetime within an hour of datetime.max has no room for its one-hour window: an
+    item error naming it; one whose window fits gives a window ending on the hour."""
+    near = datetime(9999, 12, 31, 23, 30, tzinfo=UTC)
+    fits = datetime(9999, 12, 31, 22, 30, tzinfo=UTC)
+    pipe: WindowedStreamPipe[datetime, Window[datetime]] = WindowedStreamPipe(
+        3600, timestamp=lambda d: d, on_error="skip"
+    )
+    stream = pipe.stream([fits, near])
+    out = await collect(stream)
+    assert [(fits.replace(minute=0), fits.replace(hour=23, minute=0), [fits])] == [
+        (w.start, w.end, list(w)) for w in out
+    ]
+    assert 1 == stream.statistics()[0].skipped
+    strict: WindowedStreamPipe[datetime, Window[datetime]] = WindowedStreamPipe(
+        3600, timestamp=lambda d: d
+    )
+    with pytest.raises(StreamError) as info:
+        await collect(strict.stream([near]))
+    assert (
+        "an event time must leave room for its windows within datetime's range "
+        "(years 1 to 9999), got 9999-12-31T23:30:00+00:00, closer to the end of that range "
+        "than the window size (1:00:00)"
+    ) == str(info.value.__cause__)
+
+
+async def test_an_aware_datetime_before_year_1_in_utc_is_an_item_error() -> None:
+    """datetime.min in UTC+5 is before the year 1 in UTC: an item error saying so."""
+    first = datetime.min.replace(tzinfo=timezone(timedelta(hours=5)))
+    pipe: WindowedStreamPipe[datetime, Window[datetime]] = WindowedStreamPipe(
+        count=1, timestamp=lambda d: d
+    )
+    with pytest.raises(StreamError) as info:
+        await collect(pipe.stream([first]))
+    assert (
+        "an event time must lie within datetime's range (years 1 to 9999 in UTC), "
+        "got 0001-01-01T00:00:00+05:00, which is before it in UTC"
+    ) == str(info.value.__cause__)
+
+
+async def test_count_windows_hold_the_last_instant_a_datetime_can() -> None:
+    """Count windows span their items only: datetime.max is a valid event time."""
+    pipe: WindowedStreamPipe[datetime, Window[datetime]] = WindowedStreamPipe(
+        count=1, timestamp=lambda d: d
+    )
+    out = await collect(pipe.stream([LAST]))
+    assert [(LAST, LAST)] == [(w.start, w.end) for w in out]
+
+
+async def test_a_late_item_reports_a_watermark_past_datetime_max_as_datetime_max() -> None:
+    """Idle advance may take the watermark past the last instant a datetime holds; a
+    late item then reports that instant as the watermark."""
+    clock = VirtualClock()
+    base = LAST.replace(second=0, microsecond=0) - timedelta(seconds=2)
+    sink: list[LateItemError] = []
+    pipe: WindowedStreamPipe[datetime, Window[datetime]] = WindowedStreamPipe(
+        1, timestamp=lambda d: d, on_late=sink
+    )
+    src: TestSource[Any] = TestSource([base, TestSource.wait(120), base], clock=clock)
+    out = await collect(pipe.stream(src, clock=clock))
+    assert [[base]] == contents(out)
+    assert [(base, base, LAST)] == [(e.item, e.timestamp, e.watermark) for e in sink]
 
 
 # -- runs, metrics ---------------------------------------------------------------------

@@ -24,6 +24,7 @@ from ._buffer import MAX_CHUNK, Chunk, ChunkBuffer
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import BackpressureConfig
 from ._fusion import FusedOps, direct_consumer, fused_stage
+from ._idle import SourceIdle
 from ._pipe import Pipeable, StreamPipe
 from ._policies import ErrorHandler, log, may_send_to_a_pipe
 from ._sources import Acknowledging, Pausable, check_source, close_source, source_chunks
@@ -61,6 +62,7 @@ class _Run:
         "segment_stats",
         "sides",
         "source",
+        "source_idle",
         "stages",
         "started",
         "tail_chain",
@@ -94,6 +96,7 @@ class _Run:
         #: Acks, pauses and resumes, awaited in order off the consumer's path.
         self._calls = SourceCalls(self._ack)
         self._acked = self._last_mark = 0
+        self.source_idle = SourceIdle(clock)
         #: Fused operators that keep their counters live (see ``flush``).
         self._live: FusedOps | None = None
         self.reading = _Reading()
@@ -134,6 +137,7 @@ class _Run:
             lists=tail > 0 or _needs_buffer(stages, 0),
             close=self._ack is None,
             reading=reading,
+            idle=self.source_idle,
         )
         gens.append(up)
         segment_stats: list[StageStats] = []
@@ -219,6 +223,7 @@ class _Run:
         config = pipe.config or _DEFAULT_CONFIG
         ctx = StageContext(pipe.name, stats, self.clock, errors, config, buffer)
         ctx.acking = self._ack is not None
+        ctx.source_idle = self.source_idle
         return ctx
 
     def flush(self) -> None:

@@ -11,6 +11,7 @@ from types import AsyncGeneratorType, GeneratorType
 from typing import Any, Protocol, runtime_checkable
 
 from ._buffer import MAX_CHUNK, Chunk
+from ._idle import SourceIdle
 
 __all__ = [
     "Acknowledging",
@@ -89,7 +90,12 @@ class Reading(Protocol):
 
 
 async def source_chunks(
-    source: Any, *, lists: bool = True, close: bool = True, reading: Reading | None = None
+    source: Any,
+    *,
+    lists: bool = True,
+    close: bool = True,
+    reading: Reading | None = None,
+    idle: SourceIdle | None = None,
 ) -> AsyncIterator[Chunk]:
     """Chunks of what is ready, up to ``MAX_CHUNK`` items; each chunk's mark
     counts the items read so far. Waiting for more is never worth delaying what
@@ -107,13 +113,15 @@ async def source_chunks(
     At the end the iterator is closed, and then the source (each once), unless
     ``close`` is false: an acknowledging source is closed by its run, after
     its last acknowledgement.
+
+    ``idle``, if given, records when an async source keeps the reader waiting.
     """
     chunks: AsyncIterator[Chunk]
     it: Any = source
     room = reading.room if reading is not None else None
     if hasattr(source, "__aiter__"):
         it = source.__aiter__()
-        chunks = _async_chunks(it, room)
+        chunks = _async_chunks(it, room, idle)
     elif type(source) in _SLICEABLE:
         chunks = _sequence_chunks(source, lists, room)
     else:
@@ -169,10 +177,12 @@ async def _sync_chunks(it: Iterator[Any], room: Room | None) -> AsyncIterator[Ch
         yield chunk, count
 
 
-async def _async_chunks(it: AsyncIterator[Any], room: Room | None) -> AsyncIterator[Chunk]:
+async def _async_chunks(
+    it: AsyncIterator[Any], room: Room | None, idle: SourceIdle | None
+) -> AsyncIterator[Chunk]:
     """Read an async iterator in chunks of the items it hands over without waiting."""
     count = 0
-    pieces = ready_items(it, room)
+    pieces = ready_items(it, room, idle)
     try:
         async for chunk, _ in pieces:
             count += len(chunk)
@@ -182,7 +192,7 @@ async def _async_chunks(it: AsyncIterator[Any], room: Room | None) -> AsyncItera
 
 
 async def ready_items(
-    it: AsyncIterator[Any], room: Room | None = None
+    it: AsyncIterator[Any], room: Room | None = None, idle: SourceIdle | None = None
 ) -> AsyncIterator[tuple[list[Any], bool]]:
     """What an async iterator hands over without waiting, a list at a time.
 
@@ -194,6 +204,7 @@ async def ready_items(
     Each ``__anext__()`` awaitable is stepped by hand: if it completes at once,
     its item joins the list; if it has to wait, the list goes on first, and the
     step in progress is resumed afterwards exactly as ``await`` would have.
+    That wait is recorded in ``idle``, if given.
     """
     pending: _Resume | None = None
     # An async generator's __anext__() is its own __await__() iterator: skip a call.
@@ -208,7 +219,7 @@ async def ready_items(
             if pending is not None:
                 step, pending = pending, None
                 try:
-                    chunk.append(await step)
+                    chunk.append(await (step if idle is None else idle.waiting(step)))
                 except StopAsyncIteration:
                     return
             try:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ._buffer import Chunk, ChunkBuffer
     from ._clock import Clock
     from ._config import BackpressureConfig
+    from ._idle import SourceIdle
     from ._policies import ErrorHandler
     from ._stats import StageStats
 
@@ -73,6 +74,8 @@ class StageContext:
     #: Whether the source takes acknowledgements: stages that hold items only
     #: work out how far the source may be acknowledged when someone listens.
     acking: bool = False
+    #: When the run's source has been waiting for its next item (see ``SourceIdle``).
+    source_idle: SourceIdle | None = None
 
 
 def _emit(kind: Kind, out: list[Any], item: Any, result: Any) -> None:

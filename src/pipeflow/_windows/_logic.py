@@ -114,26 +114,62 @@ class _Heap:
 
 
 class OpenedWindows:
-    """Windows in the order of the source position they hold (``since``), for acks:
-    the oldest still open is found without walking every open window."""
+    """The ``since`` of every open window, for acks: the oldest is found in O(log n).
 
-    __slots__ = ("_heap", "_seq")
+    Holds no window, so a window's items go the moment it fires, however long an
+    older window stays open: a heap of ``(since, id)`` entries, and each open
+    window's ``since`` by id. An entry is live while it matches that record;
+    stale ones (of windows closed, or whose ``since`` moved) are dropped when they
+    reach the top, and all at once when they outnumber the live ones. Memory is
+    bounded by the windows open at once.
+    """
+
+    __slots__ = ("_heap", "_since")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[int, int, OpenWindow]] = []
-        self._seq = 0
+        self._heap: list[tuple[int, int]] = []
+        self._since: dict[int, int] = {}
 
     def push(self, w: OpenWindow) -> None:
         """``w`` opened, or its ``since`` moved earlier (a session merge)."""
-        self._seq += 1
-        heapq.heappush(self._heap, (w.since, self._seq, w))
+        self._since[id(w)] = w.since
+        heapq.heappush(self._heap, (w.since, id(w)))
+
+    def discard(self, w: OpenWindow) -> None:
+        """``w`` is no longer open (it fired, or merged into another): forget it.
+
+        An id may be reused by a window opened later: a stale entry of the old
+        window then matches only if it has the same ``since``, a value some open
+        window does hold, so the oldest is still right.
+        """
+        since = self._since
+        del since[id(w)]
+        if len(self._heap) > 2 * len(since) + _COMPACT_SLACK:
+            self._heap = [(s, i) for i, s in since.items()]
+            heapq.heapify(self._heap)
 
     def oldest_since(self) -> int | None:
         """The least ``since`` of the windows still open (``None`` if none is)."""
-        heap = self._heap
-        while heap and (heap[0][2].fired or heap[0][2].since != heap[0][0]):
+        heap, since = self._heap, self._since
+        while heap and since.get(heap[0][1]) != heap[0][0]:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
+
+    def __len__(self) -> int:
+        """Entries held, live and stale."""
+        return len(self._heap)
+
+
+#: Stale entries ``OpenedWindows`` tolerates beyond the live ones before it compacts.
+_COMPACT_SLACK = 64
+
+
+def _discard_all(opened: OpenedWindows | None, closed: list[OpenWindow]) -> list[OpenWindow]:
+    """Tell ``opened`` (when acks are tracked) that the ``closed`` windows are gone."""
+    if opened is not None:
+        for w in closed:
+            opened.discard(w)
+    return closed
 
 
 class TumblingWindows:
@@ -209,7 +245,7 @@ class TumblingWindows:
             for w in group.values():
                 w.fired = True
                 fired.append(w)
-        return fired
+        return _discard_all(self.opened, fired)
 
     def flush(self) -> list[OpenWindow]:
         return self.fire(2**63)
@@ -244,12 +280,12 @@ class SlidingWindows:
         fired = self._heap.pop_until(watermark)
         for w in fired:
             del self._open[w.key, w.start]
-        return fired
+        return _discard_all(self.opened, fired)
 
     def flush(self) -> list[OpenWindow]:
         fired = self._heap.drain()
         self._open.clear()
-        return fired
+        return _discard_all(self.opened, fired)
 
     def next_end(self) -> int | None:
         return self._heap.peek_end()
@@ -326,6 +362,8 @@ class SessionWindows:
                 if self.opened is not None:
                     self.opened.push(w)
             other.fired = True  # merged away: its heap entry is stale
+            if self.opened is not None:
+                self.opened.discard(other)
             sessions.remove(other)
             self._open -= 1
         w.items.append(item)
@@ -343,7 +381,7 @@ class SessionWindows:
             self._open -= 1
             if not sessions:
                 del self._sessions[w.key]
-        return fired
+        return _discard_all(self.opened, fired)
 
     def fire(self, watermark: int) -> list[OpenWindow]:
         return self._release(self._heap.pop_until(watermark))
@@ -389,6 +427,8 @@ class CountWindows:
         if len(w.items) >= self._count:
             del self._open[key]
             w.fired = True
+            if self.opened is not None:
+                self.opened.discard(w)
             self._full.append(w)
         return True
 
@@ -401,7 +441,7 @@ class CountWindows:
         self._open.clear()
         for w in rest:
             w.fired = True
-        return self.fire(0) + rest
+        return self.fire(0) + _discard_all(self.opened, rest)
 
     def next_end(self) -> int | None:
         return None

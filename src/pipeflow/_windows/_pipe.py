@@ -4,8 +4,8 @@ Processing time by default: an item belongs to the window of the moment it
 arrives, and a window fires when the clock passes its end (a timer fires it,
 not the next item). With ``timestamp=`` the pipe works in event time: the
 watermark is the largest event time seen minus ``allowed_lateness``, and it also
-moves with the clock while the source is quiet (``idle_advance``), so windows
-close even when no more items come.
+moves with the clock while the source itself is quiet (``idle_advance``), so
+windows close even when no more items come.
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ from ._logic import (
     TumblingWindows,
     WindowLogic,
 )
-from ._time import from_us, seconds_to_us, to_us
+from ._time import MAX_US, MIN_US, from_us, seconds_to_us, to_us
 from ._window import Window
 
 if TYPE_CHECKING:
-    from .._core._buffer import Chunk
+    from .._core._buffer import Chunk, ChunkBuffer
     from .._core._config import BackpressureConfig
     from .._core._stages import StageContext
 
@@ -80,10 +80,12 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
         key: ``fn(item)`` giving a hashable key; each key has windows of its own.
         allowed_lateness: how far behind the newest event time an item may be
             and still land in its window (event time only).
-        idle_advance: while the pipe waits for input, let the watermark move
-            with the clock (from the newest event time on), so windows fire
-            while the source is quiet. Time spent blocked on a slow consumer
-            does not count. A bool; ``False`` needs event time.
+        idle_advance: while the pipe waits for input and the source has
+            nothing to hand over, let the watermark move with the clock (from
+            the newest event time on), so windows fire while the source is
+            quiet. Time spent blocked on a slow consumer, or waiting for a stage
+            upstream busy with an item, does not count; a sync source is never
+            quiet. A bool; ``False`` needs event time.
         on_late: an item behind the watermark, whose windows have all fired:
             ``"drop"`` (count it: the default), ``"raise"`` (``LateItemError``),
             or a sink (a list, a callable or a pipe) receiving ``LateItemError``
@@ -175,6 +177,8 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
         session_gap: timedelta | float | None,
         count: int | None,
     ) -> Callable[[], WindowLogic]:
+        """The factory of the run's window logic. Sets ``_reach``: how far an item's
+        windows may reach from its event time (microseconds), and what sets that."""
         if count is not None or session_gap is not None:
             kind = "count" if count is not None else "session"
             for name, given in (("slide", slide is not None), ("offset", self._offset != 0)):
@@ -185,12 +189,15 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
             if isinstance(count, bool) or not isinstance(count, int) or count < 1:
                 msg = f"count must be an int >= 1, got {count!r}"
                 raise ValueError(msg)
+            self._reach = (0, "")
             return lambda: CountWindows(count)
         if session_gap is not None:
             gap = seconds_to_us(session_gap, "session_gap")
+            self._reach = (gap, "session gap")
             return lambda: SessionWindows(gap)
         assert window_size is not None
         size = seconds_to_us(window_size, "window_size")
+        self._reach = (size, "window size")
         offset = self._offset
         if slide is None:
             return lambda: TumblingWindows(size, offset)
@@ -232,13 +239,16 @@ class _WindowRun:
             self.logic.opened = OpenedWindows()
         self.event_time = pipe.timestamp is not None
         self.max_ts = _NO_TIME
-        # Seconds spent waiting for input since the newest event time arrived:
-        # the idle advance of the watermark (time blocked on output does not count).
-        self.idle = 0.0
-        self.idle_since: float | None = None
+        # The idle advance of the watermark: seconds, since the newest event time
+        # arrived, in which the pipe waited for input and the source had nothing
+        # either (see ``wait``).
+        self.advance = 0.0
         self.watermark = _NO_TIME
         self.mark = 0  # source position reached by the input so far
         self.acked = 0
+        # The event times whose windows a datetime can hold, in microseconds.
+        reach = pipe._reach[0]
+        self.lowest, self.highest = MIN_US + reach, MAX_US - reach
         ctx.stats.held = self.held
         ctx.stats.held_in = "in open windows"
 
@@ -248,17 +258,13 @@ class _WindowRun:
 
     def current_watermark(self) -> int:
         """The watermark now: processing time, or event time (with idle advance)."""
-        clock = self.ctx.clock
         if not self.event_time:
-            return to_us(clock.now())
+            return to_us(self.ctx.clock.now())
         if self.max_ts == _NO_TIME:
             return self.watermark
         wm = self.max_ts - self.pipe._lateness
         if self.pipe.idle_advance:
-            idle = self.idle
-            if self.idle_since is not None:
-                idle += clock.monotonic() - self.idle_since
-            wm += round(idle * 1_000_000)
+            wm += round(self.advance * 1_000_000)
         return max(wm, self.watermark)
 
     def delay_to_next(self) -> float | None:
@@ -322,18 +328,25 @@ class _WindowRun:
                 if error is not None:
                     raise error
                 continue
-            clock = self.ctx.clock
-            delay = self.delay_to_next()
-            self.idle_since = clock.monotonic()
-            try:
-                await wait_input(buf, clock, delay)
-            finally:
-                self.idle += clock.monotonic() - self.idle_since
-                self.idle_since = None
+            await self.wait(buf)
         out, error, undelivered = await self.emit(self.logic.flush())
         yield out, self.mark if error is None else self.ack_mark(undelivered)
         if error is not None:
             raise error
+
+    async def wait(self, buf: ChunkBuffer) -> None:
+        """Wait for input, or until the next window is due on the clock.
+
+        The time the source kept its reader waiting meanwhile goes to the idle
+        advance: time in which a stage upstream was busy with an item (a slow
+        lookup, say) is not idle time, and moving the watermark on through it
+        would make that item late.
+        """
+        idle = self.ctx.source_idle
+        quiet = idle.seconds() if idle is not None else 0.0
+        await wait_input(buf, self.ctx.clock, self.delay_to_next())
+        if idle is not None:
+            self.advance += idle.seconds() - quiet
 
     async def add_items(self, items: list[Any], fired: list[OpenWindow]) -> BaseException | None:
         """Assign a chunk's items to windows (at ``self.watermark``, where the due ones
@@ -344,7 +357,11 @@ class _WindowRun:
         their turn; the items between them go to their windows in runs.
 
         Returns the error that must end the stream (after ``fired`` is emitted).
+        An empty chunk (everything upstream filtered out, or only the source
+        position moved on) adds nothing.
         """
+        if not items:
+            return None
         tsfn, keyfn = self.pipe.timestamp, self.pipe.key
         failed: dict[int, Exception] = {}
         raws = call_each(tsfn, items, failed) if tsfn is not None else None
@@ -362,7 +379,9 @@ class _WindowRun:
                     await add(items[pos:i], _part(raws, pos, i), _part(keys, pos, i), fired)
                 pos = i + 1
                 x = items[i]
-                got = await self.resolve(x, failed[i], partial(_ts_key, tsfn, keyfn, x))
+                got = await self.resolve(
+                    x, failed[i], partial(_ts_key, tsfn, keyfn, self.event_us, x)
+                )
                 if got is not SKIP:
                     raw, k = got
                     await add([x], [raw], [k], fired)
@@ -406,17 +425,20 @@ class _WindowRun:
         size, offset = (tumbling.size, tumbling.offset) if tumbling is not None else (1, 0)
         lateness = self.pipe._lateness
         max_ts = start_max = self.max_ts
+        lowest, highest = self.lowest, self.highest
         due = _due(logic)
         try:
             for x, raw, k in zip(items, raws, keys or [None] * len(items), strict=True):
                 try:
                     ts = round(raw * 1e6) if type(raw) is float else to_us(raw)
+                    if not lowest <= ts <= highest:
+                        ts = self.event_us(raw)  # raises the error that says why
                 except Exception as exc:
-                    retry = partial(_ts_key, tsfn, None, x)
+                    retry = partial(_ts_key, tsfn, None, self.event_us, x)
                     got = await self.resolve(x, _time_error(raw, exc), retry)
                     if got is SKIP:
                         continue
-                    ts = to_us(got[0])
+                    ts = self.event_us(got[0])
                 if ts > max_ts:
                     max_ts = ts
                     if ts - lateness > wm:
@@ -439,7 +461,7 @@ class _WindowRun:
             self.watermark = wm
             if max_ts != start_max:
                 self.max_ts = max_ts
-                self.idle = 0.0
+                self.advance = 0.0
 
     def _add_in_order(
         self,
@@ -468,6 +490,8 @@ class _WindowRun:
             first, last = _seconds_to_us(raws[0]), _seconds_to_us(raws[-1])
         except (ValueError, OverflowError):
             return False  # NaN or infinite: the item loop fails the item
+        if not (self.lowest <= first and last <= self.highest):
+            return False  # beyond what a datetime can hold: the item loop fails the item
         size, offset = logic.size, logic.offset
         start = first - (first - offset) % size
         if start + size <= wm:
@@ -500,11 +524,27 @@ class _WindowRun:
                 start = t - (t - offset) % size
         if last > self.max_ts:
             self.max_ts = last
-            self.idle = 0.0
+            self.advance = 0.0
             if last - self.pipe._lateness > wm:
                 self.watermark = last - self.pipe._lateness
                 fired += logic.fire(self.watermark)
         return True
+
+    def event_us(self, raw: Any) -> int:
+        """An event time as microseconds (see ``to_us``), checked: its windows must
+        start and end within the range of a datetime."""
+        ts = to_us(raw)
+        if not self.lowest <= ts <= self.highest:
+            reach, what = self.pipe._reach
+            edge = "end" if ts > self.highest else "start"
+            given = raw.isoformat() if isinstance(raw, datetime) else f"{raw!r:.60}"
+            msg = (
+                "an event time must leave room for its windows within datetime's range "
+                f"(years 1 to 9999), got {given}, closer to the {edge} of that range "
+                f"than the {what} ({timedelta(microseconds=reach)})"
+            )
+            raise ValueError(msg)
+        return ts
 
     async def resolve(self, item: Any, exc: Exception, fn: Callable[[], Any]) -> Any:
         """Apply the error policy to a failed key or timestamp function."""
@@ -519,7 +559,8 @@ class _WindowRun:
         policy = self.pipe.on_late
         if policy == "drop":
             return
-        error = LateItemError(item, self.pipe.name, from_us(ts), from_us(wm))
+        # Idle advance may take the watermark past the last instant a datetime holds.
+        error = LateItemError(item, self.pipe.name, from_us(ts), from_us(min(wm, MAX_US)))
         if policy == "raise":
             raise error
         await self.ctx.errors.deliver(policy, error)
@@ -625,13 +666,17 @@ def _part(values: list[Any] | None, start: int, stop: int) -> list[Any] | None:
 
 
 def _ts_key(
-    tsfn: Callable[[Any], Any] | None, keyfn: Callable[[Any], Hashable] | None, item: Any
+    tsfn: Callable[[Any], Any] | None,
+    keyfn: Callable[[Any], Hashable] | None,
+    check: Callable[[Any], int],
+    item: Any,
 ) -> tuple[Any, Hashable]:
-    """One item's event time (checked, as given) and key (checked): a retry's call."""
+    """One item's event time (checked by ``check``, given as it came) and key
+    (checked): a retry's call."""
     raw = None
     if tsfn is not None:
         raw = tsfn(item)
-        to_us(raw)  # fails as the item loop would
+        check(raw)  # fails as the item loop would
     k = keyfn(item) if keyfn is not None else None
     if keyfn is not None and (error := _unhashable(k)) is not None:
         raise error

@@ -1,0 +1,47 @@
+"""``SourceIdle``: how long the run's source has had nothing to hand over."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from ._clock import Clock
+
+__all__ = ["SourceIdle"]
+
+T = TypeVar("T")
+
+
+class SourceIdle:
+    """The time the run's source has kept its reader waiting for the next item.
+
+    The run's source reader records each wait of an async source that has
+    nothing ready: ``since`` is the clock's ``monotonic()`` when the wait in
+    progress began (``None`` while the reader reads what is ready, hands it on,
+    or is held up downstream), ``total`` the seconds of the waits that are over.
+    A sync source never waits, so it is never idle. Stages read it to tell a
+    quiet source from a slow stage upstream of them (see the idle advance of
+    ``WindowedStreamPipe``).
+    """
+
+    __slots__ = ("_clock", "since", "total")
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self.since: float | None = None
+        self.total = 0.0
+
+    def seconds(self) -> float:
+        """Seconds the source has kept the reader waiting so far, the wait in progress included."""
+        since = self.since
+        return self.total if since is None else self.total + (self._clock.monotonic() - since)
+
+    async def waiting(self, read: Awaitable[T]) -> T:
+        """Await ``read``, a read of the source that has to wait, as idle time."""
+        self.since = self._clock.monotonic()
+        try:
+            return await read
+        finally:
+            self.total += self._clock.monotonic() - self.since
+            self.since = None
