@@ -120,6 +120,46 @@ async def _agen_counts(items: Iterable[Event]) -> AsyncIterator[Count]:
         yield c
 
 
+def _fire_lists(
+    windows: dict[float, dict[str, list[Event]]], watermark: float
+) -> tuple[list[Count], float]:
+    """As ``_fire``, for windows that hold their events: counts them."""
+    fired = []
+    for start in sorted(s for s in windows if s + WINDOW <= watermark):
+        fired += [(key, start, len(held)) for key, held in windows.pop(start).items()]
+    return fired, min(windows, default=math.inf) + WINDOW
+
+
+async def _agen_lists(items: Iterable[Event]) -> AsyncIterator[Count]:
+    """One async generator reading the list that keeps every window's events, as a
+    pipe must to hand ``aggregate_window`` the window, and counts them when it fires."""
+    windows: dict[float, dict[str, list[Event]]] = {}
+    watermark = -math.inf
+    due = math.inf
+    for e in items:
+        ts, key = e
+        start = ts - ts % WINDOW
+        if ts > watermark:
+            watermark = ts
+            if watermark >= due:
+                fired, due = _fire_lists(windows, watermark)
+                for c in fired:
+                    yield c
+        elif start + WINDOW <= watermark:
+            continue
+        held = windows.get(start)
+        if held is None:
+            held = windows[start] = {}
+            due = min(due, start + WINDOW)
+        events_of_key = held.get(key)
+        if events_of_key is None:
+            held[key] = [e]
+        else:
+            events_of_key.append(e)
+    for c in _fire_lists(windows, math.inf)[0]:
+        yield c
+
+
 async def _agen_counts_async_source(events: AsyncIterable[Event]) -> AsyncIterator[Count]:
     """``dict_counts`` as one async generator over the async source."""
     windows: dict[float, dict[str, int]] = {}
@@ -150,6 +190,10 @@ async def dict_loop(items: Sequence[Event]) -> list[Count]:
 
 async def agen_dict(items: Sequence[Event]) -> list[Count]:
     return [c async for c in _agen_counts(items)]
+
+
+async def agen_lists(items: Sequence[Event]) -> list[Count]:
+    return [c async for c in _agen_lists(items)]
 
 
 async def agen_dict_async_source(items: Sequence[Event]) -> list[Count]:
@@ -243,6 +287,13 @@ IMPLEMENTATIONS: tuple[Impl[Sequence[Event]], ...] = (
         pf_window,
         "agen-dict",
         canon=_pf_canon,
+    ),
+    Impl(
+        "agen-lists",
+        "one async generator keeping each window's events",
+        agen_lists,
+        "agen-dict",
+        canon=_canon,
     ),
     Impl(
         "bytewax",
