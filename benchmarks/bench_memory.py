@@ -20,7 +20,7 @@ __all__ = ["run_memory"]
 
 _SCRIPT = Path(__file__).with_name("bench_slow_consumer.py")
 _MB = 1024 * 1024
-#: The issue's limit on pipeflow's peak RSS growth, in MB.
+#: The target for pipeflow's peak RSS growth, in MB.
 LIMIT_MB = 5.0
 
 

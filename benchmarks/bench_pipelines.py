@@ -1,9 +1,13 @@
 """The map -> filter -> map pipelines under test: baselines and pipeflow variants.
 
 Every implementation computes ``x + 1``, keeps even results, then ``x * 2`` over
-``range(n)``, and consumes every output. ``run(n, check)`` returns
-``(count, total)``: with ``check`` the outputs are also summed (and pipeflow's own
-counters are checked), without it they are only counted, which is what is timed.
+the ints ``0..m-1`` and consumes every output. Its input is a list of them, built
+before any timer starts. An implementation reads that list itself (a "list
+source"), or ``numbers(list)``, an async generator handing the items over one by
+one (an "async source"): both sides of every comparison read the same kind of
+source. ``run(data, check)`` returns ``(count, total)``: with ``check`` the
+outputs are also summed (and pipeflow's own counters are checked), without it
+they are only counted, which is what is timed.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any
 
 from aiostream import pipe, stream
@@ -21,7 +24,7 @@ from pipeflow.streams import BackpressureConfig, Pipeable, StreamPipe
 from pipeflow.streams import filter as pf_filter
 from pipeflow.streams import map as pf_map
 
-__all__ = ["IMPLEMENTATIONS", "Impl", "Tally", "expected"]
+__all__ = ["IMPLEMENTATIONS", "Impl", "Tally", "every_item", "expected", "numbers"]
 
 #: (number of outputs, sum of outputs or 0 when not checking)
 Tally = tuple[int, int]
@@ -29,11 +32,13 @@ Tally = tuple[int, int]
 #: Items per slot of the hand-written queue pipeline (pipeflow's MAX_CHUNK too).
 BATCH = 256
 QUEUE_SLOTS = 1000
+#: The share of the items the ``process_stream`` chains run over (300,000 of 1,000,000).
+PROCESS_STREAM_SHARE = 0.3
 
 
-def expected(n: int) -> Tally:
-    """The outputs are 2*y for the even y in 1..n: count k = n // 2, sum 2k(k+1)."""
-    k = n // 2
+def expected(m: int) -> Tally:
+    """The outputs are 2*y for the even y in 1..m: count k = m // 2, sum 2k(k+1)."""
+    k = m // 2
     return k, 2 * k * (k + 1)
 
 
@@ -64,7 +69,13 @@ async def double_async(x: int) -> int:
     return x * 2
 
 
-# -- consuming ----------------------------------------------------------------------
+# -- sources and consuming -----------------------------------------------------------
+
+
+async def numbers(items: Iterable[int]) -> AsyncIterator[int]:
+    """The async source: hands the items over one at a time, never waiting."""
+    for x in items:
+        yield x
 
 
 async def drain(items: AsyncIterable[int], check: bool) -> Tally:
@@ -84,17 +95,17 @@ async def drain(items: AsyncIterable[int], check: bool) -> Tally:
 # -- baselines ----------------------------------------------------------------------
 
 
-async def sync_loop(n: int, check: bool) -> Tally:
+async def sync_loop(data: list[int], check: bool) -> Tally:
     """A plain for-loop calling the sync functions: the Python limit."""
     count = total = 0
     if check:
-        for x in range(n):
+        for x in data:
             y = add_one(x)
             if is_even(y):
                 count += 1
                 total += double(y)
         return count, total
-    for x in range(n):
+    for x in data:
         y = add_one(x)
         if is_even(y):
             double(y)
@@ -102,9 +113,26 @@ async def sync_loop(n: int, check: bool) -> Tally:
     return count, 0
 
 
-async def _numbers(n: int) -> AsyncIterator[int]:
-    for x in range(n):
+async def _passing(items: Iterable[int]) -> AsyncIterator[int]:
+    """One async generator yielding every item of the list, nothing else."""
+    for x in items:
         yield x
+
+
+def every_item(m: int) -> Tally:
+    """What draining all ``m`` input items gives: count m, sum m(m-1)/2."""
+    return m, m * (m - 1) // 2
+
+
+async def agen_bare(data: list[int], check: bool) -> Tally:
+    """One async generator handing the consumer every item of the list: what an
+    ``async for`` over an async generator costs per item, with no work at all."""
+    return await drain(_passing(data), check)
+
+
+async def source_bare(data: list[int], check: bool) -> Tally:
+    """The async source itself, drained: what reading it costs per item."""
+    return await drain(numbers(data), check)
 
 
 async def _amap(fn: Callable[[int], int], items: AsyncIterable[int]) -> AsyncIterator[int]:
@@ -113,7 +141,7 @@ async def _amap(fn: Callable[[int], int], items: AsyncIterable[int]) -> AsyncIte
 
 
 async def _amap_first(fn: Callable[[int], int], items: Iterable[int]) -> AsyncIterator[int]:
-    """A first stage reading a plain iterable, as pipeflow reads ``range(n)``."""
+    """A first stage reading the list itself, as pipeflow reads it."""
     for x in items:
         yield fn(x)
 
@@ -146,34 +174,55 @@ async def _afilter_await(
             yield x
 
 
-async def agen_chain(n: int, check: bool) -> Tally:
+async def agen_chain(data: list[int], check: bool) -> Tally:
     """Async generators chained by hand, calling the sync functions; the first one
-    iterates ``range(n)``, the source pipeflow's (a) reads."""
-    return await drain(_amap(double, _afilter(is_even, _amap_first(add_one, range(n)))), check)
+    iterates the list itself."""
+    return await drain(_amap(double, _afilter(is_even, _amap_first(add_one, data))), check)
 
 
-async def _one_generator(n: int) -> AsyncIterator[int]:
-    for x in range(n):
+async def agen_chain_async_source(data: list[int], check: bool) -> Tally:
+    """The same chain over the async source."""
+    return await drain(_amap(double, _afilter(is_even, _amap(add_one, numbers(data)))), check)
+
+
+async def _one_generator(items: Iterable[int]) -> AsyncIterator[int]:
+    for x in items:
         y = add_one(x)
         if is_even(y):
             yield double(y)
 
 
-async def agen_one(n: int, check: bool) -> Tally:
-    """One async generator doing all three steps inline: the least an async
-    iterator can cost per result, whatever library produces it."""
-    return await drain(_one_generator(n), check)
+async def _one_generator_async_source(items: AsyncIterable[int]) -> AsyncIterator[int]:
+    async for x in items:
+        y = add_one(x)
+        if is_even(y):
+            yield double(y)
 
 
-async def agen_chain_async_source(n: int, check: bool) -> Tally:
-    """The same chain over an async-generator source: one generator more per item."""
-    return await drain(_amap(double, _afilter(is_even, _amap(add_one, _numbers(n)))), check)
+async def agen_one(data: list[int], check: bool) -> Tally:
+    """One async generator doing all three steps inline over the list: the least an
+    async iterator can cost per result, whatever library produces it."""
+    return await drain(_one_generator(data), check)
 
 
-async def agen_chain_async(n: int, check: bool) -> Tally:
-    """The chain of ``agen_chain``, awaiting async functions."""
+async def agen_one_async_source(data: list[int], check: bool) -> Tally:
+    """One async generator doing all three steps inline over the async source."""
+    return await drain(_one_generator_async_source(numbers(data)), check)
+
+
+async def agen_chain_async(data: list[int], check: bool) -> Tally:
+    """A chain of three async generators, each awaiting its async function per item;
+    the first one iterates the list itself."""
     chain = _amap_await(
-        double_async, _afilter_await(is_even_async, _amap_await_first(add_one_async, range(n)))
+        double_async, _afilter_await(is_even_async, _amap_await_first(add_one_async, data))
+    )
+    return await drain(chain, check)
+
+
+async def agen_chain_async_async_source(data: list[int], check: bool) -> Tally:
+    """``agen_chain_async`` whose first generator iterates the async source."""
+    chain = _amap_await(
+        double_async, _afilter_await(is_even_async, _amap_await(add_one_async, numbers(data)))
     )
     return await drain(chain, check)
 
@@ -190,23 +239,22 @@ async def _queue_stage(
     await outq.put(None)
 
 
-async def _queue_source(n: int, outq: asyncio.Queue[Batch]) -> None:
-    it = iter(range(n))
-    while batch := list(islice(it, BATCH)):
-        await outq.put(batch)
+async def _queue_source(data: list[int], outq: asyncio.Queue[Batch]) -> None:
+    for i in range(0, len(data), BATCH):
+        await outq.put(data[i : i + BATCH])
     await outq.put(None)
 
 
-async def queue_pipeline(n: int, check: bool) -> Tally:
-    """A source task and one task per stage, joined by asyncio.Queue(maxsize=1000)
-    holding lists of up to 256 items per slot."""
+async def queue_pipeline(data: list[int], check: bool) -> Tally:
+    """A source task slicing the list and one task per stage, joined by
+    asyncio.Queue(maxsize=1000) holding lists of up to 256 items per slot."""
     q: list[asyncio.Queue[Batch]] = [asyncio.Queue(maxsize=QUEUE_SLOTS) for _ in range(4)]
     stages: list[Callable[[list[int]], list[int]]] = [
         lambda b: [add_one(x) for x in b],
         lambda b: [x for x in b if is_even(x)],
         lambda b: [double(x) for x in b],
     ]
-    tasks = [asyncio.create_task(_queue_source(n, q[0]))]
+    tasks = [asyncio.create_task(_queue_source(data, q[0]))]
     tasks += [asyncio.create_task(_queue_stage(fn, q[i], q[i + 1])) for i, fn in enumerate(stages)]
     try:
         return await _drain_batches(q[3], check)
@@ -230,13 +278,17 @@ async def _drain_batches(q: asyncio.Queue[Batch], check: bool) -> Tally:
     return count, 0
 
 
-async def aiostream_chain(n: int, check: bool) -> Tally:
-    """aiostream 0.8: ``stream.iterate | pipe.map | pipe.filter | pipe.map``."""
+async def aiostream_chain(data: list[int], check: bool) -> Tally:
+    """aiostream 0.8: ``stream.iterate(async source) | pipe.map | pipe.filter | pipe.map``.
+
+    Given the async source, ``stream.iterate`` reads it as it is (given a plain
+    iterable, it would let the event loop run after every item).
+    """
     # aiostream's MapCallable protocol wants ``(arg, /, *args)``, though one-argument
     # functions are what its docs show; Any keeps mypy quiet with or without aiostream.
     first: Any = add_one
     last: Any = double
-    xs = stream.iterate(range(n)) | pipe.map(first) | pipe.filter(is_even) | pipe.map(last)
+    xs = stream.iterate(numbers(data)) | pipe.map(first) | pipe.filter(is_even) | pipe.map(last)
     async with xs.stream() as items:
         tally = await drain(items, check)
     return tally
@@ -264,35 +316,58 @@ class KeepEven(StreamPipe[int, int]):
                 yield x
 
 
+class AddOneStream(StreamPipe[int, int]):
+    """``process_stream`` awaiting an async function per item."""
+
+    async def process_stream(self, stream: AsyncIterator[int]) -> AsyncIterator[int]:
+        async for x in stream:
+            yield await add_one_async(x)
+
+
+class DoubleStream(StreamPipe[int, int]):
+    """``process_stream`` awaiting an async function per item."""
+
+    async def process_stream(self, stream: AsyncIterator[int]) -> AsyncIterator[int]:
+        async for x in stream:
+            yield await double_async(x)
+
+
 def _buffered() -> BackpressureConfig:
     return BackpressureConfig()
 
 
 async def _run_pipeflow(
-    pipeline: Pipeable[int, int], source: Iterable[int] | AsyncIterable[int], n: int, check: bool
+    pipeline: Pipeable[int, int], source: Iterable[int] | AsyncIterable[int], m: int, check: bool
 ) -> Tally:
     async with pipeline.stream(source) as results:
         tally = await drain(results, check)
         if check:
-            want = expected(n)[0]
+            want = expected(m)[0]
             stats = results.statistics()
-            if stats[0].items_in != n or stats[-1].items_out != want:
+            if stats[0].items_in != m or stats[-1].items_out != want:
                 raise RuntimeError(f"{pipeline.name}: statistics() disagree: {stats}")
     return tally
 
 
-async def pf_operators(n: int, check: bool) -> Tally:
+def _operators() -> Pipeable[int, int]:
+    return pf_map(add_one) | pf_filter(is_even) | pf_map(double)
+
+
+async def pf_operators(data: list[int], check: bool) -> Tally:
     """pipeflow ``map(f1) | filter(f2) | map(f3)`` with sync functions."""
-    pipeline = pf_map(add_one) | pf_filter(is_even) | pf_map(double)
-    return await _run_pipeflow(pipeline, range(n), n, check)
+    return await _run_pipeflow(_operators(), data, len(data), check)
 
 
-async def pf_operators_chunks(n: int, check: bool) -> Tally:
+async def pf_operators_async_source(data: list[int], check: bool) -> Tally:
+    """As ``pf_operators``, over the async source."""
+    return await _run_pipeflow(_operators(), numbers(data), len(data), check)
+
+
+async def pf_operators_chunks(data: list[int], check: bool) -> Tally:
     """As ``pf_operators``, the results taken a list at a time with ``chunks()``
     (as the queue pipeline's consumer takes its lists)."""
-    pipeline = pf_map(add_one) | pf_filter(is_even) | pf_map(double)
     count = total = 0
-    async with pipeline.stream(range(n)) as results:
+    async with _operators().stream(data) as results:
         if check:
             async for chunk in results.chunks():
                 count += len(chunk)
@@ -304,22 +379,31 @@ async def pf_operators_chunks(n: int, check: bool) -> Tally:
     return count, 0
 
 
-async def pf_subclasses(n: int, check: bool) -> Tally:
+async def pf_subclasses(data: list[int], check: bool) -> Tally:
     """Subclasses overriding ``process_item``; the filter is ``filter(async fn)``."""
     pipeline = AddOne() | pf_filter(is_even_async) | Double()
-    return await _run_pipeflow(pipeline, range(n), n, check)
+    return await _run_pipeflow(pipeline, data, len(data), check)
 
 
-async def pf_subclasses_stream_filter(n: int, check: bool) -> Tally:
+async def pf_subclasses_stream_filter(data: list[int], check: bool) -> Tally:
     """Three subclasses; the filter one overrides ``process_stream``."""
     pipeline = AddOne() | KeepEven() | Double()
-    return await _run_pipeflow(pipeline, range(n), n, check)
+    return await _run_pipeflow(pipeline, data, len(data), check)
 
 
-async def pf_operators_async_source(n: int, check: bool) -> Tally:
-    """As ``pf_operators``, over the async-generator source the chains read."""
-    pipeline = pf_map(add_one) | pf_filter(is_even) | pf_map(double)
-    return await _run_pipeflow(pipeline, _numbers(n), n, check)
+def _stream_subclasses() -> Pipeable[int, int]:
+    return AddOneStream() | KeepEven() | DoubleStream()
+
+
+async def pf_process_stream(data: list[int], check: bool) -> Tally:
+    """Three subclasses overriding ``process_stream``, each awaiting an async function
+    per item, over the list."""
+    return await _run_pipeflow(_stream_subclasses(), data, len(data), check)
+
+
+async def pf_process_stream_async_source(data: list[int], check: bool) -> Tally:
+    """As ``pf_process_stream``, over the async source."""
+    return await _run_pipeflow(_stream_subclasses(), numbers(data), len(data), check)
 
 
 def _buffered_pipeline() -> Pipeable[int, int]:
@@ -330,20 +414,20 @@ def _buffered_pipeline() -> Pipeable[int, int]:
     )
 
 
-async def pf_buffered(n: int, check: bool) -> Tally:
+async def pf_buffered(data: list[int], check: bool) -> Tally:
     """As ``pf_subclasses``, each pipe with ``config=BackpressureConfig()``."""
-    return await _run_pipeflow(_buffered_pipeline(), range(n), n, check)
+    return await _run_pipeflow(_buffered_pipeline(), data, len(data), check)
 
 
-async def pf_buffered_monitored(n: int, check: bool) -> Tally:
+async def pf_buffered_monitored(data: list[int], check: bool) -> Tally:
     """As ``pf_buffered``, with a ``StreamMonitor`` set on the pipeline."""
     pipeline = _buffered_pipeline()
     monitor = StreamMonitor()
     pipeline.set_monitor(monitor)
-    tally = await _run_pipeflow(pipeline, range(n), n, check)
+    tally = await _run_pipeflow(pipeline, data, len(data), check)
     if check:
         metrics = monitor.get_metrics()
-        if metrics.items_in != n or metrics.items_out != expected(n)[0]:
+        if metrics.items_in != len(data) or metrics.items_out != expected(len(data))[0]:
             raise RuntimeError(f"monitor disagrees: {metrics}")
     return tally
 
@@ -355,46 +439,115 @@ async def pf_buffered_monitored(n: int, check: bool) -> Tally:
 class Impl:
     """An implementation: ``key`` is what ``--only`` and the targets refer to.
 
-    A slow one runs over ``n // divisor`` items, to keep the suite short.
+    ``base`` is the key of the hand-written implementation over the same kind of
+    source its table row is compared with. A slow one runs over ``n * share``
+    items, to keep the suite short. The two floors (an async generator that
+    only hands items over) output every item: ``expect`` says what they give.
     """
 
     key: str
     label: str
-    run: Callable[[int, bool], Awaitable[Tally]]
-    divisor: int = 1
+    run: Callable[[list[int], bool], Awaitable[Tally]]
+    base: str | None = None
+    share: float = 1.0
+    #: The outputs over ``m`` items: the pipelines' by default.
+    expect: Callable[[int], Tally] = expected
 
     def items(self, n: int) -> int:
-        return max(n // self.divisor, 2)
+        return max(int(n * self.share), 2)
 
+
+_PS = PROCESS_STREAM_SHARE
 
 #: In the order they run in each round: the implementations a target compares run
 #: next to each other, so that a change in the machine's speed between them
 #: (the machine may be shared) skews their ratio as little as possible.
 IMPLEMENTATIONS: tuple[Impl, ...] = (
+    # -- list source
     Impl("for-loop", "plain synchronous for-loop (the Python limit)", sync_loop),
-    Impl("pf-ops", "(a) pipeflow map | filter | map, sync functions", pf_operators),
-    Impl("agen-sync", "async-generator chain, sync functions", agen_chain),
-    Impl("pf-ops-chunks", "(a'') = (a), results taken in lists: chunks()", pf_operators_chunks),
-    Impl("agen-one", "one async generator, all three steps inline", agen_one),
     Impl(
-        "agen-sync-asrc",
-        "the chain over an async-generator source",
-        agen_chain_async_source,
+        "pf-ops-chunks",
+        "(a'') = (a), results taken in lists: chunks()",
+        pf_operators_chunks,
+        "for-loop",
     ),
+    Impl("agen-one", "one async generator, all three steps inline", agen_one),
+    Impl("pf-ops", "(a) pipeflow map | filter | map, sync functions", pf_operators, "agen-one"),
+    Impl("agen-sync", "async-generator chain, sync functions", agen_chain, "agen-one"),
     Impl(
-        "pf-ops-asrc",
-        "(a') = (a) over that async-generator source",
-        pf_operators_async_source,
+        "agen-bare",
+        "floor: an async generator yielding every item, no work",
+        agen_bare,
+        "agen-one",
+        expect=every_item,
     ),
     Impl("agen-async", "async-generator chain, awaiting async functions", agen_chain_async),
-    Impl("pf-sub", "(b) pipeflow subclasses (process_item), async filter", pf_subclasses),
-    Impl("pf-sub-buf", "(c) = (b), each pipe config=BackpressureConfig()", pf_buffered),
-    Impl("pf-sub-mon", "(d) = (c) + StreamMonitor via set_monitor", pf_buffered_monitored),
+    Impl(
+        "pf-sub",
+        "(b) pipeflow subclasses (process_item), async filter",
+        pf_subclasses,
+        "agen-async",
+    ),
+    Impl(
+        "pf-sub-buf", "(c) = (b), each pipe config=BackpressureConfig()", pf_buffered, "agen-async"
+    ),
+    Impl(
+        "pf-sub-mon",
+        "(d) = (c) + StreamMonitor via set_monitor",
+        pf_buffered_monitored,
+        "agen-async",
+    ),
     Impl(
         "pf-sub-stream",
-        "(b') pipeflow 3 subclasses, filter via process_stream",
+        "(b') = (b), the filter a process_stream override",
         pf_subclasses_stream_filter,
+        "agen-async",
     ),
-    Impl("queue-256", "asyncio.Queue(1000) per stage, lists of 256", queue_pipeline),
-    Impl("aiostream", "aiostream map | filter | map (sync functions)", aiostream_chain, 10),
+    Impl("queue-256", "asyncio.Queue(1000) per stage, lists of 256", queue_pipeline, "agen-one"),
+    Impl("agen-ps", "the chain awaiting async functions", agen_chain_async, share=_PS),
+    Impl(
+        "pf-ps",
+        "(e) pipeflow 3 process_stream subclasses, async fns",
+        pf_process_stream,
+        "agen-ps",
+        share=_PS,
+    ),
+    # -- async source
+    Impl(
+        "agen-one-asrc", "async src: one async generator, three steps inline", agen_one_async_source
+    ),
+    Impl("pf-ops-asrc", "async src: (a') = (a)", pf_operators_async_source, "agen-one-asrc"),
+    Impl(
+        "src-bare",
+        "async src: floor: the source alone, drained",
+        source_bare,
+        "agen-one-asrc",
+        expect=every_item,
+    ),
+    Impl(
+        "agen-sync-asrc",
+        "async src: async-generator chain, sync functions",
+        agen_chain_async_source,
+        "agen-one-asrc",
+    ),
+    Impl(
+        "agen-ps-asrc",
+        "async src: the chain awaiting async functions",
+        agen_chain_async_async_source,
+        share=_PS,
+    ),
+    Impl(
+        "pf-ps-asrc",
+        "async src: (e') = (e)",
+        pf_process_stream_async_source,
+        "agen-ps-asrc",
+        share=_PS,
+    ),
+    Impl(
+        "aiostream",
+        "async src: aiostream map | filter | map, sync fns",
+        aiostream_chain,
+        "agen-one-asrc",
+        share=0.1,
+    ),
 )

@@ -41,7 +41,7 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, left: 
 
 @dataclass(frozen=True)
 class Target:
-    """One of the issue's performance targets and what was measured against it.
+    """One performance target and what was measured against it.
 
     ``measured`` is ``None`` when an implementation it needs was not run.
     ``higher_is_better`` is false for limits such as memory growth.

@@ -31,19 +31,22 @@ D = TypeVar("D")
 class Impl(Generic[D]):
     """An implementation: ``run`` maps the input to the list of its outputs.
 
-    ``canon`` turns one output into the canonical form the check compares (only
-    applied when checking, never inside a timed run). A slow implementation
-    runs over ``n // divisor`` items, to keep the suite short.
+    ``base`` is the key of the hand-written implementation over the same kind of
+    source its table row is compared with. ``canon`` turns one output into the
+    canonical form the check compares (only applied when checking, never inside
+    a timed run). A slow implementation runs over ``n * share`` items, to keep
+    the suite short.
     """
 
     key: str
     label: str
     run: Callable[[D], Awaitable[Sequence[Any]]]
-    divisor: int = 1
+    base: str | None = None
+    share: float = 1.0
     canon: Callable[[Any], Hashable] | None = None
 
     def items(self, n: int) -> int:
-        return max(n // self.divisor, 2)
+        return max(int(n * self.share), 2)
 
     def canonical(self, outputs: Sequence[Any]) -> list[Hashable]:
         canon = self.canon
@@ -114,10 +117,9 @@ def measure(workload: Workload[D], impls: Sequence[Impl[D]], n: int, rounds: int
     return asyncio.run(_measure(workload, impls, n, rounds))
 
 
-def print_rates(
-    res: Results, impls: Sequence[Impl[D]], reference: str, column: str, rounds: int
-) -> None:
-    """The table of items/s (median, min-max) and ratios to ``reference``, and a noise note."""
+def print_rates(res: Results, impls: Sequence[Impl[D]], rounds: int) -> None:
+    """The table of items/s (median, min-max) and ratios to each one's base, a noise note."""
     print(f"Input items/s, median of {rounds} interleaved rounds (every other round in")
-    print(f"reverse order). '{column}' is the median of the per-round ratios to {reference}.\n")
-    print_rate_table(res, impls, reference, column)
+    print("reverse order); 'ratio to base' is the median of the per-round ratios to the")
+    print("hand-written implementation named, which reads the same kind of source.\n")
+    print_rate_table(res, impls)

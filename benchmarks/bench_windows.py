@@ -8,6 +8,11 @@ window aligned to the epoch), emits ``(key, window start, count)`` once the
 watermark (the largest event time seen) passes the window's end, and flushes
 the open windows at the end. 1,000,000 events make 1000 windows per key, 100,000
 outputs of 10 events each.
+
+The events are read from the list itself (a "list source") or from ``source(list)``,
+an async generator handing them over one by one (an "async source"); each
+pipeflow run is compared with the hand-written async generator over the same
+kind of source.
 """
 
 from __future__ import annotations
@@ -40,10 +45,9 @@ PfCount = tuple[Hashable, datetime, int]
 KEYS = tuple(f"k{k:02d}" for k in range(100))
 #: The window length, in seconds.
 WINDOW = 1.0
-#: Items per bytewax batch (its fastest setting in BASELINES.md).
+#: Items per bytewax batch (bytewax is fastest with large input batches).
 BYTEWAX_BATCH = 1000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-REFERENCE = "agen-dict"
 
 
 def events(m: int) -> list[Event]:
@@ -86,17 +90,82 @@ def dict_counts(items: Iterable[Event]) -> list[Count]:
     return out
 
 
-async def _source(items: Iterable[Event]) -> AsyncIterator[Event]:
+async def source(items: Iterable[Event]) -> AsyncIterator[Event]:
+    """The async source: hands the events over one at a time, never waiting."""
     for e in items:
         yield e
 
 
-async def _agen_counts(source: AsyncIterable[Event]) -> AsyncIterator[Count]:
-    """``dict_counts`` as an async generator over an async source."""
+async def _agen_counts(items: Iterable[Event]) -> AsyncIterator[Count]:
+    """``dict_counts`` as one async generator reading the list itself."""
     windows: dict[float, dict[str, int]] = {}
     watermark = -math.inf
     due = math.inf
-    async for ts, key in source:
+    for ts, key in items:
+        start = ts - ts % WINDOW
+        if ts > watermark:
+            watermark = ts
+            if watermark >= due:
+                fired, due = _fire(windows, watermark)
+                for c in fired:
+                    yield c
+        elif start + WINDOW <= watermark:
+            continue
+        counts = windows.get(start)
+        if counts is None:
+            counts = windows[start] = {}
+            due = min(due, start + WINDOW)
+        counts[key] = counts.get(key, 0) + 1
+    for c in _fire(windows, math.inf)[0]:
+        yield c
+
+
+def _fire_lists(
+    windows: dict[float, dict[str, list[Event]]], watermark: float
+) -> tuple[list[Count], float]:
+    """As ``_fire``, for windows that hold their events: counts them."""
+    fired = []
+    for start in sorted(s for s in windows if s + WINDOW <= watermark):
+        fired += [(key, start, len(held)) for key, held in windows.pop(start).items()]
+    return fired, min(windows, default=math.inf) + WINDOW
+
+
+async def _agen_lists(items: Iterable[Event]) -> AsyncIterator[Count]:
+    """One async generator reading the list that keeps every window's events, as a
+    pipe must to hand ``aggregate_window`` the window, and counts them when it fires."""
+    windows: dict[float, dict[str, list[Event]]] = {}
+    watermark = -math.inf
+    due = math.inf
+    for e in items:
+        ts, key = e
+        start = ts - ts % WINDOW
+        if ts > watermark:
+            watermark = ts
+            if watermark >= due:
+                fired, due = _fire_lists(windows, watermark)
+                for c in fired:
+                    yield c
+        elif start + WINDOW <= watermark:
+            continue
+        held = windows.get(start)
+        if held is None:
+            held = windows[start] = {}
+            due = min(due, start + WINDOW)
+        events_of_key = held.get(key)
+        if events_of_key is None:
+            held[key] = [e]
+        else:
+            events_of_key.append(e)
+    for c in _fire_lists(windows, math.inf)[0]:
+        yield c
+
+
+async def _agen_counts_async_source(events: AsyncIterable[Event]) -> AsyncIterator[Count]:
+    """``dict_counts`` as one async generator over the async source."""
+    windows: dict[float, dict[str, int]] = {}
+    watermark = -math.inf
+    due = math.inf
+    async for ts, key in events:
         start = ts - ts % WINDOW
         if ts > watermark:
             watermark = ts
@@ -120,7 +189,15 @@ async def dict_loop(items: Sequence[Event]) -> list[Count]:
 
 
 async def agen_dict(items: Sequence[Event]) -> list[Count]:
-    return [c async for c in _agen_counts(_source(items))]
+    return [c async for c in _agen_counts(items)]
+
+
+async def agen_lists(items: Sequence[Event]) -> list[Count]:
+    return [c async for c in _agen_lists(items)]
+
+
+async def agen_dict_async_source(items: Sequence[Event]) -> list[Count]:
+    return [c async for c in _agen_counts_async_source(source(items))]
 
 
 def _canon(c: Count) -> Hashable:
@@ -136,17 +213,26 @@ class CountPerKey(WindowedStreamPipe[Event, PfCount]):
         return window.key, window.start, len(window)
 
 
-async def pf_window(items: Sequence[Event]) -> list[PfCount]:
-    """``WindowedStreamPipe`` over the list (a sync iterable, read in chunks)."""
+async def _pf_counts(events: Iterable[Event] | AsyncIterable[Event], m: int) -> list[PfCount]:
     pipe = CountPerKey(
         timedelta(seconds=WINDOW), timestamp=itemgetter(0), key=itemgetter(1), idle_advance=False
     )
-    async with pipe.stream(items) as results:
+    async with pipe.stream(events) as results:
         out = [c async for c in results]
         stats = results.statistics()[0]
-    if stats.items_in != len(items) or stats.late or stats.windows_fired != len(out):
+    if stats.items_in != m or stats.late or stats.windows_fired != len(out):
         raise RuntimeError(f"{pipe.name}: statistics() disagree: {stats}")
     return out
+
+
+async def pf_window(items: Sequence[Event]) -> list[PfCount]:
+    """``WindowedStreamPipe`` over the list."""
+    return await _pf_counts(items, len(items))
+
+
+async def pf_window_async_source(items: Sequence[Event]) -> list[PfCount]:
+    """``WindowedStreamPipe`` over the async source."""
+    return await _pf_counts(source(items), len(items))
 
 
 def _pf_canon(c: PfCount) -> Hashable:
@@ -192,20 +278,44 @@ def _bw_canon(c: Any) -> Hashable:
 # -- the section -------------------------------------------------------------------------
 
 IMPLEMENTATIONS: tuple[Impl[Sequence[Event]], ...] = (
-    Impl("dict-loop", "plain synchronous dict loop (reference)", dict_loop, canon=_canon),
-    Impl("agen-dict", "hand-written async generator with a dict", agen_dict, canon=_canon),
+    # -- list source
+    Impl("dict-loop", "plain synchronous dict loop", dict_loop, canon=_canon),
+    Impl("agen-dict", "one async generator with a dict", agen_dict, canon=_canon),
     Impl(
         "pf-window",
         "pipeflow WindowedStreamPipe subclass, aggregate_window",
         pf_window,
+        "agen-dict",
         canon=_pf_canon,
+    ),
+    Impl(
+        "agen-lists",
+        "one async generator keeping each window's events",
+        agen_lists,
+        "agen-dict",
+        canon=_canon,
     ),
     Impl(
         "bytewax",
         f"bytewax count_window, batch_size={BYTEWAX_BATCH}",
         bytewax_count,
-        divisor=10,
+        "agen-dict",
+        share=0.1,
         canon=_bw_canon,
+    ),
+    # -- async source
+    Impl(
+        "agen-dict-asrc",
+        "async src: one async generator with a dict",
+        agen_dict_async_source,
+        canon=_canon,
+    ),
+    Impl(
+        "pf-window-asrc",
+        "async src: pipeflow WindowedStreamPipe subclass",
+        pf_window_async_source,
+        "agen-dict-asrc",
+        canon=_pf_canon,
     ),
 )
 
@@ -224,7 +334,8 @@ def _workload() -> Workload[Sequence[Event]]:
 
 def _targets(res: Results) -> list[Target]:
     return [
-        Target("(3) pipeflow windows vs async generator", res.ratio("pf-window", REFERENCE), 0.8),
+        Target("(3) windows vs one async generator", res.ratio("pf-window", "agen-dict"), 0.8),
+        Target("(3') same, async source", res.ratio("pf-window-asrc", "agen-dict-asrc"), 0.8),
         Target("(3) pipeflow windows vs bytewax", res.ratio("pf-window", "bytewax"), 5.0),
     ]
 
@@ -241,7 +352,7 @@ def run_windows(n: int, rounds: int, only: str | None) -> list[Target]:
     print("Each implementation's counts are checked once against the dict loop, as a multiset")
     print("of (key, window start, count). pipeflow runs with idle_advance=False.")
     res = measure(_workload(), impls, n, rounds)
-    print_rates(res, impls, REFERENCE, "vs agen", rounds)
+    print_rates(res, impls, rounds)
     print("\nTargets (ratios are medians of the per-round ratios):")
     targets = _targets(res)
     print_targets(targets)

@@ -163,7 +163,11 @@ class BatchStreamPipe(StreamPipe[In, Out]):
         if self._overrides_process_stream():
             return super()._open(up, ctx)
         run = _BatchRun(self, ctx)
-        return run.run_timed() if ctx.buffer is not None else run.run_fused(up)
+        if ctx.buffer is not None:
+            return run.run_timed()
+        if self.weight is None and self.max_wait is None and not ctx.stats.timed:
+            return run.run_counted(up)  # batches by count alone in an untimed run
+        return run.run_fused(up)
 
 
 class _BatchRun:
@@ -290,18 +294,10 @@ class _BatchRun:
         try:
             for batch in batches:
                 try:
-                    result = await call(batch)
+                    out.append(await call(batch))
                 except Exception as exc:
-                    if isinstance(exc, StreamError) and exc.pipe == self.pipe.name:
-                        # An item of the batch failed for good: its policy has had its say.
-                        return out, exc
-                    try:
-                        result = await self.ctx.errors.handle(batch, exc, _call_once(call, batch))
-                    except StreamError as failed:
+                    if (failed := await self._recover(call, batch, exc, out)) is not None:
                         return out, failed
-                    if result is SKIP:
-                        continue
-                out.append(result)
         finally:
             _running.reset(token)
             stats.items_out += len(out)
@@ -309,6 +305,26 @@ class _BatchRun:
                 # Latency here is the time to process one batch.
                 stats.record_chunk(len(out), started, self.ctx.clock.monotonic(), len(batches))
         return out, None
+
+    async def _recover(
+        self,
+        call: Callable[[list[Any]], Awaitable[Any]],
+        batch: list[Any],
+        exc: Exception,
+        out: list[Any],
+    ) -> StreamError | None:
+        """Apply the error policy to a failed ``process_batch`` call: add its result
+        to ``out`` (unless skipped), or return the error that must end the stream."""
+        if isinstance(exc, StreamError) and exc.pipe == self.pipe.name:
+            # An item of the batch failed for good: its policy has had its say.
+            return exc
+        try:
+            result = await self.ctx.errors.handle(batch, exc, _call_once(call, batch))
+        except StreamError as failed:
+            return failed
+        if result is not SKIP:
+            out.append(result)
+        return None
 
     def delay(self) -> float | None:
         """Seconds until the pending batch is due (at most 0: it is due now); ``None``
@@ -355,6 +371,74 @@ class _BatchRun:
             yield out, acked
             if error is not None:
                 raise error
+        async for flushed in self._flush():
+            yield flushed
+
+    async def run_counted(self, up: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+        """``run_fused`` for batches by count alone (no ``weight``, no ``max_wait``)
+        in an untimed run: ``step``, ``add`` and ``process`` in one loop, each batch
+        processed as it is cut from the chunk.
+
+        The pending batch and the marks live in locals while the loop runs; the
+        final flush gets them back in ``pending``, ``since`` and ``mark``.
+        """
+        ctx = self.ctx
+        stats = ctx.stats
+        size = self.pipe.batch_size
+        call = self.pipe.process_batch
+        recover = self._recover
+        pending: list[Any] = []
+        since = last = 0  # the marks before the pending batch and before this chunk
+        async for items, mark in up:
+            n = len(items)
+            stats.items_in += n
+            before = since if pending else last
+            i = 0
+            if pending:
+                i = size - len(pending)
+                pending += items[:i]
+                if len(pending) < size:  # still not full: nothing to process
+                    last = mark
+                    yield [], since
+                    continue
+            elif n < size:
+                if n:
+                    pending = items[:]
+                    since = last
+                last = mark
+                yield [], since if pending else mark
+                continue
+            out: list[Any] = []
+            error: StreamError | None = None
+            token = _running.set(ctx)
+            try:
+                if pending:  # completed by this chunk
+                    batch, pending = pending, []
+                    try:
+                        out.append(await call(batch))
+                    except Exception as exc:
+                        error = await recover(call, batch, exc, out)
+                if error is None:
+                    for j in range(i, n - size + 1, size):
+                        batch = items[j : j + size]
+                        try:
+                            out.append(await call(batch))
+                        except Exception as exc:
+                            if (error := await recover(call, batch, exc, out)) is not None:
+                                break
+            finally:
+                _running.reset(token)
+                stats.items_out += len(out)
+            if error is not None:
+                yield out, before
+                raise error
+            rest = (n - i) % size
+            if rest:  # a new pending batch starts in this chunk
+                pending = items[n - rest :]
+                since = last
+            last = mark
+            yield out, since if pending else mark
+        self.pending, self.since, self.mark = pending, since, last
         async for flushed in self._flush():
             yield flushed
 

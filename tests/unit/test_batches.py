@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import agen, collect, collect_timed, collect_until_error
+from pipeflow.monitoring import StreamMonitor
 from pipeflow.streams import (
     BackpressureConfig,
     BatchStreamPipe,
@@ -705,3 +706,102 @@ async def test_an_item_given_up_on_inside_a_retried_batch_fails_as_the_item() ->
     assert "bad" == info.value.item
     assert isinstance(info.value.__cause__, ValueError)
     assert 1 == stream.statistics()[0].errors
+
+
+# -- batches by count alone: the same whichever loop cuts them -----------------------------
+
+#: How a batcher by count is run: alone (the loop for batches by count), with a weight
+#: that never limits (the general loop), or watched by a monitor (a timed run).
+_RUNS = ("count", "weighed", "monitored")
+
+
+class _Sums(BatchStreamPipe[int, int]):
+    """Sums each batch; fails on a batch holding ``bad``."""
+
+    def __init__(self, size: int, bad: int | None, **kwargs: Any) -> None:
+        super().__init__(size, **kwargs)
+        self.bad = bad
+
+    async def process_batch(self, batch: list[int]) -> int:
+        if self.bad in batch:
+            raise RuntimeError(f"bad batch {batch}")
+        return sum(batch)
+
+
+async def _run_batches(
+    run: str, script: list[Any], size: int, bad: int | None, on_error: Any
+) -> tuple[list[tuple[int, int]], str | None, tuple[int, int, int], int]:
+    """Each result with the ack at its delivery, the error that ended the stream,
+    (items_in, items_out, errors), and the final ack."""
+    clock = VirtualClock()
+    src: TestSource[int] = TestSource(script, clock=clock)
+    kwargs: dict[str, Any] = {"on_error": on_error}
+    if run == "weighed":
+        kwargs.update(weight=lambda _: 0, max_weight=1)
+    pipe = _Sums(size, bad, **kwargs)
+    if run == "monitored":
+        pipe.set_monitor(StreamMonitor())
+    got: list[tuple[int, int]] = []
+    error = None
+    stream = pipe.stream(src, clock=clock)
+    try:
+        async with stream:
+            async for total in stream:
+                got.append((total, src.acked))
+    except StreamError as exc:
+        error = f"{type(exc.__cause__).__name__}: {exc.__cause__}"
+    [stats] = stream.statistics()
+    return got, error, (stats.items_in, stats.items_out, stats.errors), src.acked
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    pieces=st.lists(st.integers(0, 40), max_size=12),
+    size=st.integers(1, 12),
+    bad=st.none() | st.integers(0, 150),
+    on_error=st.sampled_from(["raise", "skip"]),
+)
+def test_batches_by_count_same_in_every_loop(
+    pieces: list[int], size: int, bad: int | None, on_error: str
+) -> None:
+    """Batches by count alone give the same results, acks, errors and counts as the
+    general loop and a timed run, whatever chunks the source hands over."""
+    script: list[Any] = []
+    for n in pieces:  # runs of items the source has at hand, a pause between them
+        start = sum(1 for x in script if isinstance(x, int))
+        script += [*range(start, start + n), TestSource.wait(1)]
+
+    async def main() -> list[Any]:
+        return [await _run_batches(run, script, size, bad, on_error) for run in _RUNS]
+
+    fast, general, timed = asyncio.run(main())
+    assert general == fast
+    assert timed == fast
+
+
+async def test_batches_by_count_over_chunks_of_every_length() -> None:
+    """Chunks shorter than, as long as and longer than a batch, completing a pending
+    batch or not: every batch is cut at batch_size and acks follow delivered batches."""
+    clock = VirtualClock()
+    script: list[Any] = []
+    for n in (2, 1, 3, 7, 0, 5, 1):
+        start = sum(1 for x in script if isinstance(x, int))
+        script += [*range(start, start + n), TestSource.wait(1)]
+    src: TestSource[int] = TestSource(script, clock=clock)
+    got: list[tuple[list[int], int]] = []
+    async with batcher(3).stream(src, clock=clock) as stream:
+        async for batch in stream:
+            got.append((batch, src.acked))
+    # Chunks [0, 1] [2] [3, 4, 5] [6..12] [13..17] [18]; a chunk is acked once all its
+    # results are taken, and never into the batch still pending.
+    expected = [
+        ([0, 1, 2], 0),  # completed by the second chunk
+        ([3, 4, 5], 3),
+        ([6, 7, 8], 6),
+        ([9, 10, 11], 6),  # [12] stays pending: the chunk is acked up to 6 only
+        ([12, 13, 14], 6),
+        ([15, 16, 17], 6),
+        ([18], 18),  # the flush at the end
+    ]
+    assert expected == got
+    assert 19 == src.acked
