@@ -388,6 +388,7 @@ class _BatchRun:
         call = self.pipe.process_batch
         recover = self._recover
         pending: list[Any] = []
+        stats.held = lambda: len(pending)
         since = last = 0  # the marks before the pending batch and before this chunk
         async for items, mark in up:
             n = len(items)
