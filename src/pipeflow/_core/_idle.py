@@ -37,6 +37,17 @@ class SourceIdle:
         since = self.since
         return self.total if since is None else self.total + (self._clock.monotonic() - since)
 
+    def begin(self) -> None:
+        """A wait of the source begins."""
+        self.since = self._clock.monotonic()
+
+    def end(self) -> None:
+        """The wait in progress, if any, is over."""
+        since = self.since
+        if since is not None:
+            self.total += self._clock.monotonic() - since
+            self.since = None
+
     async def waiting(self, read: Awaitable[T]) -> T:
         """Await ``read``, a read of the source that has to wait, as idle time."""
         self.since = self._clock.monotonic()

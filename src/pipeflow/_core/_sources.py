@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from itertools import islice
-from types import AsyncGeneratorType, GeneratorType
 from typing import Any, Protocol, runtime_checkable
 
 from ._buffer import MAX_CHUNK, Chunk
 from ._idle import SourceIdle
+from ._ready import ready_items
 
 __all__ = [
     "Acknowledging",
@@ -189,142 +187,3 @@ async def _async_chunks(
             yield chunk, count
     finally:
         await pieces.aclose()  # type: ignore[attr-defined]
-
-
-async def ready_items(
-    it: AsyncIterator[Any], room: Room | None = None, idle: SourceIdle | None = None
-) -> AsyncIterator[tuple[list[Any], bool]]:
-    """What an async iterator hands over without waiting, a list at a time.
-
-    A list ends where reading on would wait, at ``MAX_CHUNK`` items (or what
-    ``room`` allows), or at the end; it comes with whether more may follow
-    (``False``: the iterator is used up). On a failure, what was read before it
-    comes first. ``it`` is not closed.
-
-    Each ``__anext__()`` awaitable is stepped by hand: if it completes at once,
-    its item joins the list; if it has to wait, the list goes on first, and the
-    step in progress is resumed afterwards exactly as ``await`` would have.
-    That wait is recorded in ``idle``, if given.
-    """
-    pending: _Resume | None = None
-    # An async generator's __anext__() is its own __await__() iterator: skip a call.
-    anext = it.__anext__
-    start_next: Callable[[], Any] = (
-        anext if isinstance(it, AsyncGeneratorType) else lambda: _steps(anext())
-    )
-    try:
-        while True:
-            chunk: list[Any] = []
-            size = MAX_CHUNK if room is None else await room(MAX_CHUNK)
-            if pending is not None:
-                step, pending = pending, None
-                try:
-                    chunk.append(await (step if idle is None else idle.waiting(step)))
-                except StopAsyncIteration:
-                    return
-            try:
-                append = chunk.append
-                for _ in range(size - len(chunk)):
-                    awaiting = start_next()
-                    try:
-                        signal = awaiting.send(None)
-                    except StopIteration as ready:
-                        append(ready.value)
-                        continue
-                    pending = _Resume(awaiting, signal)
-                    break
-            except StopAsyncIteration:
-                if chunk:
-                    yield chunk, False
-                return
-            except Exception:
-                if chunk:  # what was read before the failure still goes on
-                    yield chunk, True
-                raise
-            yield chunk, True
-    finally:
-        if pending is not None:
-            await pending.settle()
-
-
-def _steps(awaitable: Any) -> Any:
-    """The iterator ``await`` drives: a generator-based coroutine (``@types.coroutine``)
-    is its own, anything else has ``__await__``."""
-    return awaitable if isinstance(awaitable, GeneratorType) else awaitable.__await__()
-
-
-class _Resume:
-    """The rest of an awaitable whose first step yielded ``signal``: awaiting this
-    object passes ``signal`` to the event loop and drives the awaitable to its end,
-    with the semantics of ``yield from`` (values sent and exceptions thrown in go
-    through).
-    """
-
-    __slots__ = ("_awaiting", "_signal")
-
-    def __init__(self, awaiting: Generator[Any, Any, Any], signal: Any) -> None:
-        self._awaiting = awaiting
-        self._signal = signal
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        awaiting, signal = self._awaiting, self._signal
-        while True:
-            try:
-                sent = yield signal
-            except GeneratorExit:
-                self.abandon()
-                raise
-            except BaseException as exc:
-                try:
-                    signal = awaiting.throw(exc)
-                except StopIteration as done:
-                    return done.value
-            else:
-                try:
-                    signal = awaiting.send(sent)
-                except StopIteration as done:
-                    return done.value
-
-    async def settle(self) -> None:
-        """Cancel the step in progress and wait for it to finish, as a task's
-        ``await`` would be cancelled and waited for.
-
-        A source may catch the ``CancelledError`` and await its own clean-up (a
-        client closing its connection): the step is driven to its end, so the
-        source is no longer running when it is closed. Whatever the step raises
-        is the source's own business; a cancellation of the task doing this is
-        passed on.
-        """
-        task = asyncio.current_task()
-        cancelling = task.cancelling() if task is not None else 0
-        try:
-            signal = self._awaiting.throw(asyncio.CancelledError())
-        except (Exception, asyncio.CancelledError):
-            return  # it stopped at once (``CancelledError``, ``StopIteration``, ...)
-        self._signal = signal
-        try:
-            await self
-        except (Exception, asyncio.CancelledError):
-            # Only a cancellation of this task itself goes on (it was thrown into
-            # the step, which passed it back out).
-            if task is not None and task.cancelling() > cancelling:
-                raise
-
-    def abandon(self) -> None:
-        """Stop the step in progress, so the source can still be closed.
-
-        The step is cancelled as a task's ``await`` would be: ``CancelledError``
-        goes down to the innermost await (a ``GeneratorExit`` would only close
-        the outermost awaitable and leave a nested async generator running), so
-        every ``finally`` on the way runs.
-        """
-        try:
-            self._awaiting.throw(asyncio.CancelledError())
-        except (asyncio.CancelledError, StopIteration, StopAsyncIteration):
-            return
-        except Exception:
-            # The source's own cleanup failed; closing the source will report it.
-            return
-        # The source caught the cancellation and went on waiting: close the step.
-        with contextlib.suppress(Exception):
-            self._awaiting.close()

@@ -1,0 +1,210 @@
+"""Reading what an async iterator has ready, without waiting for more.
+
+An async source hands items over with ``await``; most of its awaits complete at
+once (the items are already buffered in the client) and a few have to wait (for
+the network). ``ready_items`` reads the source with ``async for`` in a
+coroutine of its own, the pump, and steps the pump by hand: whatever it reads
+without waiting goes into one list, and where reading on would wait the list
+is handed on first; the wait itself is passed to the event loop exactly as
+``await`` would pass it, and the pump goes on from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
+from typing import TYPE_CHECKING, Any
+
+from ._buffer import MAX_CHUNK
+
+if TYPE_CHECKING:
+    from ._idle import SourceIdle
+
+__all__ = ["Resume", "ready_items"]
+
+#: The pump's own signal: its list is full.
+_FULL = object()
+#: The pump has ended (the source is used up).
+_ENDED = object()
+#: The pump has not started yet. (A wait may signal ``None``: ``asyncio.sleep(0)``.)
+_START = object()
+
+
+@types.coroutine
+def _full() -> Generator[Any, None, None]:
+    yield _FULL
+
+
+class _Pump:
+    """Reads an async iterator into ``buf``, pausing on ``_FULL`` once ``size``
+    items are in it."""
+
+    __slots__ = ("buf", "size")
+
+    def __init__(self) -> None:
+        self.buf: list[Any] = []
+        self.size = MAX_CHUNK
+
+    async def run(self, it: Any) -> None:
+        buf = self.buf
+        if hasattr(it, "__aiter__"):
+            async for x in it:
+                buf.append(x)
+                if len(buf) >= self.size:
+                    await _full()
+        else:  # an iterator with __anext__ only
+            anext = it.__anext__
+            while True:
+                try:
+                    x = await anext()
+                except StopAsyncIteration:
+                    return
+                buf.append(x)
+                if len(buf) >= self.size:
+                    await _full()
+
+
+class _Wait:
+    """One wait of the pump, passed to the event loop; awaiting it gives the
+    pump's next signal (``_ENDED`` if it ended meanwhile).
+
+    The time it takes is the source's idle time: the reader has nothing at hand.
+    """
+
+    __slots__ = ("_coro", "_idle", "_signal")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], signal: Any, idle: SourceIdle | None):
+        self._coro = coro
+        self._signal = signal
+        self._idle = idle
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        idle = self._idle
+        if idle is not None:
+            idle.begin()
+        try:
+            sent = yield self._signal
+        except GeneratorExit:
+            raise  # the reader is being closed: it settles the pump itself
+        except BaseException as exc:
+            try:
+                return self._coro.throw(exc)
+            except StopIteration:
+                return _ENDED
+        finally:
+            if idle is not None:
+                idle.end()
+        try:
+            return self._coro.send(sent)
+        except StopIteration:
+            return _ENDED
+
+
+async def ready_items(
+    it: AsyncIterator[Any],
+    room: Callable[[int], Awaitable[int]] | None = None,
+    idle: SourceIdle | None = None,
+) -> AsyncIterator[tuple[list[Any], bool]]:
+    """What an async iterator hands over without waiting, a list at a time.
+
+    A list ends where reading on would wait, at ``MAX_CHUNK`` items (or what
+    ``room`` allows), or at the end; it comes with whether more may follow
+    (``False``: the iterator is used up). On a failure, what was read before it
+    comes first. ``it`` is not closed. A wait with nothing at hand is recorded
+    in ``idle``, if given.
+    """
+    pump = _Pump()
+    buf = pump.buf
+    coro = pump.run(it)
+    signal: Any = _START  # what the pump waits on, or one of the signals above
+    try:
+        while True:
+            pump.size = MAX_CHUNK if room is None else await room(MAX_CHUNK)
+            try:
+                if signal is _START or signal is _FULL:
+                    try:
+                        signal = coro.send(None)
+                    except StopIteration:
+                        signal = _ENDED
+                while not buf and signal is not _FULL and signal is not _ENDED:
+                    signal = await _Wait(coro, signal, idle)
+            except GeneratorExit:
+                raise  # closed while the pump waits: settled below
+            except Exception:
+                signal = _ENDED  # the pump is over
+                if buf:  # what was read before the failure still goes on
+                    chunk = buf.copy()
+                    buf.clear()
+                    yield chunk, True
+                raise
+            except BaseException:
+                signal = _ENDED  # cancelled, and the source let it through
+                raise
+            if signal is _ENDED:
+                if buf:
+                    yield buf.copy(), False
+                return
+            chunk = buf.copy()
+            buf.clear()
+            yield chunk, True
+    finally:
+        if signal is _START or signal is _FULL:
+            coro.close()
+        elif signal is not _ENDED:
+            await Resume(coro, signal).settle()
+
+
+class Resume:
+    """The rest of an awaitable whose first step yielded ``signal``: awaiting this
+    object passes ``signal`` to the event loop and drives the awaitable to its end,
+    with the semantics of ``yield from`` (values sent and exceptions thrown in go
+    through).
+    """
+
+    __slots__ = ("_awaiting", "_signal")
+
+    def __init__(self, awaiting: Generator[Any, Any, Any] | Coroutine[Any, Any, Any], signal: Any):
+        self._awaiting = awaiting
+        self._signal = signal
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        awaiting, signal = self._awaiting, self._signal
+        while True:
+            try:
+                sent = yield signal
+            except BaseException as exc:
+                try:
+                    signal = awaiting.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    signal = awaiting.send(sent)
+                except StopIteration as done:
+                    return done.value
+
+    async def settle(self) -> None:
+        """Cancel the step in progress and wait for it to finish, as a task's
+        ``await`` would be cancelled and waited for.
+
+        A source may catch the ``CancelledError`` and await its own clean-up (a
+        client closing its connection): the step is driven to its end, so the
+        source is no longer running when it is closed. Whatever the step raises
+        is the source's own business; a cancellation of the task doing this is
+        passed on.
+        """
+        task = asyncio.current_task()
+        cancelling = task.cancelling() if task is not None else 0
+        try:
+            signal = self._awaiting.throw(asyncio.CancelledError())
+        except (Exception, asyncio.CancelledError):
+            return  # it stopped at once (``CancelledError``, ``StopIteration``, ...)
+        self._signal = signal
+        try:
+            await self
+        except (Exception, asyncio.CancelledError):
+            # Only a cancellation of this task itself goes on (it was thrown into
+            # the step, which passed it back out).
+            if task is not None and task.cancelling() > cancelling:
+                raise
