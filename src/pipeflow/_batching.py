@@ -159,6 +159,11 @@ class BatchStreamPipe(StreamPipe[In, Out]):
         # A timer must be able to emit a batch while no input arrives.
         return self.config is not None or self.max_wait is not None
 
+    @property
+    def _takes_slices(self) -> bool:
+        # Batches by count alone are cut from the chunk as it comes (``run_counted``).
+        return self.weight is None and not self._overrides_process_stream()
+
     def _open(self, up: AsyncIterator[Chunk], ctx: StageContext) -> AsyncIterator[Chunk]:
         if self._overrides_process_stream():
             return super()._open(up, ctx)

@@ -805,3 +805,23 @@ async def test_batches_by_count_over_chunks_of_every_length() -> None:
     ]
     assert expected == got
     assert 19 == src.acked
+
+
+@pytest.mark.parametrize("source", ["list", "tuple", "range", "generator"])
+async def test_a_first_batcher_takes_a_sequence_in_long_slices_with_the_same_result(
+    source: str,
+) -> None:
+    """A first BatchStreamPipe reads a list, tuple or range in slices longer than a
+    chunk; its batches, counts and order are those of any other source."""
+    n = 10_000
+    items: Any = {
+        "list": list(range(n)),
+        "tuple": tuple(range(n)),
+        "range": range(n),
+        "generator": iter(range(n)),
+    }[source]
+    async with BatchStreamPipe[int, Any](64).stream(items) as results:
+        batches = [list(b) async for b in results]
+        (stats,) = results.statistics()
+    assert [list(range(i, min(i + 64, n))) for i in range(0, n, 64)] == batches
+    assert (n, len(batches)) == (stats.items_in, stats.items_out)

@@ -241,6 +241,13 @@ class StreamPipe(Pipeable[In, Out]):
         return False
 
     @property
+    def _takes_slices(self) -> bool:
+        """Whether, first in a pipeline and without a buffer, this pipe takes a
+        list, tuple or range source in long slices (``SLICE_CHUNK``): it cuts
+        its input into pieces of its own, and a long slice saves work per chunk."""
+        return False
+
+    @property
     def _needs_buffer(self) -> bool:
         """Whether this pipe runs decoupled from its upstream, behind its own buffer."""
         return self.config is not None or self.concurrency > 1

@@ -135,6 +135,7 @@ class _Run:
         up: AsyncIterator[Any] = source_chunks(
             source,
             lists=tail > 0 or _needs_buffer(stages, 0),
+            long_slices=bool(stages) and stages[0]._takes_slices and not _needs_buffer(stages, 0),
             close=self._ack is None,
             reading=reading,
             idle=self.source_idle,

@@ -91,6 +91,7 @@ async def source_chunks(
     source: Any,
     *,
     lists: bool = True,
+    long_slices: bool = False,
     close: bool = True,
     reading: Reading | None = None,
     idle: SourceIdle | None = None,
@@ -103,7 +104,9 @@ async def source_chunks(
     ``lists=False`` its slices go on as they are (a tuple or a range) and
     ``SLICE_CHUNK`` items long, for a reader that only iterates them: the
     consumer's own generator, which yields each result as it comes, so that
-    larger slices cost nothing and save bookkeeping per chunk.
+    larger slices cost nothing and save bookkeeping per chunk. With
+    ``long_slices`` they are that long and lists, for a first stage that cuts
+    its input into pieces of its own (batches).
 
     ``reading``, if given, caps each chunk (the source is read no further ahead
     than the first buffer of the pipeline has room for) and counts what is read.
@@ -121,7 +124,8 @@ async def source_chunks(
         it = source.__aiter__()
         chunks = _async_chunks(it, room, idle)
     elif type(source) in _SLICEABLE:
-        chunks = _sequence_chunks(source, lists, room)
+        size = SLICE_CHUNK if long_slices or not lists else MAX_CHUNK
+        chunks = _sequence_chunks(source, lists, size, room)
     else:
         it = iter(source)
         chunks = _sync_chunks(it, room)
@@ -148,11 +152,12 @@ _SLICEABLE = (list, tuple, range)
 SLICE_CHUNK = 16 * MAX_CHUNK
 
 
-async def _sequence_chunks(seq: Any, lists: bool, room: Room | None) -> AsyncIterator[Chunk]:
+async def _sequence_chunks(
+    seq: Any, lists: bool, size: int, room: Room | None
+) -> AsyncIterator[Chunk]:
     # Slicing until a slice comes back empty sees what is appended to a list
     # meanwhile, as its iterator would.
     count = 0
-    size = MAX_CHUNK if lists else SLICE_CHUNK
     while chunk := seq[count : count + (size if room is None else await room(size))]:
         count += len(chunk)
         yield (list(chunk) if lists and type(chunk) is not list else chunk), count
