@@ -135,7 +135,13 @@ class _Run:
         up: AsyncIterator[Any] = source_chunks(
             source,
             lists=tail > 0 or _needs_buffer(stages, 0),
-            long_slices=bool(stages) and stages[0]._takes_slices and not _needs_buffer(stages, 0),
+            # A first stage that cuts its input itself, or fused operators alone
+            # (a stream read with chunks()), take a list in long slices; not in a
+            # timed run, whose counters move a chunk at a time.
+            long_slices=bool(stages)
+            and not _needs_buffer(stages, 0)
+            and not self.run.stages[0].timed
+            and (stages[0]._takes_slices or all(p._fusable for p in stages)),
             close=self._ack is None,
             reading=reading,
             idle=self.source_idle,
