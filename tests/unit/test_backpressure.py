@@ -128,7 +128,12 @@ async def drain(stream: Stream[T], into: list[T]) -> None:
 
 
 class Counting:
-    """A fast source that records the most items ever read but not yet delivered."""
+    """A source that records the most items ever read but not yet delivered.
+
+    ``items()`` is a fast sync source: a reader takes up to ``MAX_CHUNK`` items
+    at a time without waiting. ``aitems()`` is an async source whose every item
+    waits (as a network source's does), so it is read one item at a time.
+    """
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -143,6 +148,7 @@ class Counting:
 
     async def aitems(self) -> AsyncIterator[int]:
         for i in range(self.n):
+            await asyncio.sleep(0)  # each item waits for the loop, as if from a network
             self.read += 1
             self.check()
             yield i
@@ -175,10 +181,12 @@ def read_ahead_bound(capacities: Iterable[int], sync: bool) -> int:
     Every buffer holds at most its capacity; downstream of each buffer, one chunk
     taken from it (at most min(capacity, MAX_CHUNK) items) is being processed or
     waits to be put into the next buffer (or delivered); and the first feeder holds
-    one chunk of the source: up to MAX_CHUNK items it handed over without waiting.
+    one chunk of the source: what it handed over without waiting, up to MAX_CHUNK
+    items from a fast ``sync`` source, one item from an async source whose every
+    item waits.
     """
     caps = list(capacities)
-    source_chunk = MAX_CHUNK  # what the source hands over without waiting, sync or async
+    source_chunk = MAX_CHUNK if sync else 1
     return sum(caps) + sum(min(c, MAX_CHUNK) for c in caps) + source_chunk
 
 
@@ -224,8 +232,8 @@ async def test_concurrent_pipe_with_config_bounds_read_ahead() -> None:
     out = await consume_slowly(pipe, counting, sync=False)
     assert list(range(500)) == out
     # buffer + the stage's window of started/finished entries + the feeder's source chunk
-    # (what the source handed over without waiting) + the chunk the consumer is taking
-    assert counting.max_ahead <= 8 + 8 + MAX_CHUNK + 8
+    # (one item: each of this source's items waits) + the chunk the consumer is taking
+    assert counting.max_ahead <= 8 + 8 + 1 + 8
 
 
 # -- throttling ---------------------------------------------------------------------------
