@@ -161,13 +161,14 @@ async def test_sync_source_acks_per_chunk() -> None:
 
 
 async def test_early_break_does_not_ack_undelivered_items() -> None:
-    """Leaving after the 3rd result acks at most the 2 results finished with."""
+    """Leaving after the 3rd result acks exactly the 2 results finished with,
+    one at a time, and never the 3rd, held when the consumer left."""
     source = RecordingSource(range(10))
     async with ps.map(same).stream(source) as s:
         async for x in s:
             if x == 2:
                 break
-    assert source.acked <= 2
+    assert [1, 2] == source.history
     assert source.closed
 
 
@@ -182,7 +183,8 @@ async def test_failed_item_is_not_acked_under_raise() -> None:
     source = RecordingSource(range(10))
     with pytest.raises(StreamError):
         await consume_checking_acks(ps.map(fail_on_five).stream(source), source)
-    assert source.acked <= 5
+    # Items 0..4 were delivered and acked one by one; 5 failed and nothing after it.
+    assert [1, 2, 3, 4, 5] == source.history
 
 
 async def test_failed_item_in_sync_chunk_is_not_acked_under_raise() -> None:

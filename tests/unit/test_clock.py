@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from pipeflow.streams import Clock, SystemClock
+from pipeflow.streams import BackpressureConfig, Clock, StreamPipe, SystemClock, WindowedStreamPipe
 from pipeflow.testing import VirtualClock
 
 # -- SystemClock -------------------------------------------------------------------
@@ -253,3 +254,150 @@ async def test_cancelled_sleeps_do_not_pile_up_in_the_clock() -> None:
             await sleeper
     assert len(clock._timers) <= 130
     assert 0 == clock.pending
+
+
+# -- VirtualClock: when time may move -------------------------------------------------
+
+BUSY_TURNS = 3000  # more loop turns than any fixed settling budget would allow
+BLOCK = bytes(1 << 20)
+
+
+async def test_autojump_waits_for_a_task_busy_for_many_turns() -> None:
+    """Time stands still for as long as a task stays runnable, however many loop
+    turns that takes; the sleeper then wakes at its exact deadline."""
+    clock = VirtualClock()
+    woke: list[float] = []
+
+    async def sleeper() -> None:
+        await clock.sleep(10)
+        woke.append(clock.monotonic())
+
+    task = asyncio.create_task(sleeper())
+    seen = set()
+    for _ in range(BUSY_TURNS):
+        await asyncio.sleep(0)
+        seen.add(clock.monotonic())
+    assert ({0.0}, []) == (seen, woke)
+    await task
+    assert [10.0] == woke
+
+
+async def test_autojump_waits_for_call_soon_callbacks() -> None:
+    """A chain of loop.call_soon callbacks keeps time still until it ends."""
+    clock = VirtualClock()
+    loop = asyncio.get_running_loop()
+    times: list[float] = []
+
+    def tick(left: int) -> None:
+        times.append(clock.monotonic())
+        if left:
+            loop.call_soon(tick, left - 1)
+
+    loop.call_soon(tick, BUSY_TURNS)
+    await clock.sleep(1)
+    assert [0.0] * (BUSY_TURNS + 1) == times
+    assert 1.0 == clock.monotonic()
+
+
+async def test_autojump_holds_time_while_a_thread_result_is_awaited() -> None:
+    """A task awaiting work in a thread (asyncio.to_thread, run_in_executor, also
+    through gather) holds time: the thread sees time standing still, and a sleeper
+    wakes only once the results are in."""
+    clock = VirtualClock()
+    loop = asyncio.get_running_loop()
+
+    def work() -> float:
+        """Some milliseconds of hashing (the loop runs meanwhile: hashing lets go
+        of the GIL), then the time the thread sees."""
+        digest = hashlib.sha256()
+        for _ in range(8):
+            digest.update(BLOCK)
+        return clock.monotonic()
+
+    sleeper = asyncio.create_task(clock.sleep(1))
+    seen = [await asyncio.to_thread(work)]
+    seen += await asyncio.gather(loop.run_in_executor(None, work), loop.run_in_executor(None, work))
+    assert ([0.0, 0.0, 0.0], 0.0) == (seen, clock.monotonic())
+    assert not sleeper.done()
+    await sleeper
+    assert 1.0 == clock.monotonic()
+
+
+async def test_real_time_timers_do_not_hold_virtual_time() -> None:
+    """A real-time timer on the loop that is not due does not hold virtual time;
+    one that is due runs before time moves."""
+    clock = VirtualClock()
+    loop = asyncio.get_running_loop()
+    ran: list[tuple[str, float]] = []
+    later = loop.call_later(3600, ran.append, ("later", -1.0))
+    loop.call_at(loop.time(), lambda: ran.append(("due", clock.monotonic())))
+    await clock.sleep(5)
+    assert ([("due", 0.0)], 5.0) == (ran, clock.monotonic())
+    assert not later.cancelled()
+    later.cancel()
+
+
+async def test_a_processing_time_window_behind_a_one_item_buffer_sees_one_window() -> None:
+    """A processing-time window over a source that never sleeps, fed through a
+    one-item buffer, gets every item at t=0: one window, however many loop turns
+    the hand-over takes."""
+    clock = VirtualClock()
+    pipe = StreamPipe[int, int](config=BackpressureConfig(max_buffer_size=1)) | WindowedStreamPipe[
+        int
+    ](1.0)
+    async with pipe.stream(list(range(600)), clock=clock) as results:
+        windows = [(clock.monotonic(), list(w)) async for w in results]
+    assert [(0.0, list(range(600)))] == windows
+
+
+async def test_advance_lets_every_task_settle_before_moving_time() -> None:
+    """advance() lets a busy task run until it waits before moving time, so its
+    sleep counts from t=0 and wakes at its own deadline."""
+    clock = VirtualClock(autojump=False)
+    woke: list[float] = []
+
+    async def busy_then_sleep() -> None:
+        for _ in range(BUSY_TURNS):
+            await asyncio.sleep(0)
+        await clock.sleep(1)
+        woke.append(clock.monotonic())
+
+    task = asyncio.create_task(busy_then_sleep())
+    await clock.advance(10)
+    assert ([1.0], 10.0) == (woke, clock.monotonic())
+    await task
+
+
+async def test_two_clocks_and_advance_on_one_loop_do_not_hold_each_other() -> None:
+    """Two autojumping clocks on one loop, and advance() beside them, each move."""
+    first, second = VirtualClock(), VirtualClock()
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(first.sleep(5))
+        tg.create_task(second.sleep(3))
+        tg.create_task(second.advance(1))
+    assert (5.0, 4.0) == (first.monotonic(), second.monotonic())
+
+
+async def test_autojump_stops_watching_once_no_sleep_is_pending() -> None:
+    """Once every sleep is over the clock leaves nothing to run on the loop, so
+    an otherwise idle loop stays idle."""
+    clock = VirtualClock()
+    loop = asyncio.get_running_loop()
+    await clock.sleep(1)
+    await asyncio.sleep(0)
+    assert [] == list(loop._ready)  # type: ignore[attr-defined]
+
+
+async def test_autojump_on_a_loop_it_cannot_watch_is_a_runtime_error() -> None:
+    """On an event loop that does not expose asyncio.BaseEventLoop's queues, an
+    autojumping sleep cannot tell when every task waits: RuntimeError."""
+    clock = VirtualClock()
+    loop = asyncio.get_running_loop()
+    ready = loop._ready  # type: ignore[attr-defined]
+    loop._ready = None  # type: ignore[attr-defined]
+    try:
+        with pytest.raises(RuntimeError, match=r"asyncio\.BaseEventLoop"):
+            await clock.sleep(1)
+    finally:
+        loop._ready = ready  # type: ignore[attr-defined]
+    assert (0, 0.0) == (clock.pending, clock.monotonic())

@@ -106,11 +106,13 @@ async def test_concurrency_bounds_calls_in_flight(concurrency: int, ordered: boo
 
 async def test_concurrency_bound_holds_while_calls_are_blocked() -> None:
     """With every call blocked, no call beyond the limit starts until one finishes."""
+    clock = VirtualClock()
     pipe = Gated(4, concurrency=4)
-    run = asyncio.create_task(collect(pipe.stream(range(30))))
+    run = asyncio.create_task(collect(pipe.stream(range(30), clock=clock)))
     await pipe.full.wait()
-    for _ in range(20):
-        await asyncio.sleep(0)
+    # The clock moves only once every task waits: by then the run has started
+    # every call it would start while the gate is shut.
+    await clock.sleep(1)
     assert 4 == pipe.tracker.in_flight
     assert 4 == pipe.tracker.max_in_flight
     pipe.gate.set()

@@ -224,11 +224,22 @@ async def test_event_time_out_of_order_items_within_lateness_land_in_their_windo
 
 
 async def test_event_time_results_do_not_depend_on_chunking() -> None:
-    """One item at a time or all in one chunk: the same windows (they fire item by item)."""
+    """One item at a time or all in one chunk: the same windows (they fire item by
+    item, as the watermark passes them, never from a quiet spell: no time passes)."""
     items = [1.0, 12.0, 8.0, 25.0, 3.0, 21.0, 14.0, 33.0, 19.0, 40.0]
-    chunked = await collect(event_pipe(10, allowed_lateness=6).stream(items))
-    one_by_one = await collect(event_pipe(10, allowed_lateness=6).stream(agen(items)))
-    assert spans(chunked) == spans(one_by_one)
+    clock = VirtualClock()
+    chunked = await collect(event_pipe(10, allowed_lateness=6).stream(items, clock=clock))
+    one_by_one = await collect(event_pipe(10, allowed_lateness=6).stream(agen(items), clock=clock))
+    # 3.0 and 19.0 are late: 25.0 and 33.0 moved the watermark past their windows.
+    expected = [
+        (epoch(0), epoch(10), None, [1.0, 8.0]),
+        (epoch(10), epoch(20), None, [12.0, 14.0]),
+        (epoch(20), epoch(30), None, [25.0, 21.0]),
+        (epoch(30), epoch(40), None, [33.0]),
+        (epoch(40), epoch(50), None, [40.0]),
+    ]
+    assert (expected, expected) == (spans(chunked), spans(one_by_one))
+    assert 0.0 == clock.monotonic()
 
 
 async def test_event_time_item_on_boundary_joins_window_starting_there() -> None:
@@ -531,7 +542,7 @@ async def test_idle_key_window_fires_while_other_key_continues() -> None:
     )
     items: list[Event] = [(1, "quiet"), (2, "busy"), (11, "busy"), (21, "busy"), (31, "busy")]
     got: list[tuple[Any, datetime]] = []
-    stream = pipe.stream(agen(items))
+    stream = pipe.stream(agen(items), clock=VirtualClock())
     async with stream:
         async for w in stream:
             got.append((w.key, w.start))
