@@ -23,7 +23,7 @@ instead of equality (see the test module).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -86,6 +86,7 @@ class WindowSpec:
     event_time: bool = False
     keys: int | None = None
     lateness: float = 0.0
+    idle: bool = False
 
     def key_of(self, tok: Tok) -> Hashable:
         return None if self.keys is None else tok.val % self.keys
@@ -183,7 +184,8 @@ def window_token(spec: WindowSpec, key: Hashable, start: int, end: int, items: l
     """The result of one window: its contents and bounds, in a token."""
     vals = tuple(t.val for t in items)
     src = frozenset().union(*(t.src for t in items))
-    return Tok(sum(vals) + len(vals), start / 1e6, src, (spec.kind, key, start, end, vals))
+    trail = (spec.kind, key, start, end, vals, frozenset(items))
+    return Tok(sum(vals) + len(vals), start / 1e6, src, trail)
 
 
 def batch_token(batch: list[Tok], results: list[Tok]) -> Tok:
@@ -191,8 +193,7 @@ def batch_token(batch: list[Tok], results: list[Tok]) -> Tok:
     fewer: skipped items leave none)."""
     vals = tuple(t.val for t in results)
     src = frozenset().union(*(t.src for t in results))
-    taken = frozenset().union(*(t.src for t in batch))
-    return Tok(sum(vals), results[0].ts if results else 0.0, src, ("batch", vals, taken))
+    return Tok(sum(vals), results[0].ts if results else 0.0, src, ("batch", vals, frozenset(batch)))
 
 
 def window_ident(
@@ -252,13 +253,14 @@ class Reference:
 
     ``outputs`` are the results of the first ``exact_until`` stages, run as if
     every ``"raise"`` were ``"skip"``; ``raises`` the failures a ``"raise"``
-    policy would end the run with, as ``(stage name, item)``; ``ordered``
+    policy would end the run with, as ``(stage name, item, attempts)``; each
+    stage's ``dead`` letters are ``(item, attempts)``; ``ordered``
     whether the results come in a defined order.
     """
 
     outputs: list[Tok]
     stages: list[StageOutcome]
-    raises: list[tuple[str, Any]]
+    raises: list[tuple[str, Any, int]]
     ordered: bool
     exact_until: int
     sorted_windows: list[bool]
@@ -296,7 +298,7 @@ def order_flags(plan: Plan) -> tuple[list[bool], int]:
 class _Model:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
-        self.raises: list[tuple[str, Any]] = []
+        self.raises: list[tuple[str, Any, int]] = []
 
     def resolve(self, spec: StageSpec, name: str, ident: Any, out: StageOutcome) -> bool:
         """Whether an item's call succeeds in the end; counts what the policy does."""
@@ -304,23 +306,25 @@ class _Model:
         if fail is None or not fail.hits(fail_value(ident)):
             return True
         policy = spec.policy
+        attempts = 1
         if policy.startswith("retry"):
             if spec.attempts >= 2:
                 if fail.times < spec.attempts:
                     out.counts.retries += fail.times
                     return True
                 out.counts.retries += spec.attempts - 1
+                attempts = spec.attempts
             policy = policy.removeprefix("retry_")
         elif policy == "callable":
             policy = decide(ident)
         out.counts.errors += 1
         if policy == "raise":
-            self.raises.append((name, ident))
+            self.raises.append((name, ident, attempts))
         elif policy == "skip":
             out.counts.skipped += 1
         else:
             out.counts.dead_lettered += 1
-            out.dead.append(ident)
+            out.dead.append((ident, attempts))
         return False
 
     def item_stage(self, i: int, xs: Timed, out: StageOutcome) -> Timed:
@@ -389,7 +393,7 @@ class _Model:
         logic = _Windows(w)
         result: Timed = []
 
-        def emit(fired: list[_Open], at: float | None) -> None:
+        def emit(fired: list[_Open], when: Callable[[_Open], float]) -> None:
             out.windows_fired += len(fired)
             for win in fired:
                 vals = tuple(x.val for x in win.items)
@@ -400,32 +404,57 @@ class _Model:
                 )
                 if self.resolve(spec, name, ident, out):
                     items = sorted(win.items, key=lambda x: x.val) if sort else win.items
-                    tok = window_token(w, win.key, win.start, win.end, items)
-                    when = at if at is not None else (win.end - T0_US) / 1e6
-                    result.append((when, tok))
+                    result.append((when(win), window_token(w, win.key, win.start, win.end, items)))
 
+        def at(t: float) -> Callable[[_Open], float]:
+            return lambda _: t
+
+        def by_clock(win: _Open) -> float:
+            return (win.end - T0_US) / 1e6
+
+        # Event time: the watermark is the newest event time minus the lateness; with
+        # idle advance it then moves with the clock from when that event came (``since``),
+        # never going back. Processing time: the clock.
+        lateness = us(w.lateness)
         max_ts: int | None = None
+        since = 0.0
         wm: int | None = None
+
+        def idle_mark(t: float) -> int | None:
+            if not w.idle or max_ts is None or wm is None:
+                return wm
+            return max(wm, max_ts - lateness + us(t - since))
+
+        def by_idle(win: _Open) -> float:
+            assert max_ts is not None
+            return since + (win.end - (max_ts - lateness)) / 1e6
+
         for t, tok in xs:
             if w.event_time:
+                now = idle_mark(t)
+                if now is not None and now != wm:
+                    emit(logic.fire(now), by_idle)  # each by its timer
+                    wm = now
                 ts = us(tok.ts)
                 if max_ts is None or ts > max_ts:
-                    max_ts = ts
-                    if wm is None or ts - us(w.lateness) > wm:
-                        wm = ts - us(w.lateness)
-                        emit(logic.fire(wm), t)
+                    max_ts, since = ts, t
+                    if wm is None or ts - lateness > wm:
+                        wm = ts - lateness
+                        emit(logic.fire(wm), at(t))
             else:
                 ts = T0_US + us(t)
-                emit(logic.fire(ts), None)  # each by its timer, at its end
+                emit(logic.fire(ts), by_clock)  # each by its timer, at its end
                 wm = ts
             if not logic.add(tok, w.key_of(tok), ts, wm):
                 out.counts.late += 1
                 out.late.append(tok)
             if w.kind == "count":
-                emit(logic.fire(0), t)  # full: fires at once
+                emit(logic.fire(0), at(t))  # full: fires at once
         if not w.event_time:
-            emit(logic.fire(T0_US + us(end)), None)
-        emit(logic.flush(), end)
+            emit(logic.fire(T0_US + us(end)), by_clock)
+        elif (now := idle_mark(end)) is not None:
+            emit(logic.fire(now), by_idle)
+        emit(logic.flush(), at(end))
         return result
 
 

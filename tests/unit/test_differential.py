@@ -26,7 +26,9 @@ window or counted late, acknowledgements, lifecycle (see ``Reference.exact_until
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import logging
 import traceback
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -171,7 +173,7 @@ class Windows(WindowedStreamPipe[Tok, Tok]):
         if w.event_time:
             options.update(
                 timestamp=self._stamp,
-                idle_advance=False,
+                idle_advance=w.idle,
                 allowed_lateness=w.lateness,
                 on_late=log.late,
             )
@@ -510,7 +512,9 @@ def check_error(plan: Plan, ref: Reference, rig: Rig, seen: Observed) -> None:
     got = ident_of(seen.error.item, rig.sort[i])
     if isinstance(got, tuple):
         got = window_ident(*_window_parts(plan, i, got))
-    assert seen.error.pipe in loose or (seen.error.pipe, got) in ref.raises, (
+    assert isinstance(seen.error.__cause__, ValueError), "not the function's own error"
+    failure = (seen.error.pipe, got, seen.error.attempts)
+    assert seen.error.pipe in loose or failure in ref.raises, (
         f"unexpected failure {seen.error!r}; the model expected one of {ref.raises}"
     )
 
@@ -550,7 +554,7 @@ def check_results(plan: Plan, ref: Reference, rig: Rig, seen: Observed) -> None:
             # Items flow in order, one stage after the other: the first source item a
             # "raise" gives up on is the one that ends the run, after every result
             # of the items before it.
-            first = min(min(item.src) for _, item in ref.raises)
+            first = min(min(item.src) for _, item, _ in ref.raises)
             assert first == min(seen.error.item.src), "the run failed on a later item"
             before = [out for out in ref.outputs if min(out.src) < first]
             assert before == seen.results[: len(before)], "results before the failure missing"
@@ -561,8 +565,8 @@ def check_results(plan: Plan, ref: Reference, rig: Rig, seen: Observed) -> None:
 def _dead_ident(plan: Plan, i: int, rig: Rig, error: StreamError) -> Any:
     got = ident_of(error.item, rig.sort[i])
     if isinstance(got, tuple):
-        return window_ident(*_window_parts(plan, i, got))
-    return got
+        got = window_ident(*_window_parts(plan, i, got))
+    return got, error.attempts
 
 
 # -- strategies ---------------------------------------------------------------------------
@@ -598,6 +602,7 @@ def window_specs(draw: st.DrawFn) -> WindowSpec:
         event_time=draw(st.booleans()),
         keys=draw(st.sampled_from([None, 2, 3])),
         lateness=draw(st.sampled_from([0.0, 0.5])),
+        idle=draw(st.booleans()),
     )
 
 
@@ -639,7 +644,8 @@ def stage_specs(draw: st.DrawFn) -> StageSpec:
 def plans(draw: st.DrawFn) -> Plan:
     source = draw(st.sampled_from(["list", "gen", "live", "clocked", "ack"]))
     # Now and then more items than a chunk holds, once a flat_map has expanded them.
-    n = draw(st.integers(0, 12) | st.just(90))
+    n = draw(st.integers(0, 13))
+    n = 90 if n == 13 else n
     vals = draw(st.lists(st.integers(0, 40), min_size=n, max_size=n))
     steps = draw(st.lists(st.sampled_from([0.0, 0.25, 0.5, 1.0]), min_size=n, max_size=n))
     skew = draw(st.lists(st.sampled_from([0.0, 0.0, -0.25, -1.0]), min_size=n, max_size=n))
@@ -658,6 +664,18 @@ def plans(draw: st.DrawFn) -> Plan:
 # -- the test -----------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def quiet(logger: str) -> Iterator[None]:
+    """Silence ``logger`` below ERROR for the duration."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def empty_chunk_defect(exc: BaseException) -> bool:
     """Known defect: a chunk with no items (a filter or a failed item left nothing
     of it, or a window upstream fired nothing) reaching an event-time tumbling
@@ -672,7 +690,8 @@ def run_plan(plan: Plan) -> None:
     ref = reference(plan)
     rig = build(plan, ref)
     try:
-        seen = asyncio.run(observe(plan, rig))
+        with quiet("pipeflow"):  # a warning per skipped item: the counters are checked instead
+            seen = asyncio.run(observe(plan, rig))
     except IndexError as exc:
         if not empty_chunk_defect(exc):
             raise
