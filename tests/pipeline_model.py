@@ -109,6 +109,7 @@ class StageSpec:
     variant: str = "sync"
     param: int = 0
     buffer: int | None = None
+    throttle: float = 0.8
     concurrency: int = 1
     ordered: bool = True
     policy: str = "raise"
@@ -117,6 +118,15 @@ class StageSpec:
     window: WindowSpec | None = None
     batch_size: int = 2
     max_wait: float | None = None
+
+    @property
+    def timed(self) -> bool:
+        """Whether when items arrive changes what this stage gives: processing-time
+        windows, idle advance, a batch's ``max_wait``."""
+        w = self.window
+        if w is not None:
+            return not w.event_time or w.idle
+        return self.kind == "batch" and self.max_wait is not None
 
     @property
     def may_raise(self) -> bool:
@@ -139,6 +149,8 @@ class Plan:
     times: tuple[float, ...]
     tail: float
     stages: tuple[StageSpec, ...]
+    #: Seconds the consumer spends on each result (only with stages that no timing affects).
+    slow: float = 0.0
 
     @property
     def timed(self) -> bool:

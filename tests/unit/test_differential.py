@@ -6,15 +6,17 @@ Hypothesis builds pipelines of 2 to 5 stages from every kind of stage in
 windows of every kind in event and processing time, keyed or not, batches), each
 with or without a bounded buffer, at concurrency 1 to 4, ordered or not, under
 every error policy, with functions that fail on chosen items. The sources are a
-list, a sync generator, a live ``TestSource`` on a ``VirtualClock`` and an
-acknowledging source. ``pipeline_model`` runs the same plan in plain Python.
+list, a sync generator, two live sources on a ``VirtualClock`` (a ``TestSource``,
+which takes acknowledgements, and a plain async generator) and an acknowledging
+source; where no stage depends on timing, the consumer may be slow.
+``pipeline_model`` runs the same plan in plain Python.
 
 Checks: the results equal the model's (as multisets after an unordered stage);
 a ``"raise"`` policy ends the run with the ``StreamError`` the model predicts,
 after a prefix of the results; the per-stage counters, dead letters and late
 items are the model's; no acknowledgement runs ahead of delivery and all items
 are acknowledged at the end; every window is well formed; the run leaves no task
-behind and closes its source.
+behind, closes its source and leaves it resumed.
 
 Where the model cannot be exact (a stage whose result depends on how an
 unordered stage interleaved items of one instant, or a batch timer falling due
@@ -276,7 +278,9 @@ def build_stage(plan: Plan, i: int, rig: Rig) -> StreamPipe[Tok, Tok]:
     faults = Faults(spec.fail)
     options: dict[str, Any] = {"name": name}
     if spec.buffer is not None:
-        options["config"] = BackpressureConfig(max_buffer_size=spec.buffer)
+        options["config"] = BackpressureConfig(
+            max_buffer_size=spec.buffer, throttle_threshold=spec.throttle
+        )
     if spec.kind == "stream_pipe":
         return Pairs(**options)
     options["on_error"] = policy_for(spec, rig.dead[i], rig.sort[i])
@@ -373,6 +377,7 @@ class Probe:
     source: Any
     acked: Callable[[], int | None]
     closed: Callable[[], bool | None]
+    paused: Callable[[], bool] = lambda: False
 
 
 def make_source(plan: Plan, clock: VirtualClock) -> Probe:
@@ -409,7 +414,7 @@ def make_source(plan: Plan, clock: VirtualClock) -> Probe:
     if plan.tail:
         script.append(TestSource.wait(plan.tail))
     live: TestSource[Tok] = TestSource(script, clock=clock)
-    return Probe(live, lambda: live.acked, lambda: live.closed)
+    return Probe(live, lambda: live.acked, lambda: live.closed, lambda: live.paused)
 
 
 # -- running ------------------------------------------------------------------------------
@@ -424,6 +429,7 @@ class Observed:
     leftover: list[str] = field(default_factory=list)
     final_ack: int | None = None
     closed: bool | None = None
+    paused: bool = False
 
 
 async def observe(plan: Plan, rig: Rig) -> Observed:
@@ -439,6 +445,8 @@ async def observe(plan: Plan, rig: Rig) -> Observed:
                 async for tok in stream:
                     seen.acked_at.append(probe.acked())
                     seen.results.append(tok)
+                    if plan.slow:
+                        await clock.sleep(plan.slow)  # upstream runs ahead meanwhile
         except StreamError as exc:
             seen.error = exc
 
@@ -451,6 +459,7 @@ async def observe(plan: Plan, rig: Rig) -> Observed:
     ]
     seen.final_ack = probe.acked()
     seen.closed = probe.closed()
+    seen.paused = probe.paused()
     return seen
 
 
@@ -461,6 +470,8 @@ def check_lifecycle(plan: Plan, seen: Observed) -> None:
     assert [] == seen.leftover, "tasks left running after the run"
     if plan.source != "list":
         assert seen.closed, "the source was not closed"
+    if seen.error is None:
+        assert not seen.paused, "the source was left paused"
 
 
 def check_acks(plan: Plan, seen: Observed) -> None:
@@ -610,9 +621,10 @@ def window_specs(draw: st.DrawFn) -> WindowSpec:
 def stage_specs(draw: st.DrawFn) -> StageSpec:
     kind = draw(st.sampled_from(KINDS))
     buffer = draw(st.none() | st.integers(1, 50))
+    throttle = draw(st.sampled_from([0.8, 0.5, 1.0]))
     if kind == "stream_pipe":
         # process_stream takes no error policy, concurrency or pacing.
-        return StageSpec(kind, buffer=buffer)
+        return StageSpec(kind, buffer=buffer, throttle=throttle)
     fail = draw(
         st.sampled_from([None, None])
         | st.builds(
@@ -629,6 +641,7 @@ def stage_specs(draw: st.DrawFn) -> StageSpec:
         variant=draw(st.sampled_from(variants)),
         param=draw(st.sampled_from(PARAMS.get(kind, (0, 1, 2, 3)))),
         buffer=buffer,
+        throttle=throttle,
         concurrency=draw(st.integers(1, 4)) if stateless or kind == "batch" else 1,
         ordered=draw(st.booleans()) if stateless else True,
         policy=draw(st.sampled_from(POLICIES)),
@@ -652,12 +665,14 @@ def plans(draw: st.DrawFn) -> Plan:
     stamps = [t + d for t, d in zip(itertools.accumulate(steps), skew, strict=True)]
     gaps = draw(st.lists(st.sampled_from([0.0, 0.25, 0.5, 1.0]), min_size=n, max_size=n))
     pairs = enumerate(zip(vals, stamps, strict=True))
+    stages = tuple(draw(st.lists(stage_specs(), min_size=2, max_size=5)))
     return Plan(
         source=source,
         toks=tuple(Tok(v, ts, frozenset({i})) for i, (v, ts) in pairs),
         times=tuple(itertools.accumulate(gaps)),
         tail=draw(st.sampled_from([0.0, 0.5, 3.0])) if source in ("live", "clocked") else 0.0,
-        stages=tuple(draw(st.lists(stage_specs(), min_size=2, max_size=5))),
+        stages=stages,
+        slow=0.0 if any(s.timed for s in stages) else draw(st.sampled_from([0.0, 0.25])),
     )
 
 
