@@ -151,6 +151,8 @@ class Plan:
     stages: tuple[StageSpec, ...]
     #: Seconds the consumer spends on each result (only with stages that no timing affects).
     slow: float = 0.0
+    #: Whether the consumer takes the results a list at a time (``Stream.chunks()``).
+    chunks: bool = False
 
     @property
     def timed(self) -> bool:

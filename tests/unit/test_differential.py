@@ -53,6 +53,7 @@ from pipeflow.streams import (
     LateItemError,
     Pipeable,
     Retry,
+    Stream,
     StreamError,
     StreamPipe,
     Window,
@@ -423,13 +424,24 @@ def make_source(plan: Plan, clock: VirtualClock) -> Probe:
 @dataclass
 class Observed:
     results: list[Tok] = field(default_factory=list)
-    acked_at: list[int | None] = field(default_factory=list)
+    #: ``(k, acked)``: the source's ack count when results from ``k`` on arrived.
+    acked_at: list[tuple[int, int | None]] = field(default_factory=list)
     error: StreamError | None = None
     stats: tuple[StageMetrics, ...] = ()
     leftover: list[str] = field(default_factory=list)
     final_ack: int | None = None
     closed: bool | None = None
     paused: bool = False
+
+
+async def _taken(stream: Stream[Tok], chunks: bool) -> AsyncIterator[list[Tok]]:
+    """The results as the consumer takes them: a list at a time, or one by one."""
+    if chunks:
+        async for rows in stream.chunks():
+            yield rows
+    else:
+        async for tok in stream:
+            yield [tok]
 
 
 async def observe(plan: Plan, rig: Rig) -> Observed:
@@ -442,9 +454,9 @@ async def observe(plan: Plan, rig: Rig) -> Observed:
     async def consume() -> None:
         try:
             async with stream:
-                async for tok in stream:
-                    seen.acked_at.append(probe.acked())
-                    seen.results.append(tok)
+                async for rows in _taken(stream, plan.chunks):
+                    seen.acked_at.append((len(seen.results), probe.acked()))
+                    seen.results += rows
                     if plan.slow:
                         await clock.sleep(plan.slow)  # upstream runs ahead meanwhile
         except StreamError as exc:
@@ -475,14 +487,14 @@ def check_lifecycle(plan: Plan, seen: Observed) -> None:
 
 
 def check_acks(plan: Plan, seen: Observed) -> None:
-    """No ack runs ahead of delivery: when result ``k`` arrives, every result after
-    it still to come holds back the source items it covers."""
+    """No ack runs ahead of delivery: when result ``k`` arrives, it and every result
+    after it hold back the source items they cover."""
     if seen.final_ack is None:
         return
     n = len(plan.toks)
     holds = [min(r.src, default=n) for r in seen.results] + [n]
     bound = list(itertools.accumulate(reversed(holds), min))[::-1]
-    for k, acked in enumerate(seen.acked_at):
+    for k, acked in seen.acked_at:
         assert acked is not None
         assert acked <= bound[k], f"ack {acked} when result {k} arrived: only {bound[k]} delivered"
     if seen.error is None:
@@ -636,13 +648,16 @@ def stage_specs(draw: st.DrawFn) -> StageSpec:
     )
     stateless = kind in STATELESS
     variants = ["sync", "async", "agen"] if kind == "flat_map" else ["sync", "async"]
+    variant = draw(st.sampled_from(variants))
+    # A sync function runs one call at a time on the loop's thread: no concurrency.
+    concurrent = kind in ("batch", "item_pipe") or (stateless and variant != "sync")
     return StageSpec(
         kind,
-        variant=draw(st.sampled_from(variants)),
+        variant=variant,
         param=draw(st.sampled_from(PARAMS.get(kind, (0, 1, 2, 3)))),
         buffer=buffer,
         throttle=throttle,
-        concurrency=draw(st.integers(1, 4)) if stateless or kind == "batch" else 1,
+        concurrency=draw(st.integers(1, 4)) if concurrent else 1,
         ordered=draw(st.booleans()) if stateless else True,
         policy=draw(st.sampled_from(POLICIES)),
         attempts=draw(st.integers(1, 3)),
@@ -673,6 +688,7 @@ def plans(draw: st.DrawFn) -> Plan:
         tail=draw(st.sampled_from([0.0, 0.5, 3.0])) if source in ("live", "clocked") else 0.0,
         stages=stages,
         slow=0.0 if any(s.timed for s in stages) else draw(st.sampled_from([0.0, 0.25])),
+        chunks=draw(st.booleans()),
     )
 
 
