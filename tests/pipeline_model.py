@@ -153,6 +153,8 @@ class Plan:
     slow: float = 0.0
     #: Whether the consumer takes the results a list at a time (``Stream.chunks()``).
     chunks: bool = False
+    #: The consumer leaves the stream once it has this many results.
+    stop: int | None = None
 
     @property
     def timed(self) -> bool:

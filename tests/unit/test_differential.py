@@ -432,6 +432,8 @@ class Observed:
     final_ack: int | None = None
     closed: bool | None = None
     paused: bool = False
+    #: Whether the consumer left the stream early.
+    left: bool = False
 
 
 async def _taken(stream: Stream[Tok], chunks: bool) -> AsyncIterator[list[Tok]]:
@@ -457,6 +459,9 @@ async def observe(plan: Plan, rig: Rig) -> Observed:
                 async for rows in _taken(stream, plan.chunks):
                     seen.acked_at.append((len(seen.results), probe.acked()))
                     seen.results += rows
+                    if plan.stop is not None and len(seen.results) >= plan.stop:
+                        seen.left = True
+                        break
                     if plan.slow:
                         await clock.sleep(plan.slow)  # upstream runs ahead meanwhile
         except StreamError as exc:
@@ -482,11 +487,11 @@ def check_lifecycle(plan: Plan, seen: Observed) -> None:
     assert [] == seen.leftover, "tasks left running after the run"
     if plan.source != "list":
         assert seen.closed, "the source was not closed"
-    if seen.error is None:
+    if seen.error is None and not seen.left:
         assert not seen.paused, "the source was left paused"
 
 
-def check_acks(plan: Plan, seen: Observed) -> None:
+def check_acks(plan: Plan, ref: Reference, seen: Observed) -> None:
     """No ack runs ahead of delivery: when result ``k`` arrives, it and every result
     after it hold back the source items they cover."""
     if seen.final_ack is None:
@@ -497,12 +502,19 @@ def check_acks(plan: Plan, seen: Observed) -> None:
     for k, acked in seen.acked_at:
         assert acked is not None
         assert acked <= bound[k], f"ack {acked} when result {k} arrived: only {bound[k]} delivered"
-    if seen.error is None:
+    if seen.left:
+        # The last result taken was never followed by a request for the next one.
+        assert seen.final_ack <= bound[len(seen.results) - 1], "acked what was not delivered"
+    elif seen.error is None:
         assert n == seen.final_ack, "not every item was acknowledged"
     else:
         item = seen.error.item
         srcs = item.src if isinstance(item, Tok) else frozenset().union(*(t.src for t in item))
         assert seen.final_ack <= min(srcs, default=n), "the failed item was acknowledged"
+    if ref.exact:
+        # Nothing the model's run would still have delivered is acknowledged.
+        missing = Counter(ref.outputs) - Counter(seen.results)
+        assert seen.final_ack <= min((min(o.src, default=n) for o in missing), default=n)
 
 
 def check_windows(plan: Plan, rig: Rig, seen: Observed) -> None:
@@ -511,7 +523,7 @@ def check_windows(plan: Plan, rig: Rig, seen: Observed) -> None:
         assert [] == log.problems
         w = plan.stages[i].window
         assert w is not None
-        if not w.event_time or seen.error is not None:
+        if not w.event_time or seen.error is not None or seen.left:
             continue
         late = [e.item for e in log.late]
         placed = Counter(t for _, _, _, items in log.windows for t in items)
@@ -529,7 +541,7 @@ def check_error(plan: Plan, ref: Reference, rig: Rig, seen: Observed) -> None:
     names = [plan.name(i) for i in range(len(plan.stages))]
     loose = {names[i] for i in range(ref.exact_until, len(names)) if plan.stages[i].may_raise}
     if seen.error is None:
-        assert [] == ref.raises, "the model expected the run to fail"
+        assert seen.left or [] == ref.raises, "the model expected the run to fail"
         return
     i = names.index(seen.error.pipe)
     got = ident_of(seen.error.item, rig.sort[i])
@@ -545,14 +557,14 @@ def check_error(plan: Plan, ref: Reference, rig: Rig, seen: Observed) -> None:
 def _window_parts(plan: Plan, i: int, got: tuple[Any, ...]) -> tuple[Any, ...]:
     w = plan.stages[i].window
     assert w is not None
-    _, _, key, start, end, vals, src = got
-    return (w.kind, key, start, end, vals, src)
+    _, _, key, start, end, vals, items = got
+    return (w.kind, key, start, end, vals, items)
 
 
 def check_results(plan: Plan, ref: Reference, rig: Rig, seen: Observed) -> None:
     """Results, counters, dead letters and late items as the model has them."""
     for i in range(ref.exact_until):
-        if seen.error is not None:
+        if seen.error is not None or seen.left:
             break
         model, stats = ref.stages[i], seen.stats[i]
         got = (stats.errors, stats.retries, stats.skipped, stats.dead_lettered, stats.late)
@@ -566,7 +578,12 @@ def check_results(plan: Plan, ref: Reference, rig: Rig, seen: Observed) -> None:
             assert Counter(model.late) == Counter(e.item for e in rig.logs[i].late)
     if not ref.exact:
         return
-    if seen.error is None:
+    if seen.left:
+        if ref.ordered:
+            assert ref.outputs[: len(seen.results)] == seen.results
+        else:
+            assert not Counter(seen.results) - Counter(ref.outputs), "results the model has not"
+    elif seen.error is None:
         if ref.ordered:
             assert ref.outputs == seen.results
         else:
@@ -689,6 +706,7 @@ def plans(draw: st.DrawFn) -> Plan:
         stages=stages,
         slow=0.0 if any(s.timed for s in stages) else draw(st.sampled_from([0.0, 0.25])),
         chunks=draw(st.booleans()),
+        stop=draw(st.sampled_from([None, None, None, 1, 3])),
     )
 
 
@@ -732,7 +750,7 @@ def run_plan(plan: Plan) -> None:
     event(f"run: {'failed' if seen.error else 'completed'}, {size} results")
     check_lifecycle(plan, seen)
     check_error(plan, ref, rig, seen)
-    check_acks(plan, seen)
+    check_acks(plan, ref, seen)
     check_windows(plan, rig, seen)
     check_results(plan, ref, rig, seen)
 
