@@ -155,6 +155,9 @@ class Plan:
     chunks: bool = False
     #: The consumer leaves the stream once it has this many results.
     stop: int | None = None
+    #: Seconds a ``Retry`` waits before its second attempt (only with stages that
+    #: no timing affects: the wait moves the clock).
+    backoff: float = 0.0
 
     @property
     def timed(self) -> bool:
@@ -331,7 +334,7 @@ class _Model:
                 out.counts.retries += spec.attempts - 1
                 attempts = spec.attempts
             policy = policy.removeprefix("retry_")
-        elif policy == "callable":
+        elif policy.startswith("callable"):
             policy = decide(ident)
         out.counts.errors += 1
         if policy == "raise":

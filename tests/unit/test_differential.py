@@ -255,22 +255,35 @@ def ident_of(item: Any, sort: bool) -> Any:
     return item
 
 
-def policy_for(spec: StageSpec, dead: list[StreamError], sort: bool) -> ErrorPolicy:
+def policy_for(spec: StageSpec, dead: list[StreamError], sort: bool, backoff: float) -> ErrorPolicy:
     if spec.policy in ("raise", "skip"):
         return spec.policy  # type: ignore[return-value]
     sink: Any = dead
     if spec.policy.endswith("dead_letter_pipe"):
         sink = ps.map(dead.append)
+    elif spec.policy.endswith("dead_letter_async"):
+
+        async def send(error: StreamError) -> None:
+            await asyncio.sleep(0)
+            dead.append(error)
+
+        sink = send
     if spec.policy.startswith("retry_"):
         then = spec.policy.removeprefix("retry_")
         final: Any = then if then in ("raise", "skip") else DeadLetter(sink)
-        return Retry(attempts=spec.attempts, backoff=0, jitter=0, then=final)
+        return Retry(attempts=spec.attempts, backoff=backoff, jitter=0, then=final)
+
+    def choose(error: StreamError) -> Any:
+        return "skip" if decide(ident_of(error.item, sort)) == "skip" else DeadLetter(dead)
+
+    async def choose_later(error: StreamError) -> Any:
+        await asyncio.sleep(0)
+        return choose(error)
+
     if spec.policy == "callable":
-
-        def choose(error: StreamError) -> Any:
-            return "skip" if decide(ident_of(error.item, sort)) == "skip" else DeadLetter(dead)
-
         return choose
+    if spec.policy == "callable_async":
+        return choose_later
     return DeadLetter(sink)
 
 
@@ -284,7 +297,7 @@ def build_stage(plan: Plan, i: int, rig: Rig) -> StreamPipe[Tok, Tok]:
         )
     if spec.kind == "stream_pipe":
         return Pairs(**options)
-    options["on_error"] = policy_for(spec, rig.dead[i], rig.sort[i])
+    options["on_error"] = policy_for(spec, rig.dead[i], rig.sort[i], plan.backoff)
     if spec.kind == "window":
         assert spec.window is not None
         log = rig.logs[i] = WindowLog()
@@ -621,7 +634,10 @@ POLICIES = (
     "retry_skip",
     "retry_dead_letter",
     "retry_dead_letter_pipe",
+    "dead_letter_async",
+    "retry_dead_letter_async",
     "callable",
+    "callable_async",
 )
 #: Filters keep all, drop all, or drop multiples of 2, 3 or 4; a flat_map gives
 #: 0 to 3 elements per item, or ``val % 4`` of them.
@@ -707,6 +723,7 @@ def plans(draw: st.DrawFn) -> Plan:
         slow=0.0 if any(s.timed for s in stages) else draw(st.sampled_from([0.0, 0.25])),
         chunks=draw(st.booleans()),
         stop=draw(st.sampled_from([None, None, None, 1, 3])),
+        backoff=0.0 if any(s.timed for s in stages) else draw(st.sampled_from([0.0, 0.25])),
     )
 
 
