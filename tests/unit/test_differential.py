@@ -713,7 +713,8 @@ def plans(draw: st.DrawFn) -> Plan:
     stamps = [t + d for t, d in zip(itertools.accumulate(steps), skew, strict=True)]
     gaps = draw(st.lists(st.sampled_from([0.0, 0.25, 0.5, 1.0]), min_size=n, max_size=n))
     pairs = enumerate(zip(vals, stamps, strict=True))
-    stages = tuple(draw(st.lists(stage_specs(), min_size=2, max_size=5)))
+    size = draw(st.integers(2, 5))
+    stages = tuple(draw(st.lists(stage_specs(), min_size=size, max_size=size)))
     return Plan(
         source=source,
         toks=tuple(Tok(v, ts, frozenset({i})) for i, (v, ts) in pairs),
