@@ -22,7 +22,6 @@ instead of equality (see the test module).
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -118,6 +117,7 @@ class StageSpec:
     window: WindowSpec | None = None
     batch_size: int = 2
     max_wait: float | None = None
+    max_weight: int | None = None
 
     @property
     def timed(self) -> bool:
@@ -205,6 +205,11 @@ def window_token(spec: WindowSpec, key: Hashable, start: int, end: int, items: l
     src = frozenset().union(*(t.src for t in items))
     trail = (spec.kind, key, start, end, vals, frozenset(items))
     return Tok(sum(vals) + len(vals), start / 1e6, src, trail)
+
+
+def weight(tok: Tok) -> int:
+    """An item's weight in a batch with ``max_weight``."""
+    return tok.val % 3 + 1
 
 
 def batch_token(batch: list[Tok], results: list[Tok]) -> Tok:
@@ -383,6 +388,7 @@ class _Model:
         groups: list[tuple[float, list[Tok]]] = []
         pending: list[Tok] = []
         due = 0.0
+        load = 0
         for t, tok in xs:
             if pending and spec.max_wait is not None:
                 if due == t:
@@ -390,9 +396,13 @@ class _Model:
                 if due < t:
                     groups.append((due, pending))
                     pending = []
+            if pending and spec.max_weight is not None and load + weight(tok) > spec.max_weight:
+                groups.append((t, pending))  # the item would take the batch over its weight
+                pending = []
             if not pending:
-                due = t + (spec.max_wait or 0.0)
+                due, load = t + (spec.max_wait or 0.0), 0
             pending.append(tok)
+            load += weight(tok)
             if len(pending) == spec.batch_size:
                 groups.append((t, pending))
                 pending = []
@@ -604,10 +614,6 @@ def reference(plan: Plan) -> Reference:
     )
 
 
-def multiset(xs: list[Any]) -> Counter[Any]:
-    return Counter(xs)
-
-
 __all__ = [
     "ALWAYS",
     "T0_US",
@@ -627,10 +633,10 @@ __all__ = [
     "item_pipe_val",
     "keeps",
     "map_val",
-    "multiset",
     "order_flags",
     "reference",
     "us",
+    "weight",
     "window_ident",
     "window_token",
 ]

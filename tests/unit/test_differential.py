@@ -77,6 +77,7 @@ from pipeline_model import (
     map_val,
     reference,
     us,
+    weight,
     window_ident,
     window_token,
 )
@@ -311,6 +312,8 @@ def build_stage(plan: Plan, i: int, rig: Rig) -> StreamPipe[Tok, Tok]:
         return Windows(spec.window, faults, rig.sort[i], log, **options)
     options["concurrency"] = spec.concurrency
     if spec.kind == "batch":
+        if spec.max_weight is not None:
+            options.update(weight=weight, max_weight=spec.max_weight)
         return Batcher(faults, spec.batch_size, max_wait=spec.max_wait, **options)
     options["ordered"] = spec.ordered
     if spec.kind == "item_pipe":
@@ -705,6 +708,7 @@ def stage_specs(draw: st.DrawFn) -> StageSpec:
         window=draw(window_specs()) if kind == "window" else None,
         batch_size=draw(st.integers(1, 4)),
         max_wait=draw(st.none() | st.sampled_from([0.375, 0.625, 1.125])),
+        max_weight=draw(st.none() | st.sampled_from([2, 4])),
     )
 
 
