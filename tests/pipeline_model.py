@@ -86,6 +86,9 @@ class WindowSpec:
     keys: int | None = None
     lateness: float = 0.0
     idle: bool = False
+    #: Whether the stage's ``FailSpec`` applies to the key function (keyed windows)
+    #: rather than to the aggregation.
+    key_fails: bool = False
 
     def key_of(self, tok: Tok) -> Hashable:
         return None if self.keys is None else tok.val % self.keys
@@ -431,7 +434,7 @@ class _Model:
                 ident = window_ident(
                     w.kind, win.key, win.start, win.end, vals, frozenset(win.items)
                 )
-                if self.resolve(spec, name, ident, out):
+                if w.key_fails or self.resolve(spec, name, ident, out):
                     items = sorted(win.items, key=lambda x: x.val) if sort else win.items
                     result.append((when(win), window_token(w, win.key, win.start, win.end, items)))
 
@@ -464,6 +467,12 @@ class _Model:
                 if now is not None and now != wm:
                     emit(logic.fire(now), by_idle)  # each by its timer
                     wm = now
+            else:
+                emit(logic.fire(T0_US + us(t)), by_clock)  # each by its timer, at its end
+                wm = T0_US + us(t)
+            if w.key_fails and not self.resolve(spec, name, tok, out):
+                continue  # its key function failed: the item is in no window
+            if w.event_time:
                 ts = us(tok.ts)
                 if max_ts is None or ts > max_ts:
                     max_ts, since = ts, t
@@ -472,8 +481,6 @@ class _Model:
                         emit(logic.fire(wm), at(t))
             else:
                 ts = T0_US + us(t)
-                emit(logic.fire(ts), by_clock)  # each by its timer, at its end
-                wm = ts
             if not logic.add(tok, w.key_of(tok), ts, wm):
                 out.counts.late += 1
                 out.late.append(tok)

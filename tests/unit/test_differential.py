@@ -189,12 +189,27 @@ class Windows(WindowedStreamPipe[Tok, Tok]):
                 on_late=log.late,
             )
         if w.keys is not None:
-            options["key"] = w.key_of
+            options["key"] = self._key
+        self.stamped: set[Tok] = set()
         super().__init__(**shape, **options)
 
+    def _taken(self, tok: Tok) -> None:
+        """Record an item the stage takes into its windows (or counts late)."""
+        if tok not in self.stamped:  # a retry calls the functions again
+            self.stamped.add(tok)
+            self.log.inputs.append(tok)
+
     def _stamp(self, tok: Tok) -> float:
-        self.log.inputs.append(tok)
+        if self.w.keys is None:
+            self._taken(tok)
         return tok.ts
+
+    def _key(self, tok: Tok) -> Any:
+        if self.w.key_fails:
+            self.faults.check(tok)
+        if self.w.event_time:
+            self._taken(tok)  # only once its key is known
+        return self.w.key_of(tok)
 
     def aggregate_window(self, window: Window[Tok]) -> Tok:
         start, end = _us_of(window.start), _us_of(window.end)
@@ -205,7 +220,8 @@ class Windows(WindowedStreamPipe[Tok, Tok]):
             self.seen.add(ident)
             self.log.windows.append((window.key, start, end, list(window)))
             self.log.problems += window_problems(self.w, window.key, start, end, list(window))
-        self.faults.check(ident)
+        if not self.w.key_fails:
+            self.faults.check(ident)
         return window_token(self.w, window.key, start, end, items)
 
 
@@ -659,6 +675,7 @@ KINDS = ("map", "filter", "flat_map", "item_pipe", "stream_pipe", "window", "win
 @st.composite
 def window_specs(draw: st.DrawFn) -> WindowSpec:
     size = draw(st.sampled_from([0.5, 1.0, 2.0]))
+    keys = draw(st.sampled_from([None, 2, 3]))
     return WindowSpec(
         kind=draw(st.sampled_from(["tumbling", "sliding", "session", "count"])),
         size=size,
@@ -666,9 +683,10 @@ def window_specs(draw: st.DrawFn) -> WindowSpec:
         gap=draw(st.sampled_from([0.5, 1.0, 1.5])),
         count=draw(st.integers(1, 3)),
         event_time=draw(st.booleans()),
-        keys=draw(st.sampled_from([None, 2, 3])),
+        keys=keys,
         lateness=draw(st.sampled_from([0.0, 0.5])),
         idle=draw(st.booleans()),
+        key_fails=keys is not None and draw(st.booleans()),
     )
 
 
