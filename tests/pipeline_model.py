@@ -3,9 +3,12 @@
 A pipeline is described by a ``Plan``: a source and 2 to 5 ``StageSpec`` s. The
 model runs the plan stage by stage over the list of source items, with no
 event loop: each item travels as ``(t, Tok)``, the virtual time it reaches the
-stage and the token itself. Times matter only to processing-time windows and
-to batches with ``max_wait``; on a list, a generator or an acknowledging source
-everything happens at time 0, and a live source emits item ``i`` at ``times[i]``.
+stage and the token itself. Times matter only to processing-time windows, to
+event-time windows with idle advance and to batches with ``max_wait``; on a
+list, a generator or an acknowledging source everything happens at time 0, and
+a live source emits item ``i`` at ``times[i]``. Where none of those stages is in
+the plan, the consumer may be slow and ``Retry`` may wait on the clock: the
+results do not depend on when items arrive.
 
 Every token records the source items it came from (``src``), so that a test can
 tell which source items a result covers (for acknowledgements) and which
@@ -105,6 +108,11 @@ class StageSpec:
     ``param`` chooses the transform: for ``filter`` 0 keeps all, 1 drops all,
     ``n >= 2`` drops values divisible by ``n``; for ``flat_map`` 0 to 3 elements
     per item (4: ``val % 4`` of them); for ``map`` the constant added.
+    ``fail`` picks the items (for a window: the windows, or with
+    ``WindowSpec.key_fails`` the items whose key function fails) that fail under
+    ``policy``: ``raise``, ``skip``, ``dead_letter`` (to a list), ``dead_letter_pipe``,
+    ``dead_letter_async`` (an async callable), ``retry_<one of those>`` (``attempts``
+    in all) or ``callable``/``callable_async`` (deciding by ``decide``).
     """
 
     kind: str
