@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit fuzz bench clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("pipeflow needs Python 3.11 or newer, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -34,6 +34,10 @@ unit: $(STAMP)
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
+
+# The differential test with thousands of random pipelines (minutes, not seconds).
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=nightly $(BIN)/pytest -q -o timeout=0 tests/unit/test_differential.py
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/run.py
