@@ -32,7 +32,6 @@ from .._core._stages import call_each
 from ._logic import (
     CountWindows,
     OpenedWindows,
-    OpenWindow,
     SessionWindows,
     SlidingWindows,
     TumblingWindows,
@@ -254,7 +253,7 @@ class _WindowRun:
 
     def held(self) -> int:
         """Items in open windows (an item in several sliding windows counts in each)."""
-        return sum(len(w.items) for w in self.logic.open_windows())
+        return sum(map(len, self.logic.open_windows()))
 
     def current_watermark(self) -> int:
         """The watermark now: processing time, or event time (with idle advance)."""
@@ -281,13 +280,13 @@ class _WindowRun:
             return None
         return (end - self.watermark) / 1_000_000
 
-    def ack_mark(self, undelivered: list[OpenWindow]) -> int:
+    def ack_mark(self, undelivered: list[Window[Any]]) -> int:
         """The source position whose input neither an open window nor ``undelivered`` holds."""
         opened = self.logic.opened
         if opened is None:
             return self.mark  # nobody listens: no windows were tracked
         oldest = opened.oldest_since()
-        held = min((w.since for w in undelivered), default=self.mark if oldest is None else oldest)
+        held = min((w._since for w in undelivered), default=self.mark if oldest is None else oldest)
         if oldest is not None:
             held = min(held, oldest)
         return max(self.acked, held)
@@ -301,7 +300,7 @@ class _WindowRun:
                 chunk = buf.get_nowait()
             except StopAsyncIteration:
                 break
-            fired: list[OpenWindow] = []
+            fired: list[Window[Any]] = []
             error: BaseException | None = None
             if chunk is not None:
                 items, mark = chunk
@@ -348,7 +347,7 @@ class _WindowRun:
         if idle is not None:
             self.advance += idle.seconds() - quiet
 
-    async def add_items(self, items: list[Any], fired: list[OpenWindow]) -> BaseException | None:
+    async def add_items(self, items: list[Any], fired: list[Window[Any]]) -> BaseException | None:
         """Assign a chunk's items to windows (at ``self.watermark``, where the due ones
         have fired); windows the watermark passes on the way go to ``fired``.
 
@@ -399,7 +398,7 @@ class _WindowRun:
         items: list[Any],
         raws: list[Any] | None,
         keys: list[Any] | None,
-        fired: list[OpenWindow],
+        fired: list[Window[Any]],
     ) -> None:
         """Every item's time is now: the watermark. No window fires, none is late."""
         add, now = self.logic.add, self.watermark
@@ -411,7 +410,7 @@ class _WindowRun:
         items: list[Any],
         raws: list[Any] | None,
         keys: list[Any] | None,
-        fired: list[OpenWindow],
+        fired: list[Window[Any]],
     ) -> None:
         # The per-item loop of the whole library's heaviest stage: keep it flat.
         assert raws is not None
@@ -421,7 +420,7 @@ class _WindowRun:
         tumbling = logic if type(logic) is TumblingWindows else None
         if tumbling is not None and self._add_in_order(tumbling, items, raws, keys, fired, wm):
             return
-        appends = tumbling.appends if tumbling is not None else None
+        groups = tumbling.groups if tumbling is not None else None
         size, offset = (tumbling.size, tumbling.offset) if tumbling is not None else (1, 0)
         lateness = self.pipe._lateness
         max_ts = start_max = self.max_ts
@@ -446,11 +445,11 @@ class _WindowRun:
                         if wm >= due:
                             fired += logic.fire(wm)
                             due = _due(logic)
-                if appends is not None:
-                    group = appends.get(ts - (ts - offset) % size)
-                    append = group.get(k) if group is not None else None
-                    if append is not None:
-                        append(x)
+                if groups is not None:
+                    group = groups.get(ts - (ts - offset) % size)
+                    w = group.get(k) if group is not None else None
+                    if w is not None:
+                        w.append(x)
                         continue
                 if add(x, k, ts, wm):
                     due = _due(logic)
@@ -469,7 +468,7 @@ class _WindowRun:
         items: list[Any],
         raws: list[Any],
         keys: list[Any] | None,
-        fired: list[OpenWindow],
+        fired: list[Window[Any]],
         wm: int,
     ) -> bool:
         """Tumbling windows, a run of numeric event times in order: slices, not items.
@@ -496,32 +495,17 @@ class _WindowRun:
         start = first - (first - offset) % size
         if start + size <= wm:
             return False  # the first item may be late: let the item loop decide
-        appends, add = logic.appends, logic.add
-        lo, n = 0, len(items)
-        while lo < n:
-            hi = bisect_left(raws, start + size, lo, n, key=_seconds_to_us)
-            group = appends.get(start)
-            if keys is None:
-                append = group.get(None) if group is not None else None
-                if append is None:
-                    add(items[lo], None, start, wm)
-                    lo += 1
-                    continue
-                logic.extend(start, None, items[lo:hi])
-            else:
-                get = group.get if group is not None else _nothing
-                for x, k in zip(items[lo:hi], keys[lo:hi], strict=True):
-                    append = get(k)
-                    if append is None:
-                        add(x, k, start, wm)
-                        group = appends[start]
-                        get = group.get
-                    else:
-                        append(x)
-            lo = hi
-            if lo < n:
-                t = _seconds_to_us(raws[lo])
-                start = t - (t - offset) % size
+        if last < start + size:  # one window (per key) takes the whole run
+            logic.add_run(start, keys, items)
+        else:
+            lo, n = 0, len(items)
+            while lo < n:
+                hi = bisect_left(raws, start + size, lo, n, key=_seconds_to_us)
+                logic.add_run(start, keys[lo:hi] if keys is not None else None, items[lo:hi])
+                lo = hi
+                if lo < n:
+                    t = _seconds_to_us(raws[lo])
+                    start = t - (t - offset) % size
         if last > self.max_ts:
             self.max_ts = last
             self.advance = 0.0
@@ -566,8 +550,8 @@ class _WindowRun:
         await self.ctx.errors.deliver(policy, error)
 
     async def emit(
-        self, fired: list[OpenWindow]
-    ) -> tuple[list[Any], StreamError | None, list[OpenWindow]]:
+        self, fired: list[Window[Any]]
+    ) -> tuple[list[Any], StreamError | None, list[Window[Any]]]:
         """Process fired windows in order; stop at a failure the policy raises.
 
         Returns the results, that failure, and the windows not delivered because
@@ -575,35 +559,54 @@ class _WindowRun:
         """
         stats = self.ctx.stats
         stats.windows_open = self.logic.open_count
+        out: list[Any] = []
+        if not fired:
+            return out, None, []
         process = self.pipe.process_window
+        # The default process_window only calls aggregate_window: skip the coroutine,
+        # and call it over the windows at C speed until one fails.
         aggregate = (
             self.pipe.aggregate_window
             if type(self.pipe).process_window is WindowedStreamPipe.process_window
             else None
         )
-        out: list[Any] = []
-        if not fired:
-            return out, None, []
         error: StreamError | None = None
-        undelivered: list[OpenWindow] = []
+        undelivered: list[Window[Any]] = []
         started = self.ctx.clock.monotonic() if stats.timed else 0.0
-        for i, w in enumerate(fired):
-            window = w.window()
-            try:
-                # The default process_window only calls aggregate_window: skip the coroutine.
-                result = aggregate(window) if aggregate is not None else await process(window)
-            except Exception as exc:
+        i, n = 0, len(fired)
+        while i < n:
+            window = fired[i]
+            exc: Exception | None = None
+            if aggregate is not None:
+                before = len(out)
                 try:
-                    result = await self.ctx.errors.handle(window, exc, partial(process, window))
-                except StreamError as failed:
-                    error, undelivered = failed, fired[i:]
+                    out.extend(map(aggregate, islice(fired, i, None)))
+                except Exception as raised:
+                    exc = raised
+                i += len(out) - before
+                if i == n:
                     break
-                if result is SKIP:
+                window = fired[i]
+                if exc is None:
+                    exc = StopIteration()  # aggregate_window raised it: map() just stopped
+            else:
+                try:
+                    out.append(await process(window))
+                    i += 1
                     continue
-            out.append(result)
+                except Exception as raised:
+                    exc = raised
+            try:
+                result = await self.ctx.errors.handle(window, exc, partial(process, window))
+            except StreamError as failed:
+                error, undelivered = failed, fired[i:]
+                break
+            i += 1
+            if result is not SKIP:
+                out.append(result)
         # Fired: closed and dealt with (emitted, or left to the error policy); a
         # window a "raise" stopped before is not.
-        done = len(fired) - len(undelivered)
+        done = n - len(undelivered)
         stats.windows_fired += done
         stats.items_out += len(out)
         if stats.timed:
@@ -618,10 +621,6 @@ _NUMBERS = frozenset((float, int))
 def _seconds_to_us(seconds: float) -> int:
     """Epoch seconds (a float or an int) as whole microseconds, as ``to_us`` rounds them."""
     return round(seconds * 1e6)
-
-
-def _nothing(_: Hashable) -> None:
-    return None
 
 
 def _due(logic: WindowLogic) -> int:

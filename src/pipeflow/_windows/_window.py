@@ -25,7 +25,7 @@ class Window(list[T], Generic[T]):
     last item. ``key`` is the item key (``None`` without ``key=``).
     """
 
-    __slots__ = ("_end_us", "_start_us", "key")
+    __slots__ = ("_end_us", "_since", "_start_us", "key")
 
     def __init__(
         self,
@@ -38,6 +38,8 @@ class Window(list[T], Generic[T]):
         self._start_us = to_us(start) if start is not None else 0
         self._end_us = to_us(end) if end is not None else 0
         self.key = key
+        # The source position reached before the window's first item (for acks).
+        self._since = 0
 
     @property
     def start(self) -> datetime:
@@ -59,8 +61,12 @@ class Window(list[T], Generic[T]):
 _new_list = list.__new__
 
 
-def new_window(key: Hashable) -> Window[Any]:
-    """An empty window for ``key``; its bounds are set when it fires."""
+def new_window(key: Hashable, start: int = 0, end: int = 0, since: int = 0) -> Window[Any]:
+    """An empty window for ``key`` (bounds in microseconds; those of a window whose
+    bounds move are set when it fires)."""
     w: Window[Any] = _new_list(Window)
     w.key = key
+    w._start_us = start
+    w._end_us = end
+    w._since = since
     return w
