@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
+from operator import length_hint
 from typing import Any, Protocol
 
 from ._window import Window, new_window
@@ -258,12 +259,18 @@ class TumblingWindows:
                 w = self._open(group, start, (None,))
             w.extend(items)
             return
+        window_of = group.__getitem__
+        keys_left, items_left = iter(keys), iter(items)
         try:
-            windows = list(map(group.__getitem__, keys))
+            _consume(map(_append, map(window_of, keys_left), items_left))
         except KeyError:
-            self._open(group, start, [k for k in dict.fromkeys(keys) if k not in group])
-            windows = list(map(group.__getitem__, keys))
-        _consume(map(_append, windows, items))
+            # map() stopped at the first key without a window: open the windows of
+            # the keys from there on that have none (in the order they come), then
+            # go on with that key's item.
+            at = len(keys) - length_hint(keys_left) - 1
+            self._open(group, start, [k for k in dict.fromkeys(keys[at:]) if k not in group])
+            _append(window_of(keys[at]), next(items_left))
+            _consume(map(_append, map(window_of, keys_left), items_left))
 
     def _open_group(self, start: int) -> dict[Hashable, Window[Any]]:
         group: dict[Hashable, Window[Any]] = {}
@@ -279,8 +286,12 @@ class TumblingWindows:
     ) -> Window[Any]:
         """Open the windows of ``keys`` (none open yet) in ``group``; return the last."""
         end, position = start + self._size, self.position
-        for k in keys:
-            w = group[k] = new_window(k, start, end, position)
+        for k in keys:  # new_window(k, start, end, position), inline: one per (key, period)
+            w = group[k] = _new_list(Window)
+            w.key = k
+            w._start_us = start
+            w._end_us = end
+            w._since = position
         self._count += len(keys)
         if self.opened is not None:
             since = self._since[start]
@@ -316,6 +327,7 @@ class TumblingWindows:
 
 
 _append = list.append
+_new_list = list.__new__
 #: Runs an iterator to its end at C speed, keeping nothing.
 _consume: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend
 

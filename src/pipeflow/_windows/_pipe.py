@@ -16,7 +16,8 @@ from collections.abc import AsyncIterator, Callable, Hashable
 from datetime import datetime, timedelta
 from functools import partial
 from itertools import islice
-from operator import le
+from math import isfinite
+from operator import countOf
 from typing import TYPE_CHECKING, Any, Literal
 
 if sys.version_info >= (3, 13):
@@ -234,6 +235,12 @@ class _WindowRun:
         self.pipe = pipe
         self.ctx = ctx
         self.logic = pipe._logic_factory()
+        # Event-time tumbling windows: in-order runs take the fast path.
+        self.tumbling = (
+            self.logic
+            if type(self.logic) is TumblingWindows and pipe.timestamp is not None
+            else None
+        )
         if ctx.acking:  # acks need the oldest window still open, chunk after chunk
             self.logic.opened = OpenedWindows()
         self.event_time = pipe.timestamp is not None
@@ -318,8 +325,12 @@ class _WindowRun:
             # (count windows fill as items come; time windows fired as the watermark moved).
             fired += self.logic.fire(self.watermark)
             if fired or chunk is not None:
-                out, failed, undelivered = await self.emit(fired)
-                error = failed or error
+                if fired:
+                    out, failed, undelivered = await self.emit(fired)
+                    error = failed or error
+                else:
+                    stats.windows_open = self.logic.open_count
+                    out, undelivered = [], []
                 acked = self.ack_mark(undelivered)
                 if out or acked != self.acked:
                     self.acked = acked
@@ -370,7 +381,15 @@ class _WindowRun:
         add = self._add_event_time if self.event_time else self._add_processing_time
         try:
             if not failed:
-                await add(items, raws, keys, fired)
+                tumbling = self.tumbling
+                if tumbling is None:
+                    await add(items, raws, keys, fired)
+                elif raws is not None and self._add_in_order(
+                    tumbling, items, raws, keys, fired, self.watermark
+                ):
+                    pass  # the usual case: no coroutine for it
+                else:
+                    await self._add_event_time(items, raws, keys, fired, in_order=False)
                 return None
             pos = 0
             for i in sorted(failed):
@@ -411,14 +430,22 @@ class _WindowRun:
         raws: list[Any] | None,
         keys: list[Any] | None,
         fired: list[Window[Any]],
+        *,
+        in_order: bool = True,
     ) -> None:
+        """Add items one by one, after trying a tumbling window's fast path for a
+        run in order (unless ``in_order`` is false: it was just tried)."""
         # The per-item loop of the whole library's heaviest stage: keep it flat.
         assert raws is not None
         logic, tsfn, wm = self.logic, self.pipe.timestamp, self.watermark
         add = logic.add
         # Tumbling windows: find an open window by arithmetic and one dict lookup.
-        tumbling = logic if type(logic) is TumblingWindows else None
-        if tumbling is not None and self._add_in_order(tumbling, items, raws, keys, fired, wm):
+        tumbling = self.tumbling
+        if (
+            tumbling is not None
+            and in_order
+            and self._add_in_order(tumbling, items, raws, keys, fired, wm)
+        ):
             return
         groups = tumbling.groups if tumbling is not None else None
         size, offset = (tumbling.size, tumbling.offset) if tumbling is not None else (1, 0)
@@ -481,9 +508,7 @@ class _WindowRun:
         the run does not qualify: the item loop then handles it, with the same
         ``raws`` and ``keys`` (the user's functions are not called again).
         """
-        if not _NUMBERS.issuperset(map(type, raws)):
-            return False
-        if not all(map(le, raws, islice(raws, 1, None))):
+        if not _numbers_in_order(raws):
             return False
         try:
             first, last = _seconds_to_us(raws[0]), _seconds_to_us(raws[-1])
@@ -616,6 +641,27 @@ class _WindowRun:
 
 
 _NUMBERS = frozenset((float, int))
+
+
+def _numbers_in_order(raws: list[Any]) -> bool:
+    """Whether the event times (at least one) are all ints or floats (not bools, nor
+    any other subclass), finite, and in order (none before the one ahead of it)."""
+    kind = type(raws[0])
+    if countOf(map(type, raws), kind) == len(raws):
+        if kind not in _NUMBERS:
+            return False
+    elif not _NUMBERS.issuperset(map(type, raws)):
+        return False
+    try:
+        # A NaN or an infinity makes the sum one too (so may huge times: then the
+        # item loop takes the run, as it would anyway).
+        if not isfinite(sum(raws)):
+            return False
+    except OverflowError:
+        return False
+    # Sorting is stable, and these numbers are totally ordered: the sorted list
+    # equals the list exactly when it was in order.
+    return raws == sorted(raws)
 
 
 def _seconds_to_us(seconds: float) -> int:
