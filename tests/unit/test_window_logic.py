@@ -15,6 +15,7 @@ from pipeflow._windows._logic import (
     SlidingWindows,
     TumblingWindows,
 )
+from pipeflow._windows._time import to_us
 from pipeflow._windows._window import Window
 
 NO_WM = -(2**62)
@@ -22,7 +23,7 @@ NO_WM = -(2**62)
 
 def bounds(w: Window[Any]) -> tuple[int, int]:
     """A window's (start, end) in microseconds, as the logic set them."""
-    return w._start_us, w._end_us
+    return to_us(w.start), to_us(w.end)
 
 
 def spans(windows: list[Window[Any]]) -> list[tuple[Hashable, int, int, list[Any]]]:

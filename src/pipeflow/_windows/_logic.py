@@ -19,7 +19,7 @@ from collections.abc import Callable, Hashable, Iterable
 from operator import length_hint
 from typing import Any, Protocol
 
-from ._window import Window, new_window
+from ._window import Window, datetime_of, new_window
 
 __all__ = ["CountWindows", "OpenWindow", "SessionWindows", "SlidingWindows", "TumblingWindows"]
 
@@ -42,8 +42,8 @@ class OpenWindow:
     def window(self) -> Window[Any]:
         """The items as the user's ``Window``, with the bounds and ``since`` as they are now."""
         w = self.items
-        w._start_us = self.start
-        w._end_us = self.end
+        w.start = datetime_of(self.start)
+        w.end = datetime_of(self.end)
         w._since = self.since
         return w
 
@@ -285,12 +285,13 @@ class TumblingWindows:
         self, group: dict[Hashable, Window[Any]], start: int, keys: tuple[Hashable] | list[Hashable]
     ) -> Window[Any]:
         """Open the windows of ``keys`` (none open yet) in ``group``; return the last."""
-        end, position = start + self._size, self.position
-        for k in keys:  # new_window(k, start, end, position), inline: one per (key, period)
+        first, last = datetime_of(start), datetime_of(start + self._size)
+        position = self.position
+        for k in keys:  # one per (key, period): inline, each store counts
             w = group[k] = _new_list(Window)
             w.key = k
-            w._start_us = start
-            w._end_us = end
+            w.start = first
+            w.end = last
             w._since = position
         self._count += len(keys)
         if self.opened is not None:
