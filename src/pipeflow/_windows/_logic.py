@@ -246,31 +246,47 @@ class TumblingWindows:
         w.append(item)
         return True
 
-    def add_run(self, start: int, keys: list[Hashable] | None, items: list[Any]) -> None:
+    def add_run(self, start: int, keys: list[Any] | None, items: list[Any]) -> int:
         """Add ``items`` (with their ``keys``, or all under the key ``None``) to their
         windows starting at ``start``, which must not have fired: as ``add`` would,
-        item by item, at C speed while every key's window is open."""
+        item by item, at C speed while every key's window is open.
+
+        Returns how many items went in: all of them, unless a key cannot be
+        hashed (``TypeError``); then those before it, or fewer (none after it).
+        """
         group = self._groups.get(start)
-        if group is None:
-            group = self._open_group(start)
         if keys is None:
+            if group is None:
+                group = self._open_group(start)
             w = group.get(None)
             if w is None:
                 w = self._open(group, start, (None,))
             w.extend(items)
-            return
+            return len(items)
+        if group is None:
+            group = _NO_WINDOWS  # every key opens its window: the group, with the first
         window_of = group.__getitem__
         keys_left, items_left = iter(keys), iter(items)
-        try:
-            _consume(map(_append, map(window_of, keys_left), items_left))
-        except KeyError:
-            # map() stopped at the first key without a window: open the windows of
-            # the keys from there on that have none (in the order they come), then
-            # go on with that key's item.
-            at = len(keys) - length_hint(keys_left) - 1
-            self._open(group, start, [k for k in dict.fromkeys(keys[at:]) if k not in group])
-            _append(window_of(keys[at]), next(items_left))
-            _consume(map(_append, map(window_of, keys_left), items_left))
+        while True:
+            try:
+                _consume(map(_append, map(window_of, keys_left), items_left))
+                return len(items)
+            except TypeError:
+                return len(keys) - length_hint(keys_left) - 1  # map() stopped at that key
+            except KeyError:
+                # map() stopped at the first key without a window: open the windows
+                # of the keys from there on that have none (in the order they come),
+                # then go on with that key's item.
+                at = len(keys) - length_hint(keys_left) - 1
+                try:
+                    new = [k for k in dict.fromkeys(keys[at:]) if k not in group]
+                except TypeError:
+                    return at
+                if group is _NO_WINDOWS:
+                    group = self._open_group(start)
+                    window_of = group.__getitem__
+                self._open(group, start, new)
+                _append(window_of(keys[at]), next(items_left))
 
     def _open_group(self, start: int) -> dict[Hashable, Window[Any]]:
         group: dict[Hashable, Window[Any]] = {}
@@ -328,6 +344,8 @@ class TumblingWindows:
 
 
 _append = list.append
+#: The windows of a period not open yet: none (never added to).
+_NO_WINDOWS: dict[Hashable, Window[Any]] = {}
 _new_list = list.__new__
 #: Runs an iterator to its end at C speed, keeping nothing.
 _consume: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend

@@ -376,20 +376,27 @@ class _WindowRun:
         failed: dict[int, Exception] = {}
         raws = call_each(tsfn, items, failed) if tsfn is not None else None
         keys = call_each(keyfn, items, failed) if keyfn is not None else None
+        tumbling = self.tumbling
+        in_order = tumbling is not None and not failed and raws is not None
+        if in_order and tumbling is not None and raws is not None:
+            # The usual case, with no coroutine: a run in order. It hashes the keys
+            # itself, and stops at one that cannot be: the rest goes on below.
+            done = self._add_in_order(tumbling, items, raws, keys, fired, self.watermark)
+            if done == len(items):
+                self.ctx.stats.windows_open = self.logic.open_count
+                return None
+            if done:
+                items, raws = items[done:], raws[done:]
+                keys = keys[done:] if keys is not None else None
         if keys is not None:
             _check_keys(keys, failed)
         add = self._add_event_time if self.event_time else self._add_processing_time
         try:
             if not failed:
-                tumbling = self.tumbling
-                if tumbling is None:
-                    await add(items, raws, keys, fired)
-                elif raws is not None and self._add_in_order(
-                    tumbling, items, raws, keys, fired, self.watermark
-                ):
-                    pass  # the usual case: no coroutine for it
-                else:
+                if in_order:  # just tried
                     await self._add_event_time(items, raws, keys, fired, in_order=False)
+                else:
+                    await add(items, raws, keys, fired)
                 return None
             pos = 0
             for i in sorted(failed):
@@ -437,16 +444,17 @@ class _WindowRun:
         run in order (unless ``in_order`` is false: it was just tried)."""
         # The per-item loop of the whole library's heaviest stage: keep it flat.
         assert raws is not None
+        tumbling = self.tumbling
+        if tumbling is not None and in_order:
+            done = self._add_in_order(tumbling, items, raws, keys, fired, self.watermark)
+            if done == len(items):
+                return
+            if done:  # (not with keys checked beforehand, as they are here)
+                items, raws = items[done:], raws[done:]
+                keys = keys[done:] if keys is not None else None
         logic, tsfn, wm = self.logic, self.pipe.timestamp, self.watermark
         add = logic.add
         # Tumbling windows: find an open window by arithmetic and one dict lookup.
-        tumbling = self.tumbling
-        if (
-            tumbling is not None
-            and in_order
-            and self._add_in_order(tumbling, items, raws, keys, fired, wm)
-        ):
-            return
         groups = tumbling.groups if tumbling is not None else None
         size, offset = (tumbling.size, tumbling.offset) if tumbling is not None else (1, 0)
         lateness = self.pipe._lateness
@@ -497,47 +505,59 @@ class _WindowRun:
         keys: list[Any] | None,
         fired: list[Window[Any]],
         wm: int,
-    ) -> bool:
+    ) -> int:
         """Tumbling windows, a run of numeric event times in order: slices, not items.
 
         In such a run no item is late once its first one is not, and no window
         fires between its items that a later item would belong to, so firing at
         the end of the run gives exactly what item-by-item processing gives.
         The run is cut where window boundaries fall (by bisection) and each
-        slice goes to its windows. Returns ``False``, having changed nothing, if
-        the run does not qualify: the item loop then handles it, with the same
-        ``raws`` and ``keys`` (the user's functions are not called again).
+        slice goes to its windows.
+
+        Returns how many items went in: all, or none (having changed nothing)
+        if the run does not qualify, or those before the first key that cannot
+        be hashed. The item loop then handles the rest, with the same ``raws``
+        and ``keys`` (the user's functions are not called again).
         """
         if not _numbers_in_order(raws):
-            return False
+            return 0
         try:
             first, last = _seconds_to_us(raws[0]), _seconds_to_us(raws[-1])
         except (ValueError, OverflowError):
-            return False  # NaN or infinite: the item loop fails the item
+            return 0  # a huge int: the item loop fails the item
         if not (self.lowest <= first and last <= self.highest):
-            return False  # beyond what a datetime can hold: the item loop fails the item
+            return 0  # beyond what a datetime can hold: the item loop fails the item
         size, offset = logic.size, logic.offset
         start = first - (first - offset) % size
         if start + size <= wm:
-            return False  # the first item may be late: let the item loop decide
+            return 0  # the first item may be late: let the item loop decide
+        n = len(items)
         if last < start + size:  # one window (per key) takes the whole run
-            logic.add_run(start, keys, items)
+            done = logic.add_run(start, keys, items)
         else:
-            lo, n = 0, len(items)
+            lo = 0
             while lo < n:
                 hi = bisect_left(raws, start + size, lo, n, key=_seconds_to_us)
-                logic.add_run(start, keys[lo:hi] if keys is not None else None, items[lo:hi])
+                took = logic.add_run(start, keys[lo:hi] if keys is not None else None, items[lo:hi])
+                if took < hi - lo:
+                    hi = lo + took
+                    break
                 lo = hi
                 if lo < n:
                     t = _seconds_to_us(raws[lo])
                     start = t - (t - offset) % size
+            done = hi
+        if done < n:
+            if not done:
+                return 0
+            last = _seconds_to_us(raws[done - 1])
         if last > self.max_ts:
             self.max_ts = last
             self.advance = 0.0
             if last - self.pipe._lateness > wm:
                 self.watermark = last - self.pipe._lateness
                 fired += logic.fire(self.watermark)
-        return True
+        return done
 
     def event_us(self, raw: Any) -> int:
         """An event time as microseconds (see ``to_us``), checked: its windows must
