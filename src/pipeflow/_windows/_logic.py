@@ -34,7 +34,7 @@ class OpenWindow:
         self.start = start
         self.end = end
         #: The items, in the ``Window`` handed to the user when the window fires.
-        self.items: Window[Any] = new_window(key)
+        self.items = new_window(key)
         self.fired = False
         #: The source mark reached before this window's first item (for acks).
         self.since = since
@@ -42,8 +42,8 @@ class OpenWindow:
     def window(self) -> Window[Any]:
         """The items as the user's ``Window``, with the bounds and ``since`` as they are now."""
         w = self.items
-        w.start = datetime_of(self.start)
-        w.end = datetime_of(self.end)
+        w._start_us = self.start
+        w._end_us = self.end
         w._since = self.since
         return w
 

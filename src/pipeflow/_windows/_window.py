@@ -55,11 +55,36 @@ class Window(list[T], Generic[T]):
         )
 
 
+class _LazyWindow(Window[T]):
+    """A window whose bounds are kept in microseconds and made datetimes only when
+    read: sliding, session and count windows, whose bounds are seldom shared and
+    often never asked for (a tumbling window shares its period's datetimes)."""
+
+    __slots__ = ("_end_us", "_start_us")
+
+    @property
+    def start(self) -> datetime:
+        return datetime_of(self._start_us)
+
+    @start.setter
+    def start(self, value: datetime) -> None:
+        self._start_us = to_us(value)
+
+    @property
+    def end(self) -> datetime:
+        return datetime_of(self._end_us)
+
+    @end.setter
+    def end(self, value: datetime) -> None:
+        self._end_us = to_us(value)
+
+
 _new_list = list.__new__
 
 
-def new_window(key: Hashable) -> Window[Any]:
-    """An empty window for ``key``; its bounds (and ``since``) are set when it fires."""
-    w: Window[Any] = _new_list(Window)
+def new_window(key: Hashable) -> _LazyWindow[Any]:
+    """An empty window for ``key`` whose bounds (in microseconds, with ``since``)
+    are set when it fires."""
+    w: _LazyWindow[Any] = _new_list(_LazyWindow)
     w.key = key
     return w
