@@ -11,18 +11,24 @@ from typing import Any
 
 from pipeflow._windows._logic import (
     CountWindows,
-    OpenWindow,
     SessionWindows,
     SlidingWindows,
     TumblingWindows,
 )
+from pipeflow._windows._time import to_us
+from pipeflow._windows._window import Window
 
 NO_WM = -(2**62)
 
 
-def spans(windows: list[OpenWindow]) -> list[tuple[Hashable, int, int, list[Any]]]:
+def bounds(w: Window[Any]) -> tuple[int, int]:
+    """A window's (start, end) in microseconds, as the logic set them."""
+    return to_us(w.start), to_us(w.end)
+
+
+def spans(windows: list[Window[Any]]) -> list[tuple[Hashable, int, int, list[Any]]]:
     """Windows as comparable tuples: (key, start, end, items)."""
-    return [(w.key, w.start, w.end, list(w.items)) for w in windows]
+    return [(w.key, *bounds(w), list(w)) for w in windows]
 
 
 def open_spans(logic: Any) -> list[tuple[Hashable, int, int, list[Any]]]:
@@ -174,7 +180,7 @@ def test_tumbling_flush_returns_every_window_by_end_and_clears_state() -> None:
     for t in (35, 5, 22, 14):
         logic.add(t, None, t, NO_WM)
     flushed = logic.flush()
-    assert [0, 10, 20, 30] == [w.start for w in flushed]
+    assert [0, 10, 20, 30] == [bounds(w)[0] for w in flushed]
     assert 0 == logic.open_count
     assert logic.next_end() is None
     assert [] == logic.flush()
@@ -238,7 +244,7 @@ def test_tumbling_records_position_for_new_windows() -> None:
     logic.position = 9
     logic.add("y", None, 2, NO_WM)
     logic.add("z", None, 11, NO_WM)
-    by_start = {w.start: w.since for w in logic.open_windows()}
+    by_start = {bounds(w)[0]: w._since for w in logic.open_windows()}
     assert {0: 4, 10: 9} == by_start
 
 
@@ -345,7 +351,7 @@ def test_sliding_state_released_after_fire() -> None:
         logic.add(t, None, t, NO_WM)
     assert logic.open_count > 0
     fired = logic.fire(10**6)
-    assert len(fired) == len({w.start for w in fired})
+    assert len(fired) == len({bounds(w)[0] for w in fired})
     assert 0 == logic.open_count
     assert logic.next_end() is None
 
@@ -424,7 +430,7 @@ def test_session_merge_fires_once_at_merged_end() -> None:
     assert [] == logic.fire(39)
     fired = logic.fire(40)
     assert 1 == len(fired)
-    assert (15, 40) == (fired[0].start, fired[0].end)
+    assert (15, 40) == bounds(fired[0])
     assert [] == logic.fire(100)
     assert 0 == logic.open_count
 
@@ -447,8 +453,8 @@ def test_session_merge_of_three_sessions() -> None:
     logic.add("d", None, 10, NO_WM)  # [10, 15) touches [0,11) and [12,17) -> [0, 17)
     assert 1 == logic.open_count
     [fired] = logic.flush()
-    assert (0, 17) == (fired.start, fired.end)
-    assert ["a", "b", "c", "d", "e"] == sorted(fired.items)
+    assert (0, 17) == bounds(fired)
+    assert ["a", "b", "c", "d", "e"] == sorted(fired)
 
 
 def test_session_new_session_behind_watermark_is_late() -> None:

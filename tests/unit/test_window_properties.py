@@ -28,7 +28,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeflow.streams import LateItemError, Pipeable, Window, WindowedStreamPipe, flat_map
-from pipeflow.testing import VirtualClock
+from pipeflow.testing import TestSource, VirtualClock
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MS = timedelta(milliseconds=1)
@@ -483,3 +483,138 @@ def test_count_windows_match_reference_model(
     assert Counter(rest) == Counter(tail)
     assert 0 == got.late
     assert sorted(x[2] for x in items) == sorted(i for w in got.windows for i in w[3])
+
+
+# -- in-order runs of tumbling windows, chunk by chunk --------------------------------
+
+
+async def cut_agen(items: list[Item], cuts: set[int]) -> AsyncIterator[Item]:
+    """Hands the items over without waiting, but lets the loop run before each index
+    in ``cuts``: a reader's chunk ends there."""
+    for i, x in enumerate(items):
+        if i in cuts:
+            await asyncio.sleep(0)
+        yield x
+
+
+def whole_seconds(item: Item) -> int:
+    return item[0] // 1000
+
+
+class WatchedSource(TestSource[Item]):
+    """A ``TestSource`` that, at each ack, notes the acked items no window the
+    consumer has taken holds (and that are not late)."""
+
+    __test__ = False
+
+    def __init__(
+        self, script: list[Any], clock: VirtualClock, taken: list[Emitted], late: set[int]
+    ):
+        super().__init__(script, clock=clock)
+        self.taken = taken
+        self.late = late
+        self.too_soon: list[int] = []
+
+    def ack(self, count: int) -> None:
+        delivered = {i for w in self.taken for i in w[3]} | self.late
+        self.too_soon += [i for i in range(count) if i not in delivered]
+        super().ack(count)
+
+
+@st.composite
+def cut_in_order_runs(draw: st.DrawFn) -> dict[str, Any]:
+    """Many events in time order, over windows short enough for several per chunk."""
+    n = draw(st.integers(1, 300))
+    steps = draw(st.lists(st.integers(0, 40), min_size=n, max_size=n))
+    start = draw(st.integers(0, 5000))
+    times = [start + sum(steps[: i + 1]) for i in range(n)]
+    return {
+        "times": times,
+        "keys": draw(st.lists(st.sampled_from("abcd"), min_size=n, max_size=n)),
+        "size": draw(st.integers(1, 400)),
+        "offset": draw(st.integers(-500, 500)),
+        "lateness": draw(st.sampled_from([0, 0, 30, 500])),
+        "cuts": draw(st.sets(st.integers(1, max(1, n - 1)), max_size=12)),
+        "unhashable": draw(st.sets(st.integers(0, n - 1), max_size=3)),
+    }
+
+
+@SETTINGS
+@given(
+    run=cut_in_order_runs(),
+    keyed=st.booleans(),
+    source_kind=st.sampled_from(["list", "cut async", "acking"]),
+    whole=st.booleans(),
+)
+def test_tumbling_windows_over_in_order_chunks_match_reference_model(
+    run: dict[str, Any], keyed: bool, source_kind: str, whole: bool
+) -> None:
+    """Events in time order, chunks ending anywhere (inside a window, on its end, with
+    several windows in one chunk): the model's windows, each once, counters agreeing;
+    an acknowledging source is acked only past items whose windows went out. An item
+    whose key cannot be hashed is skipped (on_error="skip"), wherever it falls.
+
+    Event times come as float seconds or as whole int seconds (both in-order paths).
+    """
+    ms = [t * 1000 for t in run["times"]] if whole else run["times"]
+    items = numbered(list(zip(ms, run["keys"], strict=True)))
+    size, offset, lateness = run["size"], run["offset"], run["lateness"]
+    if whole:  # whole seconds: a window of whole seconds too
+        size, offset, lateness = size * 1000, offset * 1000, lateness * 1000
+    unhashable: set[int] = run["unhashable"] if keyed else set()
+    model = TimeModel(size, size, offset, lateness, keyed)
+    for item in items:
+        if item[2] not in unhashable:
+            model.add(item)
+    model.finish()
+    late = set(model.late) | unhashable
+
+    def key(item: Item) -> Any:
+        return [item[1]] if item[2] in unhashable else item[1]
+
+    pipe: WindowedStreamPipe[Item, Window[Item]] = WindowedStreamPipe(
+        size * MS,
+        offset=offset * MS,
+        timestamp=whole_seconds if whole else epoch_seconds,
+        key=key if keyed else None,
+        allowed_lateness=lateness * MS,
+        idle_advance=False,
+        on_error="skip",
+    )
+    cuts = run["cuts"]
+
+    async def main() -> tuple[list[Emitted], list[int], int | None]:
+        clock = VirtualClock()
+        out: list[Emitted] = []
+        test_source: WatchedSource | None = None
+        source: Any
+        if source_kind == "list":
+            source = items
+        elif source_kind == "cut async":
+            source = cut_agen(items, cuts)
+        else:
+            script: list[Any] = []
+            for i, x in enumerate(items):
+                if i in cuts:
+                    script.append(TestSource.wait(0.01))
+                script.append(x)
+            source = test_source = WatchedSource(script, clock, out, late)
+        stream = pipe.stream(source, clock=clock)
+        async with stream:
+            async for w in stream:
+                out.append((to_ms(w.end), w.key, to_ms(w.start), tuple(sorted(x[2] for x in w))))
+        [stats] = stream.statistics()
+        assert len(out) == stats.windows_fired
+        assert 0 == stats.windows_open
+        assert len(model.late) == stats.late
+        assert len(unhashable) == stats.skipped
+        assert len(items) == stats.items_in
+        if test_source is None:
+            return out, [], None
+        return out, test_source.too_soon, test_source.acked
+
+    got, acked_too_soon, acked = asyncio.run(main())
+    assert_same_windows(model.out, got)
+    assert [] == acked_too_soon
+    if source_kind == "acking":
+        assert len(items) == acked

@@ -6,16 +6,20 @@ boundaries are exact (an item exactly on a boundary belongs to the window that
 starts there).
 
 Window state is released the moment a window fires: memory is bounded by the
-windows open at once, never by the length of the stream.
+windows open at once, never by the length of the stream. Windows are handed
+over (fired, flushed, listed) as the user's ``Window`` lists, bounds and ``since``
+set as they are then.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Hashable
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable
+from operator import length_hint
 from typing import Any, Protocol
 
-from ._window import Window, new_window
+from ._window import Window, datetime_of, new_window
 
 __all__ = ["CountWindows", "OpenWindow", "SessionWindows", "SlidingWindows", "TumblingWindows"]
 
@@ -30,16 +34,17 @@ class OpenWindow:
         self.start = start
         self.end = end
         #: The items, in the ``Window`` handed to the user when the window fires.
-        self.items: Window[Any] = new_window(key)
+        self.items = new_window(key)
         self.fired = False
         #: The source mark reached before this window's first item (for acks).
         self.since = since
 
     def window(self) -> Window[Any]:
-        """The items as the user's ``Window``, with the bounds as they are now."""
+        """The items as the user's ``Window``, with the bounds and ``since`` as they are now."""
         w = self.items
         w._start_us = self.start
         w._end_us = self.end
+        w._since = self.since
         return w
 
     def __repr__(self) -> str:
@@ -55,11 +60,11 @@ class WindowLogic(Protocol):
         """Put ``item`` (time ``ts``) in its windows; ``False`` if every one had fired."""
         ...
 
-    def fire(self, watermark: int) -> list[OpenWindow]:
+    def fire(self, watermark: int) -> list[Window[Any]]:
         """Remove and return the windows complete at ``watermark``, by end time."""
         ...
 
-    def flush(self) -> list[OpenWindow]:
+    def flush(self) -> list[Window[Any]]:
         """Remove and return every open window, by end time (end of stream)."""
         ...
 
@@ -75,7 +80,7 @@ class WindowLogic(Protocol):
     #: Where new windows are recorded, when the pipe's source takes acks.
     opened: OpenedWindows | None
 
-    def open_windows(self) -> list[OpenWindow]:
+    def open_windows(self) -> list[Window[Any]]:
         """The windows holding items now."""
         ...
 
@@ -113,6 +118,13 @@ class _Heap:
         return self.pop_until(2**63)
 
 
+class _Tracked(Protocol):
+    """What ``OpenedWindows`` tracks: an open window (or a group of them) and the
+    source mark reached before its first item."""
+
+    since: int
+
+
 class OpenedWindows:
     """The ``since`` of every open window, for acks: the oldest is found in O(log n).
 
@@ -130,12 +142,12 @@ class OpenedWindows:
         self._heap: list[tuple[int, int]] = []
         self._since: dict[int, int] = {}
 
-    def push(self, w: OpenWindow) -> None:
+    def push(self, w: _Tracked) -> None:
         """``w`` opened, or its ``since`` moved earlier (a session merge)."""
         self._since[id(w)] = w.since
         heapq.heappush(self._heap, (w.since, id(w)))
 
-    def discard(self, w: OpenWindow) -> None:
+    def discard(self, w: _Tracked) -> None:
         """``w`` is no longer open (it fired, or merged into another): forget it.
 
         An id may be reused by a window opened later: a stale entry of the old
@@ -164,31 +176,36 @@ class OpenedWindows:
 _COMPACT_SLACK = 64
 
 
-def _discard_all(opened: OpenedWindows | None, closed: list[OpenWindow]) -> list[OpenWindow]:
-    """Tell ``opened`` (when acks are tracked) that the ``closed`` windows are gone."""
+def _discard_all(opened: OpenedWindows | None, closed: list[OpenWindow]) -> list[Window[Any]]:
+    """Tell ``opened`` (when acks are tracked) that the ``closed`` windows are gone;
+    return them as the user's windows."""
     if opened is not None:
         for w in closed:
             opened.discard(w)
-    return closed
+    return [w.window() for w in closed]
+
+
+class _Group:
+    """The least ``since`` of one start's open windows, as ``OpenedWindows`` tracks it."""
+
+    __slots__ = ("since",)
+
+    def __init__(self, since: int) -> None:
+        self.since = since
 
 
 class TumblingWindows:
     """Fixed, non-overlapping windows ``[offset + k*size, offset + (k+1)*size)``.
 
     Open windows are grouped by start: every key's window for one period fires
-    together, in the order the keys' windows were opened.
+    together, in the order the keys' windows were opened. A window is the
+    user's ``Window`` from the moment it opens (its bounds never move), so
+    firing a period hands over its group as it is. For acks, each open period
+    is one entry in ``opened``: its windows close together, so the least
+    ``since`` among them is all the acks need.
     """
 
-    __slots__ = (
-        "_count",
-        "_groups",
-        "_offset",
-        "_size",
-        "_starts",
-        "appends",
-        "opened",
-        "position",
-    )
+    __slots__ = ("_count", "_groups", "_offset", "_since", "_size", "_starts", "opened", "position")
 
     def __init__(self, size: int, offset: int = 0) -> None:
         self.position = 0
@@ -196,10 +213,9 @@ class TumblingWindows:
         self.opened: OpenedWindows | None = None
         self._size = size
         self._offset = offset % size
-        self._groups: dict[int, dict[Hashable, OpenWindow]] = {}
-        #: For each open start, each key's ``append``: the windowed pipe's hot
-        #: loops add items to open windows through these.
-        self.appends: dict[int, dict[Hashable, Callable[[Any], None]]] = {}
+        #: The open windows by start, then by key, in the order they opened.
+        self._groups: dict[int, dict[Hashable, Window[Any]]] = {}
+        self._since: dict[int, _Group] = {}  # by start, while acks are tracked
         self._starts: list[int] = []  # heap of the starts of open groups
         self._count = 0
 
@@ -211,43 +227,109 @@ class TumblingWindows:
     def offset(self) -> int:
         return self._offset
 
+    @property
+    def groups(self) -> dict[int, dict[Hashable, Window[Any]]]:
+        """The open windows by start, then by key: the windowed pipe's hot loop
+        adds items to open windows directly (it never opens one itself)."""
+        return self._groups
+
     def add(self, item: Any, key: Hashable, ts: int, watermark: int) -> bool:
         start = ts - (ts - self._offset) % self._size
         group = self._groups.get(start)
         if group is None:
             if start + self._size <= watermark:
                 return False
-            group = self._groups[start] = {}
-            self.appends[start] = {}
-            heapq.heappush(self._starts, start)
+            group = self._open_group(start)
         w = group.get(key)
         if w is None:
-            w = group[key] = OpenWindow(key, start, start + self._size, self.position)
-            if self.opened is not None:
-                self.opened.push(w)
-            self.appends[start][key] = w.items.append
-            self._count += 1
-        w.items.append(item)
+            w = self._open(group, start, (key,))
+        w.append(item)
         return True
 
-    def extend(self, start: int, key: Hashable, items: list[Any]) -> None:
-        """Add ``items`` to the open window of ``key`` starting at ``start``."""
-        self._groups[start][key].items.extend(items)
+    def add_run(self, start: int, keys: list[Any] | None, items: list[Any]) -> int:
+        """Add ``items`` (with their ``keys``, or all under the key ``None``) to their
+        windows starting at ``start``, which must not have fired: as ``add`` would,
+        item by item, at C speed while every key's window is open.
 
-    def fire(self, watermark: int) -> list[OpenWindow]:
+        Returns how many items went in: all of them, unless a key cannot be
+        hashed (``TypeError``); then those before it, or fewer (none after it).
+        """
+        group = self._groups.get(start)
+        if keys is None:
+            if group is None:
+                group = self._open_group(start)
+            w = group.get(None)
+            if w is None:
+                w = self._open(group, start, (None,))
+            w.extend(items)
+            return len(items)
+        if group is None:
+            group = _NO_WINDOWS  # every key opens its window: the group, with the first
+        window_of = group.__getitem__
+        keys_left, items_left = iter(keys), iter(items)
+        while True:
+            try:
+                _consume(map(_append, map(window_of, keys_left), items_left))
+                return len(items)
+            except TypeError:
+                return len(keys) - length_hint(keys_left) - 1  # map() stopped at that key
+            except KeyError:
+                # map() stopped at the first key without a window: open the windows
+                # of the keys from there on that have none (in the order they come),
+                # then go on with that key's item.
+                at = len(keys) - length_hint(keys_left) - 1
+                try:
+                    new = [k for k in dict.fromkeys(keys[at:]) if k not in group]
+                except TypeError:
+                    return at
+                if group is _NO_WINDOWS:
+                    group = self._open_group(start)
+                    window_of = group.__getitem__
+                self._open(group, start, new)
+                _append(window_of(keys[at]), next(items_left))
+
+    def _open_group(self, start: int) -> dict[Hashable, Window[Any]]:
+        group: dict[Hashable, Window[Any]] = {}
+        self._groups[start] = group
+        heapq.heappush(self._starts, start)
+        if self.opened is not None:
+            since = self._since[start] = _Group(self.position)
+            self.opened.push(since)
+        return group
+
+    def _open(
+        self, group: dict[Hashable, Window[Any]], start: int, keys: tuple[Hashable] | list[Hashable]
+    ) -> Window[Any]:
+        """Open the windows of ``keys`` (none open yet) in ``group``; return the last."""
+        first, last = datetime_of(start), datetime_of(start + self._size)
+        position = self.position
+        for k in keys:  # one per (key, period): inline, each store counts
+            w = group[k] = _new_list(Window)
+            w.key = k
+            w.start = first
+            w.end = last
+            w._since = position
+        self._count += len(keys)
+        if self.opened is not None:
+            since = self._since[start]
+            if position < since.since:
+                since.since = position
+                self.opened.push(since)
+        return w
+
+    def fire(self, watermark: int) -> list[Window[Any]]:
         starts, size = self._starts, self._size
-        fired: list[OpenWindow] = []
+        fired: list[Window[Any]] = []
         while starts and starts[0] + size <= watermark:
             start = heapq.heappop(starts)
             group = self._groups.pop(start)
-            del self.appends[start]
             self._count -= len(group)
-            for w in group.values():
-                w.fired = True
-                fired.append(w)
-        return _discard_all(self.opened, fired)
+            fired += group.values()
+            if self.opened is not None:
+                self.opened.discard(self._since.pop(start))
+        return fired
 
-    def flush(self) -> list[OpenWindow]:
+    def flush(self) -> list[Window[Any]]:
         return self.fire(2**63)
 
     def next_end(self) -> int | None:
@@ -257,8 +339,16 @@ class TumblingWindows:
     def open_count(self) -> int:
         return self._count
 
-    def open_windows(self) -> list[OpenWindow]:
+    def open_windows(self) -> list[Window[Any]]:
         return [w for group in self._groups.values() for w in group.values()]
+
+
+_append = list.append
+#: The windows of a period not open yet: none (never added to).
+_NO_WINDOWS: dict[Hashable, Window[Any]] = {}
+_new_list = list.__new__
+#: Runs an iterator to its end at C speed, keeping nothing.
+_consume: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend
 
 
 class SlidingWindows:
@@ -276,13 +366,13 @@ class SlidingWindows:
         self._open: dict[tuple[Hashable, int], OpenWindow] = {}
         self._heap = _Heap()
 
-    def fire(self, watermark: int) -> list[OpenWindow]:
+    def fire(self, watermark: int) -> list[Window[Any]]:
         fired = self._heap.pop_until(watermark)
         for w in fired:
             del self._open[w.key, w.start]
         return _discard_all(self.opened, fired)
 
-    def flush(self) -> list[OpenWindow]:
+    def flush(self) -> list[Window[Any]]:
         fired = self._heap.drain()
         self._open.clear()
         return _discard_all(self.opened, fired)
@@ -294,8 +384,8 @@ class SlidingWindows:
     def open_count(self) -> int:
         return len(self._open)
 
-    def open_windows(self) -> list[OpenWindow]:
-        return list(self._open.values())
+    def open_windows(self) -> list[Window[Any]]:
+        return [w.window() for w in self._open.values()]
 
     def add(self, item: Any, key: Hashable, ts: int, watermark: int) -> bool:
         size, slide = self._size, self._slide
@@ -374,7 +464,7 @@ class SessionWindows:
             self._heap.push(w)  # ties on the end go by start: a new start re-sorts it too
         return True
 
-    def _release(self, fired: list[OpenWindow]) -> list[OpenWindow]:
+    def _release(self, fired: list[OpenWindow]) -> list[Window[Any]]:
         for w in fired:
             sessions = self._sessions[w.key]
             sessions.remove(w)
@@ -383,10 +473,10 @@ class SessionWindows:
                 del self._sessions[w.key]
         return _discard_all(self.opened, fired)
 
-    def fire(self, watermark: int) -> list[OpenWindow]:
+    def fire(self, watermark: int) -> list[Window[Any]]:
         return self._release(self._heap.pop_until(watermark))
 
-    def flush(self) -> list[OpenWindow]:
+    def flush(self) -> list[Window[Any]]:
         return self._release(self._heap.drain())
 
     def next_end(self) -> int | None:
@@ -396,8 +486,8 @@ class SessionWindows:
     def open_count(self) -> int:
         return self._open
 
-    def open_windows(self) -> list[OpenWindow]:
-        return [w for sessions in self._sessions.values() for w in sessions]
+    def open_windows(self) -> list[Window[Any]]:
+        return [w.window() for sessions in self._sessions.values() for w in sessions]
 
 
 class CountWindows:
@@ -414,7 +504,7 @@ class CountWindows:
         self.opened: OpenedWindows | None = None
         self._count = count
         self._open: dict[Hashable, OpenWindow] = {}
-        self._full: list[OpenWindow] = []
+        self._full: list[Window[Any]] = []
 
     def add(self, item: Any, key: Hashable, ts: int, watermark: int) -> bool:
         w = self._open.get(key)
@@ -429,14 +519,14 @@ class CountWindows:
             w.fired = True
             if self.opened is not None:
                 self.opened.discard(w)
-            self._full.append(w)
+            self._full.append(w.window())
         return True
 
-    def fire(self, watermark: int) -> list[OpenWindow]:
+    def fire(self, watermark: int) -> list[Window[Any]]:
         full, self._full = self._full, []
         return full
 
-    def flush(self) -> list[OpenWindow]:
+    def flush(self) -> list[Window[Any]]:
         rest = sorted(self._open.values(), key=lambda w: w.end)
         self._open.clear()
         for w in rest:
@@ -450,5 +540,5 @@ class CountWindows:
     def open_count(self) -> int:
         return len(self._open)
 
-    def open_windows(self) -> list[OpenWindow]:
-        return list(self._open.values())
+    def open_windows(self) -> list[Window[Any]]:
+        return [w.window() for w in self._open.values()]

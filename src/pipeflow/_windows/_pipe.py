@@ -16,7 +16,8 @@ from collections.abc import AsyncIterator, Callable, Hashable
 from datetime import datetime, timedelta
 from functools import partial
 from itertools import islice
-from operator import le
+from math import isfinite
+from operator import countOf
 from typing import TYPE_CHECKING, Any, Literal
 
 if sys.version_info >= (3, 13):
@@ -32,7 +33,6 @@ from .._core._stages import call_each
 from ._logic import (
     CountWindows,
     OpenedWindows,
-    OpenWindow,
     SessionWindows,
     SlidingWindows,
     TumblingWindows,
@@ -235,6 +235,12 @@ class _WindowRun:
         self.pipe = pipe
         self.ctx = ctx
         self.logic = pipe._logic_factory()
+        # Event-time tumbling windows: in-order runs take the fast path.
+        self.tumbling = (
+            self.logic
+            if type(self.logic) is TumblingWindows and pipe.timestamp is not None
+            else None
+        )
         if ctx.acking:  # acks need the oldest window still open, chunk after chunk
             self.logic.opened = OpenedWindows()
         self.event_time = pipe.timestamp is not None
@@ -254,7 +260,7 @@ class _WindowRun:
 
     def held(self) -> int:
         """Items in open windows (an item in several sliding windows counts in each)."""
-        return sum(len(w.items) for w in self.logic.open_windows())
+        return sum(map(len, self.logic.open_windows()))
 
     def current_watermark(self) -> int:
         """The watermark now: processing time, or event time (with idle advance)."""
@@ -281,13 +287,13 @@ class _WindowRun:
             return None
         return (end - self.watermark) / 1_000_000
 
-    def ack_mark(self, undelivered: list[OpenWindow]) -> int:
+    def ack_mark(self, undelivered: list[Window[Any]]) -> int:
         """The source position whose input neither an open window nor ``undelivered`` holds."""
         opened = self.logic.opened
         if opened is None:
             return self.mark  # nobody listens: no windows were tracked
         oldest = opened.oldest_since()
-        held = min((w.since for w in undelivered), default=self.mark if oldest is None else oldest)
+        held = min((w._since for w in undelivered), default=self.mark if oldest is None else oldest)
         if oldest is not None:
             held = min(held, oldest)
         return max(self.acked, held)
@@ -301,7 +307,7 @@ class _WindowRun:
                 chunk = buf.get_nowait()
             except StopAsyncIteration:
                 break
-            fired: list[OpenWindow] = []
+            fired: list[Window[Any]] = []
             error: BaseException | None = None
             if chunk is not None:
                 items, mark = chunk
@@ -319,8 +325,12 @@ class _WindowRun:
             # (count windows fill as items come; time windows fired as the watermark moved).
             fired += self.logic.fire(self.watermark)
             if fired or chunk is not None:
-                out, failed, undelivered = await self.emit(fired)
-                error = failed or error
+                if fired:
+                    out, failed, undelivered = await self.emit(fired)
+                    error = failed or error
+                else:
+                    stats.windows_open = self.logic.open_count
+                    out, undelivered = [], []
                 acked = self.ack_mark(undelivered)
                 if out or acked != self.acked:
                     self.acked = acked
@@ -348,7 +358,7 @@ class _WindowRun:
         if idle is not None:
             self.advance += idle.seconds() - quiet
 
-    async def add_items(self, items: list[Any], fired: list[OpenWindow]) -> BaseException | None:
+    async def add_items(self, items: list[Any], fired: list[Window[Any]]) -> BaseException | None:
         """Assign a chunk's items to windows (at ``self.watermark``, where the due ones
         have fired); windows the watermark passes on the way go to ``fired``.
 
@@ -366,12 +376,27 @@ class _WindowRun:
         failed: dict[int, Exception] = {}
         raws = call_each(tsfn, items, failed) if tsfn is not None else None
         keys = call_each(keyfn, items, failed) if keyfn is not None else None
+        tumbling = self.tumbling
+        in_order = tumbling is not None and not failed and raws is not None
+        if in_order and tumbling is not None and raws is not None:
+            # The usual case, with no coroutine: a run in order. It hashes the keys
+            # itself, and stops at one that cannot be: the rest goes on below.
+            done = self._add_in_order(tumbling, items, raws, keys, fired, self.watermark)
+            if done == len(items):
+                self.ctx.stats.windows_open = self.logic.open_count
+                return None
+            if done:
+                items, raws = items[done:], raws[done:]
+                keys = keys[done:] if keys is not None else None
         if keys is not None:
             _check_keys(keys, failed)
         add = self._add_event_time if self.event_time else self._add_processing_time
         try:
             if not failed:
-                await add(items, raws, keys, fired)
+                if in_order:  # just tried
+                    await self._add_event_time(items, raws, keys, fired, in_order=False)
+                else:
+                    await add(items, raws, keys, fired)
                 return None
             pos = 0
             for i in sorted(failed):
@@ -399,7 +424,7 @@ class _WindowRun:
         items: list[Any],
         raws: list[Any] | None,
         keys: list[Any] | None,
-        fired: list[OpenWindow],
+        fired: list[Window[Any]],
     ) -> None:
         """Every item's time is now: the watermark. No window fires, none is late."""
         add, now = self.logic.add, self.watermark
@@ -411,17 +436,26 @@ class _WindowRun:
         items: list[Any],
         raws: list[Any] | None,
         keys: list[Any] | None,
-        fired: list[OpenWindow],
+        fired: list[Window[Any]],
+        *,
+        in_order: bool = True,
     ) -> None:
+        """Add items one by one, after trying a tumbling window's fast path for a
+        run in order (unless ``in_order`` is false: it was just tried)."""
         # The per-item loop of the whole library's heaviest stage: keep it flat.
         assert raws is not None
+        tumbling = self.tumbling
+        if tumbling is not None and in_order:
+            done = self._add_in_order(tumbling, items, raws, keys, fired, self.watermark)
+            if done == len(items):
+                return
+            if done:  # (not with keys checked beforehand, as they are here)
+                items, raws = items[done:], raws[done:]
+                keys = keys[done:] if keys is not None else None
         logic, tsfn, wm = self.logic, self.pipe.timestamp, self.watermark
         add = logic.add
         # Tumbling windows: find an open window by arithmetic and one dict lookup.
-        tumbling = logic if type(logic) is TumblingWindows else None
-        if tumbling is not None and self._add_in_order(tumbling, items, raws, keys, fired, wm):
-            return
-        appends = tumbling.appends if tumbling is not None else None
+        groups = tumbling.groups if tumbling is not None else None
         size, offset = (tumbling.size, tumbling.offset) if tumbling is not None else (1, 0)
         lateness = self.pipe._lateness
         max_ts = start_max = self.max_ts
@@ -446,11 +480,11 @@ class _WindowRun:
                         if wm >= due:
                             fired += logic.fire(wm)
                             due = _due(logic)
-                if appends is not None:
-                    group = appends.get(ts - (ts - offset) % size)
-                    append = group.get(k) if group is not None else None
-                    if append is not None:
-                        append(x)
+                if groups is not None:
+                    group = groups.get(ts - (ts - offset) % size)
+                    w = group.get(k) if group is not None else None
+                    if w is not None:
+                        w.append(x)
                         continue
                 if add(x, k, ts, wm):
                     due = _due(logic)
@@ -469,66 +503,61 @@ class _WindowRun:
         items: list[Any],
         raws: list[Any],
         keys: list[Any] | None,
-        fired: list[OpenWindow],
+        fired: list[Window[Any]],
         wm: int,
-    ) -> bool:
+    ) -> int:
         """Tumbling windows, a run of numeric event times in order: slices, not items.
 
         In such a run no item is late once its first one is not, and no window
         fires between its items that a later item would belong to, so firing at
         the end of the run gives exactly what item-by-item processing gives.
         The run is cut where window boundaries fall (by bisection) and each
-        slice goes to its windows. Returns ``False``, having changed nothing, if
-        the run does not qualify: the item loop then handles it, with the same
-        ``raws`` and ``keys`` (the user's functions are not called again).
+        slice goes to its windows.
+
+        Returns how many items went in: all, or none (having changed nothing)
+        if the run does not qualify, or those before the first key that cannot
+        be hashed. The item loop then handles the rest, with the same ``raws``
+        and ``keys`` (the user's functions are not called again).
         """
-        if not _NUMBERS.issuperset(map(type, raws)):
-            return False
-        if not all(map(le, raws, islice(raws, 1, None))):
-            return False
+        if not _numbers_in_order(raws):
+            return 0
         try:
             first, last = _seconds_to_us(raws[0]), _seconds_to_us(raws[-1])
         except (ValueError, OverflowError):
-            return False  # NaN or infinite: the item loop fails the item
+            return 0  # a huge int: the item loop fails the item
         if not (self.lowest <= first and last <= self.highest):
-            return False  # beyond what a datetime can hold: the item loop fails the item
+            return 0  # beyond what a datetime can hold: the item loop fails the item
         size, offset = logic.size, logic.offset
         start = first - (first - offset) % size
         if start + size <= wm:
-            return False  # the first item may be late: let the item loop decide
-        appends, add = logic.appends, logic.add
-        lo, n = 0, len(items)
-        while lo < n:
-            hi = bisect_left(raws, start + size, lo, n, key=_seconds_to_us)
-            group = appends.get(start)
-            if keys is None:
-                append = group.get(None) if group is not None else None
-                if append is None:
-                    add(items[lo], None, start, wm)
-                    lo += 1
-                    continue
-                logic.extend(start, None, items[lo:hi])
-            else:
-                get = group.get if group is not None else _nothing
-                for x, k in zip(items[lo:hi], keys[lo:hi], strict=True):
-                    append = get(k)
-                    if append is None:
-                        add(x, k, start, wm)
-                        group = appends[start]
-                        get = group.get
-                    else:
-                        append(x)
-            lo = hi
-            if lo < n:
-                t = _seconds_to_us(raws[lo])
-                start = t - (t - offset) % size
+            return 0  # the first item may be late: let the item loop decide
+        n = len(items)
+        if last < start + size:  # one window (per key) takes the whole run
+            done = logic.add_run(start, keys, items)
+        else:
+            lo = 0
+            while lo < n:
+                hi = bisect_left(raws, start + size, lo, n, key=_seconds_to_us)
+                took = logic.add_run(start, keys[lo:hi] if keys is not None else None, items[lo:hi])
+                if took < hi - lo:
+                    hi = lo + took
+                    break
+                lo = hi
+                if lo < n:
+                    t = _seconds_to_us(raws[lo])
+                    start = t - (t - offset) % size
+            done = hi
+        if done < n:
+            if not done:
+                return 0
+            last = _seconds_to_us(raws[done - 1])
         if last > self.max_ts:
             self.max_ts = last
             self.advance = 0.0
             if last - self.pipe._lateness > wm:
                 self.watermark = last - self.pipe._lateness
                 fired += logic.fire(self.watermark)
-        return True
+        return done
 
     def event_us(self, raw: Any) -> int:
         """An event time as microseconds (see ``to_us``), checked: its windows must
@@ -566,8 +595,8 @@ class _WindowRun:
         await self.ctx.errors.deliver(policy, error)
 
     async def emit(
-        self, fired: list[OpenWindow]
-    ) -> tuple[list[Any], StreamError | None, list[OpenWindow]]:
+        self, fired: list[Window[Any]]
+    ) -> tuple[list[Any], StreamError | None, list[Window[Any]]]:
         """Process fired windows in order; stop at a failure the policy raises.
 
         Returns the results, that failure, and the windows not delivered because
@@ -575,35 +604,54 @@ class _WindowRun:
         """
         stats = self.ctx.stats
         stats.windows_open = self.logic.open_count
+        out: list[Any] = []
+        if not fired:
+            return out, None, []
         process = self.pipe.process_window
+        # The default process_window only calls aggregate_window: skip the coroutine,
+        # and call it over the windows at C speed until one fails.
         aggregate = (
             self.pipe.aggregate_window
             if type(self.pipe).process_window is WindowedStreamPipe.process_window
             else None
         )
-        out: list[Any] = []
-        if not fired:
-            return out, None, []
         error: StreamError | None = None
-        undelivered: list[OpenWindow] = []
+        undelivered: list[Window[Any]] = []
         started = self.ctx.clock.monotonic() if stats.timed else 0.0
-        for i, w in enumerate(fired):
-            window = w.window()
-            try:
-                # The default process_window only calls aggregate_window: skip the coroutine.
-                result = aggregate(window) if aggregate is not None else await process(window)
-            except Exception as exc:
+        i, n = 0, len(fired)
+        while i < n:
+            window = fired[i]
+            exc: Exception | None = None
+            if aggregate is not None:
+                before = len(out)
                 try:
-                    result = await self.ctx.errors.handle(window, exc, partial(process, window))
-                except StreamError as failed:
-                    error, undelivered = failed, fired[i:]
+                    out.extend(map(aggregate, islice(fired, i, None)))
+                except Exception as raised:
+                    exc = raised
+                i += len(out) - before
+                if i == n:
                     break
-                if result is SKIP:
+                window = fired[i]
+                if exc is None:
+                    exc = StopIteration()  # aggregate_window raised it: map() just stopped
+            else:
+                try:
+                    out.append(await process(window))
+                    i += 1
                     continue
-            out.append(result)
+                except Exception as raised:
+                    exc = raised
+            try:
+                result = await self.ctx.errors.handle(window, exc, partial(process, window))
+            except StreamError as failed:
+                error, undelivered = failed, fired[i:]
+                break
+            i += 1
+            if result is not SKIP:
+                out.append(result)
         # Fired: closed and dealt with (emitted, or left to the error policy); a
         # window a "raise" stopped before is not.
-        done = len(fired) - len(undelivered)
+        done = n - len(undelivered)
         stats.windows_fired += done
         stats.items_out += len(out)
         if stats.timed:
@@ -615,13 +663,30 @@ class _WindowRun:
 _NUMBERS = frozenset((float, int))
 
 
+def _numbers_in_order(raws: list[Any]) -> bool:
+    """Whether the event times (at least one) are all ints or floats (not bools, nor
+    any other subclass), finite, and in order (none before the one ahead of it)."""
+    kind = type(raws[0])
+    if countOf(map(type, raws), kind) == len(raws):
+        if kind not in _NUMBERS:
+            return False
+    elif not _NUMBERS.issuperset(map(type, raws)):
+        return False
+    try:
+        # A NaN or an infinity makes the sum one too (so may huge times: then the
+        # item loop takes the run, as it would anyway).
+        if not isfinite(sum(raws)):
+            return False
+    except OverflowError:
+        return False
+    # Sorting is stable, and these numbers are totally ordered: the sorted list
+    # equals the list exactly when it was in order.
+    return raws == sorted(raws)
+
+
 def _seconds_to_us(seconds: float) -> int:
     """Epoch seconds (a float or an int) as whole microseconds, as ``to_us`` rounds them."""
     return round(seconds * 1e6)
-
-
-def _nothing(_: Hashable) -> None:
-    return None
 
 
 def _due(logic: WindowLogic) -> int:

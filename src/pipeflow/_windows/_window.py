@@ -9,10 +9,11 @@ from typing import Any, Generic, TypeVar
 
 from ._time import from_us, to_us
 
-__all__ = ["Window", "new_window"]
+__all__ = ["Window", "datetime_of", "new_window"]
 
-# Windows of all keys share their bounds: make each datetime once.
-_datetime_of = lru_cache(maxsize=256)(from_us)
+#: A window bound as a datetime. Windows of all keys share their bounds: each
+#: datetime is made once.
+datetime_of = lru_cache(maxsize=256)(from_us)
 
 T = TypeVar("T")
 
@@ -25,7 +26,13 @@ class Window(list[T], Generic[T]):
     last item. ``key`` is the item key (``None`` without ``key=``).
     """
 
-    __slots__ = ("_end_us", "_start_us", "key")
+    # Plain attributes, not properties: aggregations read them once per window.
+    __slots__ = ("_since", "end", "key", "start")
+
+    #: The window's first instant (inclusive), UTC.
+    start: datetime
+    #: The instant the window closes (exclusive), UTC.
+    end: datetime
 
     def __init__(
         self,
@@ -35,19 +42,11 @@ class Window(list[T], Generic[T]):
         key: Any = None,
     ) -> None:
         super().__init__(items)
-        self._start_us = to_us(start) if start is not None else 0
-        self._end_us = to_us(end) if end is not None else 0
+        self.start = datetime_of(to_us(start) if start is not None else 0)
+        self.end = datetime_of(to_us(end) if end is not None else 0)
         self.key = key
-
-    @property
-    def start(self) -> datetime:
-        """The window's first instant (inclusive), UTC."""
-        return _datetime_of(self._start_us)
-
-    @property
-    def end(self) -> datetime:
-        """The instant the window closes (exclusive), UTC."""
-        return _datetime_of(self._end_us)
+        # The source position reached before the window's first item (for acks).
+        self._since = 0
 
     def __repr__(self) -> str:
         return (
@@ -56,11 +55,36 @@ class Window(list[T], Generic[T]):
         )
 
 
+class _LazyWindow(Window[T]):
+    """A window whose bounds are kept in microseconds and made datetimes only when
+    read: sliding, session and count windows, whose bounds are seldom shared and
+    often never asked for (a tumbling window shares its period's datetimes)."""
+
+    __slots__ = ("_end_us", "_start_us")
+
+    @property
+    def start(self) -> datetime:
+        return datetime_of(self._start_us)
+
+    @start.setter
+    def start(self, value: datetime) -> None:
+        self._start_us = to_us(value)
+
+    @property
+    def end(self) -> datetime:
+        return datetime_of(self._end_us)
+
+    @end.setter
+    def end(self, value: datetime) -> None:
+        self._end_us = to_us(value)
+
+
 _new_list = list.__new__
 
 
-def new_window(key: Hashable) -> Window[Any]:
-    """An empty window for ``key``; its bounds are set when it fires."""
-    w: Window[Any] = _new_list(Window)
+def new_window(key: Hashable) -> _LazyWindow[Any]:
+    """An empty window for ``key`` whose bounds (in microseconds, with ``since``)
+    are set when it fires."""
+    w: _LazyWindow[Any] = _new_list(_LazyWindow)
     w.key = key
     return w
