@@ -242,9 +242,10 @@ class StreamPipe(Pipeable[In, Out]):
 
     @property
     def _takes_slices(self) -> bool:
-        """Whether, first in a pipeline and without a buffer, this pipe takes a
-        list, tuple or range source in long slices (``SLICE_CHUNK``): it cuts
-        its input into pieces of its own, and a long slice saves work per chunk."""
+        """Whether, first in a pipeline, this pipe takes a list, tuple or range
+        source in long slices (``SLICE_CHUNK``, or what its buffer has room
+        for): it cuts its input into pieces of its own (batches, windows), and a
+        long slice saves work per chunk."""
         return False
 
     @property

@@ -139,9 +139,11 @@ class _Run:
             # (a stream read with chunks()), take a list in long slices; not in a
             # timed run, whose counters move a chunk at a time.
             long_slices=bool(stages)
-            and not _needs_buffer(stages, 0)
             and not self.run.stages[0].timed
-            and (stages[0]._takes_slices or all(p._fusable for p in stages)),
+            and (
+                stages[0]._takes_slices
+                or (not _needs_buffer(stages, 0) and all(p._fusable for p in stages))
+            ),
             close=self._ack is None,
             reading=reading,
             idle=self.source_idle,

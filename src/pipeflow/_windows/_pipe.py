@@ -224,6 +224,10 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
     def _process_stream_fn(self) -> None:
         return None  # windows run their own loop
 
+    @property
+    def _takes_slices(self) -> bool:
+        return True  # items go into windows, a chunk at a time
+
     def _open(self, up: AsyncIterator[Chunk], ctx: StageContext) -> AsyncIterator[Chunk]:
         return _WindowRun(self, ctx).run()
 
