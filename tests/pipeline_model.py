@@ -36,13 +36,6 @@ T0_US = (datetime(2026, 1, 1, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)).da
 #: Fails "for good" under any number of retries.
 ALWAYS = 10**6
 
-#: Known defect: the README says windows that end together fire by start, then by
-#: creation, but session windows with equal bounds fire in the order their bounds
-#: last changed (a session extended later fires later, although it was created
-#: first). The model follows the code while this is True; set it to False (and
-#: delete it) once sessions fire in creation order.
-SESSION_TIES_BY_LAST_CHANGE = True
-
 
 @dataclass(frozen=True, slots=True)
 class Tok:
@@ -553,12 +546,8 @@ class _Windows:
                 first.end = max(first.end, other.end)
                 self.open.remove(other)
             first.items.append(tok)
-            bounds = (first.start, first.end)
             first.start = min(first.start, ts)
             first.end = max(first.end, ts + gap)
-            if SESSION_TIES_BY_LAST_CHANGE and ((first.start, first.end) != bounds or touching[1:]):
-                self.seq += 1
-                first.seq = self.seq
             return True
         size = us(s.size)
         step = us(s.slide) if s.kind == "sliding" else size

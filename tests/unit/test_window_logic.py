@@ -589,3 +589,16 @@ def test_session_open_count_follows_sessions_opened_merged_and_fired() -> None:
     assert 3 == logic.open_count == len(logic.open_windows())
     logic.flush()
     assert 0 == logic.open_count
+
+
+def test_sessions_ending_together_fire_in_creation_order() -> None:
+    """Two sessions with the same bounds fire by creation, even when the one
+    created first was extended last.
+
+    key a:  x(0.0) ..... x(0.5) ----------- end 1.5   created first
+    key b:  x(0.0) x(0.5) --------------------- end 1.5   extended first
+    """
+    logic = SessionWindows(1_000_000)
+    for ts, key in [(0, "a"), (0, "b"), (500_000, "b"), (500_000, "a")]:
+        assert logic.add(ts, key, ts, -1)
+    assert ["a", "b"] == [w.key for w in logic.fire(1_500_000)]

@@ -27,12 +27,15 @@ __all__ = ["CountWindows", "OpenWindow", "SessionWindows", "SlidingWindows", "Tu
 class OpenWindow:
     """One window's state while it collects items."""
 
-    __slots__ = ("end", "fired", "items", "key", "since", "start")
+    __slots__ = ("created", "end", "fired", "items", "key", "since", "start")
 
     def __init__(self, key: Hashable, start: int, end: int, since: int = 0) -> None:
         self.key = key
         self.start = start
         self.end = end
+        #: Its place in the order windows were created (set by ``_Heap``): the
+        #: last tie-break of the firing order, kept when its bounds change.
+        self.created = 0
         #: The items, in the ``Window`` handed to the user when the window fires.
         self.items = new_window(key)
         self.fired = False
@@ -86,23 +89,31 @@ class WindowLogic(Protocol):
 
 
 class _Heap:
-    """Open windows ordered by (end, start, creation); stale entries skipped lazily."""
+    """Open windows ordered by (end, start, creation); stale entries skipped lazily.
 
-    __slots__ = ("_heap", "_seq")
+    A window whose bounds change is pushed again; it keeps its place in the
+    creation order (a session that grows still fires before one created after it).
+    """
+
+    __slots__ = ("_heap", "_pushes", "_seq")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[int, int, int, OpenWindow]] = []
+        self._heap: list[tuple[int, int, int, int, OpenWindow]] = []
         self._seq = 0
+        self._pushes = 0  # tells apart two entries of one window with equal bounds
 
     def push(self, w: OpenWindow) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (w.end, w.start, self._seq, w))
+        if not w.created:
+            self._seq += 1
+            w.created = self._seq
+        self._pushes += 1
+        heapq.heappush(self._heap, (w.end, w.start, w.created, self._pushes, w))
 
     def pop_until(self, watermark: int) -> list[OpenWindow]:
         heap = self._heap
         out = []
         while heap and heap[0][0] <= watermark:
-            end, start, _, w = heapq.heappop(heap)
+            end, start, _, _, w = heapq.heappop(heap)
             if not w.fired and w.end == end and w.start == start:
                 w.fired = True
                 out.append(w)
@@ -110,7 +121,7 @@ class _Heap:
 
     def peek_end(self) -> int | None:
         heap = self._heap
-        while heap and (heap[0][3].fired or (heap[0][3].end, heap[0][3].start) != heap[0][:2]):
+        while heap and (heap[0][4].fired or (heap[0][4].end, heap[0][4].start) != heap[0][:2]):
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
