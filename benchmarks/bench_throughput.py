@@ -103,10 +103,6 @@ def _targets(res: Results) -> list[Target]:
         Target("(e) 3 process_stream vs async-gen chain", res.ratio("pf-ps", "agen-ps"), 0.9),
         Target("(e') same, async source", res.ratio("pf-ps-asrc", "agen-ps-asrc"), 0.9),
         Target(
-            "(a) operators vs async-gen chain (sync fns)", res.ratio("pf-ops", "agen-sync"), 2.0
-        ),
-        Target("(a) operators vs plain for-loop", res.ratio("pf-ops", "for-loop"), 0.7),
-        Target(
             "(b) subclasses vs async-gen chain (async fns)", res.ratio("pf-sub", "agen-async"), 1.0
         ),
         Target("(c) bounded buffers vs (b)", res.ratio("pf-sub-buf", "pf-sub"), 0.8),
