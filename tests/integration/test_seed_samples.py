@@ -1,15 +1,13 @@
 # ruff: noqa: I001, UP006, UP035  -- samples are verbatim; asserts are `expected == actual`
 # mypy: disable-error-code="type-arg"
-"""The samples of the seed document (/work/shared/seed/stream-processing.md), run as written.
+"""The samples of the streaming API's user documentation, run as written.
 
 Each test defines what its sample leaves undefined (``source_data``, ``data``,
 ``process_result``, ``handle_stream_error``, ``handle_fatal_error``, ``pipe``) and
 then runs the sample's code verbatim. The file-level ``noqa`` / mypy comments
 exist because the samples use ``typing.Dict`` and ``typing.AsyncIterator``.
 
-Not covered here: the Windowing and Batching samples, which need
-``WindowedStreamPipe`` and ``BatchStreamPipe`` (not implemented yet; they land
-with the next issue).
+The Windowing and Batching samples are in ``test_seed_windows_batches.py``.
 """
 
 from __future__ import annotations
