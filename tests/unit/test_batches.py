@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from itertools import pairwise
 from typing import Any, TypeVar
@@ -807,18 +807,25 @@ async def test_batches_by_count_over_chunks_of_every_length() -> None:
     assert 19 == src.acked
 
 
-@pytest.mark.parametrize("source", ["list", "tuple", "range", "generator"])
+async def _at_hand(n: int) -> AsyncIterator[int]:
+    for i in range(n):
+        yield i
+
+
+@pytest.mark.parametrize("source", ["list", "tuple", "range", "generator", "async"])
 async def test_a_first_batcher_takes_a_sequence_in_long_slices_with_the_same_result(
     source: str,
 ) -> None:
-    """A first BatchStreamPipe reads a list, tuple or range in slices longer than a
-    chunk; its batches, counts and order are those of any other source."""
+    """A first BatchStreamPipe reads a list, tuple or range (or what an async source
+    has at hand) in pieces longer than a chunk; its batches, counts and order are
+    those of any other source."""
     n = 10_000
     items: Any = {
         "list": list(range(n)),
         "tuple": tuple(range(n)),
         "range": range(n),
         "generator": iter(range(n)),
+        "async": _at_hand(n),
     }[source]
     async with BatchStreamPipe[int, Any](64).stream(items) as results:
         batches = [list(b) async for b in results]

@@ -105,10 +105,12 @@ async def ready_items(
     it: AsyncIterator[Any],
     room: Callable[[int], Awaitable[int]] | None = None,
     idle: SourceIdle | None = None,
+    *,
+    size: int = MAX_CHUNK,
 ) -> AsyncIterator[tuple[list[Any], bool]]:
     """What an async iterator hands over without waiting, a list at a time.
 
-    A list ends where reading on would wait, at ``MAX_CHUNK`` items (or what
+    A list ends where reading on would wait, at ``size`` items (or what
     ``room`` allows), or at the end; it comes with whether more may follow
     (``False``: the iterator is used up). On a failure, what was read before it
     comes first. ``it`` is not closed. A wait with nothing at hand is recorded
@@ -120,7 +122,7 @@ async def ready_items(
     signal: Any = _START  # what the pump waits on, or one of the signals above
     try:
         while True:
-            pump.size = MAX_CHUNK if room is None else await room(MAX_CHUNK)
+            pump.size = size if room is None else await room(size)
             try:
                 if signal is _START or signal is _FULL:
                     try:

@@ -132,18 +132,19 @@ class _Run:
         stages, source, tasks, gens = self.stages, self.source, self.tasks, self.gens
         # The direct consumer of a sync source takes any slice of it as a chunk.
         reading = self.reading
+        untimed = bool(stages) and not self.run.stages[0].timed
+        cuts = bool(stages) and stages[0]._takes_slices
         up: AsyncIterator[Any] = source_chunks(
             source,
             lists=tail > 0 or _needs_buffer(stages, 0),
             # A first stage that cuts its input itself, or fused operators alone
             # (a stream read with chunks()), take a list in long slices; not in a
             # timed run, whose counters move a chunk at a time.
-            long_slices=bool(stages)
-            and not self.run.stages[0].timed
-            and (
-                stages[0]._takes_slices
-                or (not _needs_buffer(stages, 0) and all(p._fusable for p in stages))
-            ),
+            long_slices=untimed
+            and (cuts or (not _needs_buffer(stages, 0) and all(p._fusable for p in stages))),
+            # An async source's items at hand too, for a first stage that cuts
+            # them (acknowledgements then go by its batches and windows anyway).
+            long_reads=untimed and cuts,
             close=self._ack is None,
             reading=reading,
             idle=self.source_idle,

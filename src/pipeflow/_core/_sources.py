@@ -92,6 +92,7 @@ async def source_chunks(
     *,
     lists: bool = True,
     long_slices: bool = False,
+    long_reads: bool = False,
     close: bool = True,
     reading: Reading | None = None,
     idle: SourceIdle | None = None,
@@ -106,7 +107,8 @@ async def source_chunks(
     consumer's own generator, which yields each result as it comes, so that
     larger slices cost nothing and save bookkeeping per chunk. With
     ``long_slices`` they are that long and lists, for a first stage that cuts
-    its input into pieces of its own (batches).
+    its input into pieces of its own (batches, windows). With ``long_reads``
+    an async source's chunks may be as long, when that many items are at hand.
 
     ``reading``, if given, caps each chunk (the source is read no further ahead
     than the first buffer of the pipeline has room for) and counts what is read.
@@ -122,7 +124,7 @@ async def source_chunks(
     room = reading.room if reading is not None else None
     if hasattr(source, "__aiter__"):
         it = source.__aiter__()
-        chunks = _async_chunks(it, room, idle)
+        chunks = _async_chunks(it, SLICE_CHUNK if long_reads else MAX_CHUNK, room, idle)
     elif type(source) in _SLICEABLE:
         size = SLICE_CHUNK if long_slices or not lists else MAX_CHUNK
         chunks = _sequence_chunks(source, lists, size, room)
@@ -181,11 +183,12 @@ async def _sync_chunks(it: Iterator[Any], room: Room | None) -> AsyncIterator[Ch
 
 
 async def _async_chunks(
-    it: AsyncIterator[Any], room: Room | None, idle: SourceIdle | None
+    it: AsyncIterator[Any], size: int, room: Room | None, idle: SourceIdle | None
 ) -> AsyncIterator[Chunk]:
-    """Read an async iterator in chunks of the items it hands over without waiting."""
+    """Read an async iterator in chunks of the items it hands over without waiting,
+    up to ``size`` at a time."""
     count = 0
-    pieces = ready_items(it, room, idle)
+    pieces = ready_items(it, room, idle, size=size)
     try:
         async for chunk, _ in pieces:
             count += len(chunk)
