@@ -279,9 +279,11 @@ class _Run:
         try:
             await _shutdown(self.tasks, self.gens, self.sides, drain_sides=not cancelled)
         finally:
-            await self._calls.close(cancelled=cancelled)
-            if self._ack is not None:
-                await close_source(self.source)
+            try:
+                await self._calls.close(cancelled=cancelled)
+            finally:
+                if self._ack is not None:
+                    await close_source(self.source)
 
     def _abandon(self, stopped_by: BaseException | None) -> None:
         """The run stops before its end: count what its stages hold, which will not
