@@ -167,3 +167,29 @@ async def test_a_monitored_chain_counts_every_stage() -> None:
     assert [x + 1 for x in range(100) if (x + 1) % 2 == 0] == out
     metrics = monitor.get_metrics()
     assert [(100, 100), (100, 50), (50, 50)] == [(s.items_in, s.items_out) for s in metrics.stages]
+
+
+async def test_a_failing_clean_up_still_closes_the_rest_of_the_chain() -> None:
+    """An override whose clean-up raises does not keep the others from being closed;
+    its error comes out."""
+    log = Log()
+
+    class BadCleanUp(Inc):
+        async def process_stream(self, stream: AsyncIterator[int]) -> AsyncIterator[int]:
+            try:
+                async for x in stream:
+                    yield x
+            finally:
+                raise RuntimeError("clean-up failed")
+
+    async def consume() -> None:
+        async with (Inc(log, name="first") | BadCleanUp(log) | Inc(log, name="last")).stream(
+            range(100)
+        ) as results:
+            async for _ in results:
+                break
+
+    with pytest.raises(RuntimeError, match="clean-up failed"):
+        await consume()
+    assert ["last", "first"] == log.closed
+    assert {asyncio.current_task()} == asyncio.all_tasks()

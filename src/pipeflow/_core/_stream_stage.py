@@ -8,6 +8,7 @@ counts what passes. The chain reads the chunks of its upstream item by item.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -59,11 +60,18 @@ class StreamChain:
                 await self.before_wait()
 
     async def aclose(self) -> None:
-        """Close the generators from the last to the first (each that can be)."""
+        """Close the generators from the last to the first (each that can be), all
+        of them even if one fails; then raise the first failure."""
+        first: BaseException | None = None
         for gen in reversed(self._gens):
             aclose = getattr(gen, "aclose", None)
             if aclose is not None:
-                await aclose()
+                try:
+                    await aclose()
+                except (Exception, asyncio.CancelledError) as exc:
+                    first = first or exc
+        if first is not None:
+            raise first
 
 
 async def _counted(
