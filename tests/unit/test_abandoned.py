@@ -155,3 +155,23 @@ async def test_a_run_stopped_holding_nothing_logs_at_info(
     (record,) = [r for r in caplog.records if r.name == "pipeflow"]
     assert logging.INFO == record.levelno
     assert "was closed before its end after reading" in record.getMessage()
+
+
+async def test_a_batch_fused_after_a_buffer_is_not_counted_twice(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Items a fused batcher took from the buffer before it count once: in the partial
+    batch (or in the batches at hand), not again as in progress."""
+    pipe = ps.map(lambda x: x, config=BackpressureConfig(max_buffer_size=10)) | BatchStreamPipe(7)
+    with caplog.at_level(logging.INFO, logger="pipeflow"):
+        async with pipe.stream(range(1000), clock=VirtualClock()) as results:
+            async for batch in results:
+                assert 7 == len(batch)
+                break
+    (line,) = lines(caplog)
+    read = int(re.search(r"after reading (\d+) items", line).group(1))  # type: ignore[union-attr]
+    at_hand = re.search(r"(\d+) more at hand were not given to the consumer", line)
+    untaken = int(at_hand.group(1)) if at_hand else 0
+    where = held_in(line)
+    assert "in progress" not in where
+    assert read == 7 * (1 + untaken) + sum(where.values())

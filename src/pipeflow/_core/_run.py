@@ -290,13 +290,21 @@ class _Run:
         be delivered, and say so in one line."""
         held: dict[str, int] = {}
         total = 0
-        for stats in self.run.stages:
+        stages = self.run.stages
+        for i, stats in enumerate(stages):
             buffer = stats.buffer
             n = 0
             if isinstance(buffer, ChunkBuffer):
                 n = buffer.queued
                 held["in buffers"] = held.get("in buffers", 0) + n
-                if stats.held is None:
+                # What the stages after the buffer took out is in progress, unless
+                # one of them holds items itself: they went there (or on) already.
+                segment = [stats]
+                for later in stages[i + 1 :]:
+                    if later.buffer is not None:
+                        break
+                    segment.append(later)
+                if all(s.held is None for s in segment):
                     n += buffer.taken
                     held["in progress"] = held.get("in progress", 0) + buffer.taken
             if stats.held is not None:
