@@ -35,6 +35,14 @@ def held_in(line: str) -> dict[str, int]:
     }
 
 
+def accounts(line: str) -> tuple[int, int, dict[str, int]]:
+    """A line's items read, results at hand not given to the consumer, and what was held."""
+    read = re.search(r"after reading (\d+) items", line)
+    assert read is not None, line
+    at_hand = re.search(r"(\d+) more at hand were not given to the consumer", line)
+    return int(read.group(1)), int(at_hand.group(1)) if at_hand else 0, held_in(line)
+
+
 async def test_breaking_out_logs_what_windows_and_buffers_held(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -52,10 +60,7 @@ async def test_breaking_out_logs_what_windows_and_buffers_held(
                 break
     (line,) = lines(caplog)
     assert line.startswith(f"run of {pipe.name!r} was closed before its end after reading ")
-    read = int(re.search(r"after reading (\d+) items", line).group(1))  # type: ignore[union-attr]
-    at_hand = re.search(r"(\d+) more at hand were not given to the consumer", line)
-    untaken = int(at_hand.group(1)) if at_hand else 0
-    where = held_in(line)
+    read, untaken, where = accounts(line)
     assert read == 5 * (1 + untaken) + sum(where.values())
     metrics = monitor.get_metrics()
     assert sum(where.values()) == metrics.abandoned
@@ -169,9 +174,6 @@ async def test_a_batch_fused_after_a_buffer_is_not_counted_twice(
                 assert 7 == len(batch)
                 break
     (line,) = lines(caplog)
-    read = int(re.search(r"after reading (\d+) items", line).group(1))  # type: ignore[union-attr]
-    at_hand = re.search(r"(\d+) more at hand were not given to the consumer", line)
-    untaken = int(at_hand.group(1)) if at_hand else 0
-    where = held_in(line)
+    read, untaken, where = accounts(line)
     assert "in progress" not in where
     assert read == 7 * (1 + untaken) + sum(where.values())
