@@ -165,8 +165,6 @@ class BatchStreamPipe(StreamPipe[In, Out]):
         return self.weight is None and not self._overrides_process_stream()
 
     def _open(self, up: AsyncIterator[Chunk], ctx: StageContext) -> AsyncIterator[Chunk]:
-        if self._overrides_process_stream():
-            return super()._open(up, ctx)
         run = _BatchRun(self, ctx)
         if ctx.buffer is not None:
             return run.run_timed()

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._clock import Clock
 
 __all__ = ["SourceIdle"]
-
-T = TypeVar("T")
 
 
 class SourceIdle:
@@ -46,13 +43,4 @@ class SourceIdle:
         since = self.since
         if since is not None:
             self.total += self._clock.monotonic() - since
-            self.since = None
-
-    async def waiting(self, read: Awaitable[T]) -> T:
-        """Await ``read``, a read of the source that has to wait, as idle time."""
-        self.since = self._clock.monotonic()
-        try:
-            return await read
-        finally:
-            self.total += self._clock.monotonic() - self.since
             self.since = None

@@ -19,7 +19,7 @@ else:  # TypeVar defaults (PEP 696)
 from ._config import BackpressureConfig
 from ._policies import ErrorPolicy, check_policy
 from ._stages import Kind, StageContext, concurrent_stage, item_stage, paced
-from ._stream_stage import ProcessStream, stream_stage
+from ._stream_stage import ProcessStream
 
 if TYPE_CHECKING:
     from ._buffer import Chunk
@@ -254,9 +254,8 @@ class StreamPipe(Pipeable[In, Out]):
         return self.config is not None or self.concurrency > 1
 
     def _open(self, up: AsyncIterator[Chunk], ctx: StageContext) -> AsyncIterator[Chunk]:
-        """Start this pipe's loop for one run."""
-        if self._overrides_process_stream():
-            return stream_stage([(self.process_stream, ctx)], up)
+        """Start this pipe's loop for one run. (A pipe that runs an overridden
+        ``process_stream`` is not opened: the run chains it, see ``stream_stage``.)"""
         return self._open_items(self.process_item, Kind.MAP, up, ctx)
 
     def _open_items(

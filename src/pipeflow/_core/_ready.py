@@ -21,7 +21,11 @@ from ._buffer import MAX_CHUNK
 if TYPE_CHECKING:
     from ._idle import SourceIdle
 
-__all__ = ["Resume", "ready_items"]
+__all__ = ["Resume", "Room", "ready_items"]
+
+#: How many of the items a reader would take at once (the argument) it may take
+#: now, waiting until that is at least one.
+Room = Callable[[int], Awaitable[int]]
 
 #: The pump's own signal: its list is full.
 _FULL = object()
@@ -103,7 +107,7 @@ class _Wait:
 
 async def ready_items(
     it: AsyncIterator[Any],
-    room: Callable[[int], Awaitable[int]] | None = None,
+    room: Room | None = None,
     idle: SourceIdle | None = None,
     *,
     size: int = MAX_CHUNK,

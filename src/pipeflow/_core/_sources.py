@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from itertools import islice
 from typing import Any, Protocol, runtime_checkable
 
 from ._buffer import MAX_CHUNK, Chunk
 from ._idle import SourceIdle
-from ._ready import ready_items
+from ._ready import Room, ready_items
 
 __all__ = [
     "Acknowledging",
@@ -71,11 +71,6 @@ async def close_source(source: object) -> None:
         result = close()
         if inspect.isawaitable(result):
             await result
-
-
-#: How many of the items a reader would take at once (the argument) it may take
-#: now, waiting until that is at least one.
-Room = Callable[[int], Awaitable[int]]
 
 
 class Reading(Protocol):
