@@ -1,4 +1,4 @@
-"""Prometheus exposition of a ``StreamMonitor`` (the ``pipeflow[prometheus]`` extra).
+"""Prometheus exposition of a ``StreamMonitor`` (the ``pipeflow-streams[prometheus]`` extra).
 
 The collector reads ``monitor.get_metrics()`` at every scrape and turns each
 stage's record into metric families; nothing is kept in between. It needs
@@ -78,7 +78,10 @@ class PrometheusCollector:
         try:
             from prometheus_client import core
         except ImportError as exc:
-            msg = "PrometheusCollector needs prometheus_client: pip install 'pipeflow[prometheus]'"
+            msg = (
+                "PrometheusCollector needs prometheus_client: "
+                "pip install 'pipeflow-streams[prometheus]'"
+            )
             raise ImportError(msg) from exc
         if not isinstance(monitor, StreamMonitor):
             msg = f"PrometheusCollector takes a StreamMonitor, got {type(monitor).__name__}"
