@@ -75,6 +75,19 @@ def test_seed_names_import() -> None:
     assert inspect.isclass(StreamMonitor)
 
 
+def test_monitoring_surface() -> None:
+    """pipeflow.monitoring offers the monitor, its records, and its outputs."""
+    assert [
+        "Bottleneck",
+        "ConsoleReporter",
+        "PrometheusCollector",
+        "StageMetrics",
+        "StreamMetrics",
+        "StreamMonitor",
+        "print_report",
+    ] == sorted(pipeflow.monitoring.__all__)
+
+
 def test_version_is_a_string() -> None:
     """pipeflow.__version__ is a dotted version string."""
     assert isinstance(pipeflow.__version__, str)
