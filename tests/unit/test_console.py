@@ -21,7 +21,7 @@ from pipeflow.monitoring import (
     StreamMonitor,
     print_report,
 )
-from pipeflow.streams import BackpressureConfig, DeadLetter, Pipeline, StreamError
+from pipeflow.streams import BackpressureConfig, DeadLetter, Pipeline, Retry, StreamError
 from pipeflow.testing import TestSource, VirtualClock
 
 #: Small input buffers, so that a slow stage holds back the ones before it at once.
@@ -106,15 +106,38 @@ async def test_final_table_lists_every_stage_with_its_exact_counts() -> None:
     header = next(line for line in text.splitlines() if "out/s" in line)
     assert [
         *("stage", "in", "out", "out/s", "pressure", "p50", "p99"),
-        *("errors", "skipped", "letters"),
+        *("skipped", "letters"),
     ] == header.split()
-    # in, out, errors, skipped, dead letters
+    # in, out, skipped, dead letters
     assert {
-        "parse": (200, 180, 20, 0, 20),
-        "work": (180, 180, 0, 0, 0),
-        "check": (180, 160, 20, 20, 0),
-        "even": (160, 80, 0, 0, 0),
+        "parse": (200, 180, 0, 20),
+        "work": (180, 180, 0, 0),
+        "check": (180, 160, 20, 0),
+        "even": (160, 80, 0, 0),
     } == rows(text)
+
+
+async def test_an_error_raised_out_of_the_stream_has_its_column() -> None:
+    """A failed item the policy raises is counted as raised, beside the retries."""
+    clock = VirtualClock()
+
+    def fail_on_7(x: int) -> int:
+        if x == 7:
+            raise ValueError(x)
+        return x
+
+    pipeline = ps.map(fail_on_7, name="fragile", on_error=Retry(attempts=2, backoff=0.1))
+    monitor = StreamMonitor()
+    pipeline.set_monitor(monitor)
+    con, out = console()
+    with pytest.raises(StreamError):
+        async with ConsoleReporter(monitor, clock=clock, console=con):
+            await consume(pipeline.stream(range(10), clock=clock), clock)
+
+    header = next(line for line in out.getvalue().splitlines() if "out/s" in line)
+    assert ["raised", "retries"] == header.split()[-2:]
+    # in, out, raised, retries
+    assert {"fragile": (8, 7, 1, 1)} == rows(out.getvalue())
 
 
 async def test_print_report_prints_the_table_of_a_monitor_or_its_metrics() -> None:

@@ -17,16 +17,17 @@ from ._monitor import StreamMetrics
 
 __all__ = ["bottleneck_line", "live_view", "stage_table"]
 
-#: Counts shown only when some stage has one: (header, how to read it).
+#: Counts shown only when some stage has one: (header, how to read it). A failed
+#: item is skipped, dead-lettered, or raised out of the stream: its own column
+#: says which.
 _OPTIONAL: tuple[tuple[str, Callable[[StageMetrics], int]], ...] = (
-    ("errors", lambda s: s.errors),
+    ("raised", lambda s: s.errors - s.skipped - s.dead_lettered),
     ("retries", lambda s: s.retries),
     ("skipped", lambda s: s.skipped),
     ("dead\nletters", lambda s: s.dead_lettered),
     ("dropped", lambda s: s.dropped),
     ("late", lambda s: s.late),
     ("aban-\ndoned", lambda s: s.abandoned),
-    ("windows\nfired", lambda s: s.windows_fired),
 )
 
 
@@ -34,17 +35,24 @@ def stage_table(metrics: StreamMetrics, *, title: str, buffers: bool) -> Table:
     """One row per stage: counts, recent rate and backpressure, latency, and the
     counts of errors and the like that some stage has (all-zero ones are left out).
 
-    ``buffers`` adds the fill of each stage's input buffer (a run that has ended
+    ``buffers`` adds how full each stage's input buffer is (a run that has ended
     holds none).
     """
     stages = metrics.stages
     optional = [(h, get) for h, get in _OPTIONAL if any(get(s) for s in stages)]
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
-    table.add_column("stage", overflow="fold")
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1),
+    )
+    table.add_column("stage", no_wrap=True)
     headers = ["in", "out", "out/s", "back-\npressure", "p50", "p99"]
     headers += [h for h, _ in optional]
     if buffers:
-        headers.append("buffer")
+        headers.append("buffer\nfill")
     for header in headers:
         table.add_column(header, justify="right", no_wrap=True)
     for s in stages:
@@ -103,16 +111,17 @@ def _rate(per_second: float) -> str:
 
 
 def _duration(seconds: float | None) -> str:
-    """A latency in the unit that suits it: ``"0.012 ms"``, ``"8.1 ms"``, ``"1.20 s"``."""
+    """A latency in the unit that suits it: ``"12µs"``, ``"8.1ms"``, ``"1.20s"``."""
     if seconds is None:
         return "-"
     if seconds >= 1:
-        return f"{seconds:.2f} s"
-    ms = seconds * 1000
-    return f"{ms:.3f} ms" if ms < 1 else f"{ms:.1f} ms"
+        return f"{seconds:.2f}s"
+    if seconds >= 0.001:
+        return f"{seconds * 1e3:.1f}ms"
+    return f"{seconds * 1e6:.0f}µs"
 
 
 def _buffer(s: StageMetrics) -> str:
     if not s.buffer_capacity:
         return "-"
-    return f"{s.buffer_size:,}/{s.buffer_capacity:,}"
+    return f"{s.buffer_size / s.buffer_capacity:.0%}"
