@@ -52,13 +52,13 @@ def console(*, terminal: bool = False) -> tuple[Console, io.StringIO]:
 
 def rows(text: str) -> dict[str, tuple[int, ...]]:
     """The final table's rows: each stage's items in and out, then the counts of
-    errors and the like that are shown (the cells after the p99 latency)."""
+    errors and the like that are shown (the cells after the latencies)."""
     found = {}
     for line in text.splitlines():
-        # Cells are apart by two spaces or more; "10.0 ms" is one cell.
+        # Cells are apart by two spaces or more.
         cells = re.split(r"\s{2,}", line.strip())
-        if len(cells) >= 7 and cells[4].endswith("%"):
-            counts = [cells[1], cells[2], *cells[7:]]
+        if len(cells) >= 6 and cells[4].endswith("%"):
+            counts = [cells[1], cells[2], *cells[6:]]
             found[cells[0]] = tuple(int(n.replace(",", "")) for n in counts)
     return found
 
@@ -105,7 +105,7 @@ async def test_final_table_lists_every_stage_with_its_exact_counts() -> None:
     assert "numbers: per-stage metrics" in text
     header = next(line for line in text.splitlines() if "out/s" in line)
     assert [
-        *("stage", "in", "out", "out/s", "pressure", "p50", "p99"),
+        *("stage", "in", "out", "out/s", "pressure", "p50/p99"),
         *("skipped", "letters"),
     ] == header.split()
     # in, out, skipped, dead letters
@@ -155,6 +155,14 @@ async def test_print_report_prints_the_table_of_a_monitor_or_its_metrics() -> No
     assert first == second
     assert {name: (N, N) for name in "abcd"} == rows(first)
     assert "Bottleneck: 'c'" in first
+
+
+def test_print_report_before_any_run_says_so() -> None:
+    """A monitor that saw no run prints an empty table and says no stage has run."""
+    con, out = console()
+    print_report(StreamMonitor(), console=con)
+    assert {} == rows(out.getvalue())
+    assert out.getvalue().rstrip().endswith("No stage has run yet.")
 
 
 def test_print_report_names_what_it_was_given_instead_of_metrics() -> None:

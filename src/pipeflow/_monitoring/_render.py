@@ -49,7 +49,7 @@ def stage_table(metrics: StreamMetrics, *, title: str, buffers: bool) -> Table:
         padding=(0, 1),
     )
     table.add_column("stage", no_wrap=True)
-    headers = ["in", "out", "out/s", "back-\npressure", "p50", "p99"]
+    headers = ["in", "out", "out/s", "back-\npressure", "latency\np50/p99"]
     headers += [h for h, _ in optional]
     if buffers:
         headers.append("buffer\nfill")
@@ -62,8 +62,7 @@ def stage_table(metrics: StreamMetrics, *, title: str, buffers: bool) -> Table:
             f"{s.items_out:,}",
             _rate(s.throughput),
             f"{s.backpressure:.0%}",
-            _duration(s.latency_p50),
-            _duration(s.latency_p99),
+            _latency(s.latency_p50, s.latency_p99),
         ]
         row += [f"{get(s):,}" for _, get in optional]
         if buffers:
@@ -110,15 +109,15 @@ def _rate(per_second: float) -> str:
     return f"{per_second:,.0f}" if per_second >= 10 else f"{per_second:.1f}"
 
 
-def _duration(seconds: float | None) -> str:
-    """A latency in the unit that suits it: ``"12µs"``, ``"8.1ms"``, ``"1.20s"``."""
-    if seconds is None:
+def _latency(p50: float | None, p99: float | None) -> str:
+    """Two latencies in the unit that suits the larger: ``"4/15µs"``, ``"9.2/26.6ms"``."""
+    if p50 is None or p99 is None:
         return "-"
-    if seconds >= 1:
-        return f"{seconds:.2f}s"
-    if seconds >= 0.001:
-        return f"{seconds * 1e3:.1f}ms"
-    return f"{seconds * 1e6:.0f}µs"
+    if p99 >= 1:
+        return f"{p50:.2f}/{p99:.2f}s"
+    if p99 >= 0.001:
+        return f"{p50 * 1e3:.1f}/{p99 * 1e3:.1f}ms"
+    return f"{p50 * 1e6:.0f}/{p99 * 1e6:.0f}µs"
 
 
 def _buffer(s: StageMetrics) -> str:
