@@ -383,7 +383,7 @@ async def test_a_reporter_shows_one_block() -> None:
 # -- construction ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("refresh", [0, -1.0, float("nan"), float("inf"), timedelta(0)])
+@pytest.mark.parametrize("refresh", [0, -1.0, float("nan"), float("inf"), timedelta(0), True, "1"])
 def test_refresh_must_be_a_positive_duration(refresh: float | timedelta) -> None:
     """A refresh that is not a positive, finite duration is refused, naming it."""
     with pytest.raises(ValueError, match="refresh must be a positive number of seconds"):

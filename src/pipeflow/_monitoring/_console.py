@@ -44,8 +44,15 @@ class ConsoleReporter:
     bottleneck now. It is redrawn every ``refresh`` seconds of ``clock``. When
     the block ends (normally, on an error or on cancellation) the live table
     gives way to the final per-stage table and a line naming the stage that was
-    the bottleneck at most refreshes during the run (see
-    ``pipeflow._monitoring._bottleneck`` for the rule).
+    the bottleneck at most refreshes during the run.
+
+    The bottleneck is the stage its upstream waits for most while it does not
+    wait itself: the stage after the largest drop in backpressure from one
+    stage to the next, if that drop is at least 0.25. The code consuming the
+    stream counts as a last stage that never waits, so a slow loop body is
+    named too. Without such a drop no stage holds another back, and the source
+    (or the first stage, which reads it) sets the pace. Stages fused into one
+    task share one backpressure figure: the first of them is named.
 
     On a console that is not a terminal (a file, a CI log) nothing is drawn
     while the block runs: only the final table is printed.
@@ -83,7 +90,8 @@ class ConsoleReporter:
 
         _check_monitor("ConsoleReporter", monitor)
         seconds = refresh.total_seconds() if isinstance(refresh, timedelta) else refresh
-        if not (isinstance(seconds, int | float) and math.isfinite(seconds) and seconds > 0):
+        number = isinstance(seconds, int | float) and not isinstance(seconds, bool)
+        if not (number and math.isfinite(seconds) and seconds > 0):
             msg = f"refresh must be a positive number of seconds or a timedelta, got {refresh!r}"
             raise ValueError(msg)
         self.monitor = monitor
@@ -102,7 +110,7 @@ class ConsoleReporter:
 
     async def __aenter__(self) -> ConsoleReporter:
         if self._started is not None:
-            msg = "a ConsoleReporter shows one run of its block; make a new one to show another"
+            msg = "a ConsoleReporter is entered once; make a new one for another block"
             raise RuntimeError(msg)
         from rich.live import Live
 
@@ -177,7 +185,7 @@ class ConsoleReporter:
 
     def _print_final(self, exc_type: type[BaseException] | None) -> None:
         metrics = self.monitor.get_metrics()
-        note = f"{self.elapsed:.1f} s"
+        note = f"{self.elapsed:.1f} s in all"
         if exc_type is not None:
             note += f", stopped by {exc_type.__name__}"
         samples = self._tally.total()
