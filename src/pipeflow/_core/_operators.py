@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ._buffer import Chunk
     from ._config import BackpressureConfig
     from ._policies import ErrorPolicy
+    from ._stage import FusedOp
 
 __all__ = ["FunctionPipe", "filter", "flat_map", "map"]
 
@@ -69,22 +70,27 @@ class FunctionPipe(StreamPipe[A, B]):
         if self.concurrency > 1 and not self._item_path:
             raise _sync_with_concurrency(self.name, fn, self.concurrency)
 
-    @property
-    def _fusable(self) -> bool:
-        """Whether this operator can run inside a fused loop with its neighbours."""
-        return (
-            not self._item_path
-            and self.kind is not Kind.FLAT
-            and self.concurrency == 1
-            and self.config is None
-        )
+    def _fused_op(self) -> FusedOp | None:
+        """``(fn, kind)`` for a sync ``map`` or ``filter`` with no buffer, no
+        concurrency and no overridden ``process_stream``: it may run inside a
+        fused loop with its neighbours."""
+        if (
+            self._item_path
+            or self.kind is Kind.FLAT
+            or self.concurrency != 1
+            or self.config is not None
+            or self._overrides_process_stream()
+        ):
+            return None
+        return self.fn, self.kind
 
     async def process_item(self, item: A) -> B:
         """Apply the function to one item as ``map`` would (``filter`` keeps or not)."""
         result = self.fn(item)
         if self.is_async:
             result = await result
-        return result  # type: ignore[no-any-return]
+        out: B = result
+        return out
 
     def _open(self, up: AsyncIterator[Chunk], ctx: StageContext) -> AsyncIterator[Chunk]:
         if self.kind is Kind.FLAT and self.concurrency == 1:

@@ -1,9 +1,16 @@
-"""Reading sources in chunks, and the optional protocols a source may implement."""
+"""Reading sources in chunks, and the optional protocols a source may implement.
+
+A source is any iterable or async iterable. It may also be:
+
+- ``AsyncClosable`` (or have a plain ``close()``): closed when its run ends;
+- ``Acknowledging``: told how far its items are done with;
+- ``Pausable``: paused while the pipeline is in backpressure.
+"""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator
 from itertools import islice
 from typing import Any, Protocol, runtime_checkable
 
@@ -13,6 +20,7 @@ from ._ready import Room, ready_items
 
 __all__ = [
     "Acknowledging",
+    "AsyncClosable",
     "Pausable",
     "Reading",
     "Room",
@@ -21,6 +29,14 @@ __all__ = [
     "ready_items",
     "source_chunks",
 ]
+
+
+@runtime_checkable
+class AsyncClosable(Protocol):
+    """Something to close by awaiting ``aclose()``: an async generator, a source,
+    a run's loops. Closing twice does no harm."""
+
+    def aclose(self) -> Awaitable[object]: ...
 
 
 @runtime_checkable
@@ -52,6 +68,7 @@ class Pausable(Protocol):
 
 
 def check_source(source: object) -> None:
+    """Refuse a ``source`` that is neither iterable nor async iterable."""
     if not (hasattr(source, "__aiter__") or hasattr(source, "__iter__")):
         msg = (
             f"stream() needs an iterable or an async iterable source, "
@@ -91,7 +108,7 @@ async def source_chunks(
     close: bool = True,
     reading: Reading | None = None,
     idle: SourceIdle | None = None,
-) -> AsyncIterator[Chunk]:
+) -> AsyncGenerator[Chunk, None]:
     """Chunks of what is ready, up to ``MAX_CHUNK`` items; each chunk's mark
     counts the items read so far. Waiting for more is never worth delaying what
     is there: an async source's chunk ends where reading on would wait.
@@ -114,7 +131,7 @@ async def source_chunks(
 
     ``idle``, if given, records when an async source keeps the reader waiting.
     """
-    chunks: AsyncIterator[Chunk]
+    chunks: AsyncGenerator[Chunk, None]
     it: Any = source
     room = reading.room if reading is not None else None
     if hasattr(source, "__aiter__"):
@@ -136,7 +153,7 @@ async def source_chunks(
                 yield chunk
     finally:
         try:
-            await chunks.aclose()  # type: ignore[attr-defined]
+            await chunks.aclose()
         finally:
             if it is not source:
                 await close_source(it)
@@ -151,7 +168,7 @@ SLICE_CHUNK = 16 * MAX_CHUNK
 
 async def _sequence_chunks(
     seq: Any, lists: bool, size: int, room: Room | None
-) -> AsyncIterator[Chunk]:
+) -> AsyncGenerator[Chunk, None]:
     # Slicing until a slice comes back empty sees what is appended to a list
     # meanwhile, as its iterator would.
     count = 0
@@ -160,7 +177,7 @@ async def _sequence_chunks(
         yield (list(chunk) if lists and type(chunk) is not list else chunk), count
 
 
-async def _sync_chunks(it: Iterator[Any], room: Room | None) -> AsyncIterator[Chunk]:
+async def _sync_chunks(it: Iterator[Any], room: Room | None) -> AsyncGenerator[Chunk, None]:
     count = 0
     while True:
         chunk: list[Any] = []
@@ -179,7 +196,7 @@ async def _sync_chunks(it: Iterator[Any], room: Room | None) -> AsyncIterator[Ch
 
 async def _async_chunks(
     it: AsyncIterator[Any], size: int, room: Room | None, idle: SourceIdle | None
-) -> AsyncIterator[Chunk]:
+) -> AsyncGenerator[Chunk, None]:
     """Read an async iterator in chunks of the items it hands over without waiting,
     up to ``size`` at a time."""
     count = 0
@@ -189,4 +206,4 @@ async def _async_chunks(
             count += len(chunk)
             yield chunk, count
     finally:
-        await pieces.aclose()  # type: ignore[attr-defined]
+        await pieces.aclose()
