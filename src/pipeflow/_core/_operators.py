@@ -3,7 +3,8 @@
 Each takes a sync or an async function (``async def``) and returns a pipe;
 ``concurrency > 1`` takes an async one only (a sync function's calls could only
 run one at a time, on the event loop's thread).
-Adjacent operators with sync functions cost one C-level pass per chunk each.
+Adjacent ``map`` and ``filter`` operators with sync functions run fused, as one
+compiled loop (see ``_fusion``); ``FunctionPipe._fused_op`` says which may.
 """
 
 from __future__ import annotations

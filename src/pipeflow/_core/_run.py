@@ -7,17 +7,17 @@ everything upstream. The last segment runs in the consumer's task, pulled by a
 consumer generator (``_consumers.py``, ``_fusion.direct_consumer``), which opens,
 ends and closes the run in the frame of ``_lifecycle.consuming``.
 
-Every task and generator a run starts is closed by the run (:func:`shutdown`):
-on the end, on an error, when the consumer breaks out or leaves ``async with``,
-on cancellation. What the stages held then is counted and logged (``_abandon``).
+Every task and generator a run starts is closed by the run (``Run.close``, with
+``_shutdown``): on the end, on an error, when the consumer breaks out or leaves
+``async with``, on cancellation. What the stages held then is counted and logged.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from operator import length_hint
-from typing import Any, Self
+from typing import Any
 
 from ._acks import SourceCalls
 from ._buffer import Chunk, ChunkBuffer
@@ -27,14 +27,24 @@ from ._dead_letters import DeadLetterStreams
 from ._fusion import FusedOps, fused_stage
 from ._idle import SourceIdle
 from ._plan import How, boundary_before, plan
-from ._policies import ErrorHandler, log
-from ._sources import Acknowledging, AsyncClosable, Pausable, close_source, source_chunks
+from ._policies import ErrorHandler
+from ._shutdown import report_abandoned, shutdown
+from ._sources import (
+    Acknowledging,
+    AsyncClosable,
+    Pausable,
+    Reading,
+    SourceCloser,
+    as_aiter,
+    close_source,
+    source_chunks,
+)
 from ._stage import Stage
 from ._stages import StageContext
 from ._stats import RunStats, StageStats, StatsSink
 from ._stream_stage import ProcessStream, stream_stage
 
-__all__ = ["Run", "feed", "fused_ops", "process_streams", "shutdown"]
+__all__ = ["Run", "feed", "fused_ops", "process_streams"]
 
 DEFAULT_CONFIG = BackpressureConfig()
 
@@ -162,10 +172,10 @@ class Run:
     def _open_items(self) -> tuple[AsyncIterator[Any], FusedOps]:
         """``open`` for fused operators over an async source, read item by item."""
         it = self.source.__aiter__()
-        self.closables.append(_SourceCloser(it, self.source))
+        self.closables.append(SourceCloser(it, self.source))
         pairs = zip(self.stages, self.stats.stages, strict=True)
         self._live = ops = fused_ops([(p, self._context(p, s)) for p, s in pairs])
-        return (it if hasattr(it, "__aiter__") else _Aiter(it)), ops
+        return as_aiter(it), ops
 
     def _source_chunks(self, tail: int) -> AsyncIterator[Chunk]:
         """The source read in chunks, as the first stages like it best."""
@@ -258,7 +268,7 @@ class Run:
         self.ended = True
 
     async def close(self, *, stopped_by: BaseException | None) -> None:
-        """Stop every task and generator of the run (see :func:`shutdown`).
+        """Stop every task and generator of the run (see ``_shutdown.shutdown``).
 
         ``stopped_by`` is what stopped a run before its end (``None``: it ended,
         or was closed). An acknowledging source is closed last, after its last
@@ -283,57 +293,10 @@ class Run:
     def _abandon(self, stopped_by: BaseException | None) -> None:
         """The run stops before its end: count what its stages hold, which will not
         be delivered, and say so in one line."""
-        held: dict[str, int] = {}
-        total = 0
-        stages = self.stats.stages
-        for i, stats in enumerate(stages):
-            n = _held_by(stats, stages[i + 1 :], held)
-            stats.abandoned += n
-            total += n
-        if isinstance(stopped_by, asyncio.CancelledError):
-            how = "was cancelled"
-        elif isinstance(stopped_by, GeneratorExit) or stopped_by is None:
-            how = "was closed before its end"
-        else:
-            how = f"failed ({type(stopped_by).__name__})"
-        read = max(self.reading.read, stages[0].items_in if stages else 0)
-        where = ", ".join(f"{n} {place}" for place, n in held.items() if n)
-        line = f"run of {self.stats.name!r} {how} after reading {_items(read)} from the source"
-        line += f"; {_items(total)} held were not delivered ({where})" if total else ""
+        read = max(self.reading.read, self.stats.stages[0].items_in if self.stats.stages else 0)
         untaken = length_hint(self.delivering) if self.delivering is not None else 0
-        if untaken:
-            line += f"; {untaken} more at hand were not given to the consumer"
-        if self._ack is not None:
-            line += f"; {_items(read - self._calls.acked)} read were not acknowledged"
-        (log.warning if total or untaken else log.info)("%s", line)
-
-
-def _held_by(stats: StageStats, later: list[StageStats], held: dict[str, int]) -> int:
-    """The items a stage holds, in its buffer and in itself, added to ``held`` by place."""
-    buffer = stats.buffer
-    n = 0
-    if isinstance(buffer, ChunkBuffer):
-        n = buffer.queued
-        held["in buffers"] = held.get("in buffers", 0) + n
-        # What the stages after the buffer took out is in progress, unless one of
-        # them holds items itself: they went there (or on) already.
-        segment = [stats]
-        for s in later:
-            if s.buffer is not None:
-                break
-            segment.append(s)
-        if all(s.held is None for s in segment):
-            n += buffer.taken
-            held["in progress"] = held.get("in progress", 0) + buffer.taken
-    if stats.held is not None:
-        mine = stats.held()
-        held[stats.held_in] = held.get(stats.held_in, 0) + mine
-        n += mine
-    return n
-
-
-def _items(n: int) -> str:
-    return f"{n} item" if n == 1 else f"{n} items"
+        unacked = read - self._calls.acked if self._ack is not None else None
+        report_abandoned(self.stats, stopped_by, read=read, untaken=untaken, unacked=unacked)
 
 
 def fused_ops(group: list[tuple[Stage, StageContext]]) -> FusedOps:
@@ -370,93 +333,6 @@ def _build(
         return stream_stage(process_streams(members), up)
     ((pipe, ctx),) = members
     return pipe._open(up, ctx)
-
-
-class Reading:
-    """How far the source may be read ahead: as far as the first buffer has room
-    for; and how many items have been read.
-
-    Before the first buffer (or with none) the source is read a chunk at a time
-    as the stages ask for it, so a chunk is all it runs ahead.
-    """
-
-    __slots__ = ("buffer", "read")
-
-    def __init__(self) -> None:
-        self.buffer: ChunkBuffer | None = None
-        self.read = 0
-
-    async def room(self, wanted: int) -> int:
-        buffer = self.buffer
-        if buffer is None:
-            return wanted
-        while (n := buffer.read_room()) <= 0:
-            await buffer.wait_for_room()
-        return min(n, wanted)
-
-
-class _SourceCloser:
-    """Closes a source the consumer's generator reads itself, with its iterator."""
-
-    def __init__(self, it: object, source: object) -> None:
-        self._it = it
-        self._source = source
-
-    async def aclose(self) -> None:
-        try:
-            await close_source(self._it)
-        finally:
-            if self._source is not self._it:
-                await close_source(self._source)
-
-
-class _Aiter:
-    """An async iterator made of an object that has ``__anext__`` but no ``__aiter__``."""
-
-    def __init__(self, it: Any) -> None:
-        self._anext: Callable[[], Awaitable[Any]] = it.__anext__
-
-    def __aiter__(self) -> Self:
-        return self
-
-    def __anext__(self) -> Awaitable[Any]:
-        return self._anext()
-
-
-async def shutdown(
-    tasks: list[asyncio.Task[None]],
-    closables: list[AsyncClosable],
-    dead_letters: DeadLetterStreams,
-    *,
-    drain_dead_letters: bool,
-) -> None:
-    """Cancel the run's tasks, close its generators from the last to the first, and
-    let dead-letter pipes deliver what they were given (unless the run is cancelled):
-    a record counted as dead-lettered must reach its sink, however the run ends.
-    """
-    first: BaseException | None = None
-    for t in tasks:
-        t.cancel()
-    if tasks:
-        try:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        except asyncio.CancelledError as exc:  # cancelled again while closing:
-            first = exc  # close everything all the same, then let it through
-            await asyncio.gather(*tasks, return_exceptions=True)
-    for g in reversed(closables):
-        try:
-            await g.aclose()
-        except (Exception, asyncio.CancelledError) as exc:
-            first = first or exc
-    try:
-        if drain_dead_letters and not isinstance(first, asyncio.CancelledError):
-            await dead_letters.finish()
-    except (Exception, asyncio.CancelledError) as exc:
-        first = first or exc
-    finally:
-        await dead_letters.cancel()
-    if first is not None:
-        raise first
 
 
 async def feed(

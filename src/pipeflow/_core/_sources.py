@@ -10,13 +10,16 @@ A source is any iterable or async iterable. It may also be:
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from itertools import islice
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
 from ._buffer import MAX_CHUNK, Chunk
 from ._idle import SourceIdle
 from ._ready import Room, ready_items
+
+if TYPE_CHECKING:
+    from ._buffer import ChunkBuffer
 
 __all__ = [
     "Acknowledging",
@@ -24,6 +27,8 @@ __all__ = [
     "Pausable",
     "Reading",
     "Room",
+    "SourceCloser",
+    "as_aiter",
     "check_source",
     "close_source",
     "ready_items",
@@ -90,13 +95,65 @@ async def close_source(source: object) -> None:
             await result
 
 
-class Reading(Protocol):
-    """What the run keeps of its source's reading: how far ahead it may read, and
-    how many items it has read."""
+class Reading:
+    """How far a run's source may be read ahead: as far as the first buffer has
+    room for; and how many items have been read.
 
-    read: int
+    Before the first buffer (or with none) the source is read a chunk at a time
+    as the stages ask for it, so a chunk is all it runs ahead.
+    """
 
-    async def room(self, wanted: int) -> int: ...
+    __slots__ = ("buffer", "read")
+
+    def __init__(self) -> None:
+        #: The first buffer of the run's pipeline, if it has one.
+        self.buffer: ChunkBuffer | None = None
+        self.read = 0
+
+    async def room(self, wanted: int) -> int:
+        """How many of ``wanted`` items may be read now, waiting for at least one."""
+        buffer = self.buffer
+        if buffer is None:
+            return wanted
+        while (n := buffer.read_room()) <= 0:
+            await buffer.wait_for_room()
+        return min(n, wanted)
+
+
+class SourceCloser:
+    """Closes a source its reader iterates itself, and its iterator (each once)."""
+
+    __slots__ = ("_it", "_source")
+
+    def __init__(self, it: object, source: object) -> None:
+        self._it = it
+        self._source = source
+
+    async def aclose(self) -> None:
+        try:
+            await close_source(self._it)
+        finally:
+            if self._source is not self._it:
+                await close_source(self._source)
+
+
+def as_aiter(it: Any) -> AsyncIterator[Any]:
+    """``it``, an async iterator, or one made of it if it has ``__anext__`` but
+    no ``__aiter__`` (which ``async for`` needs)."""
+    return it if hasattr(it, "__aiter__") else _Aiter(it)
+
+
+class _Aiter:
+    __slots__ = ("_anext",)
+
+    def __init__(self, it: Any) -> None:
+        self._anext: Callable[[], Awaitable[Any]] = it.__anext__
+
+    def __aiter__(self) -> Self:
+        return self
+
+    def __anext__(self) -> Awaitable[Any]:
+        return self._anext()
 
 
 async def source_chunks(
