@@ -76,8 +76,9 @@ class Stage(Protocol):
     def _wants_buffer(self) -> bool:
         """Whether the stage runs decoupled from its upstream, behind a buffer of
         its own: it has a ``config``, runs calls concurrently, or must act while no
-        input arrives (a timer). Then ``StageContext.buffer`` is that buffer, and
-        the stage reads its input from it rather than from ``up``.
+        input arrives (a timer). Then ``up`` iterates that buffer's chunks, and
+        ``StageContext.buffer`` is the buffer itself, for a stage that waits on it
+        and on other events at once (a timer, calls that finish).
 
         The planner may also put a buffer in front of a stage that does not want
         one (see ``_plan.boundary_before``); the stage then sees it the same way.
@@ -89,7 +90,7 @@ class Stage(Protocol):
         """Whether, first in a pipeline, the stage wants its input in long slices
         (up to ``SLICE_CHUNK`` items, more than ``MAX_CHUNK``): it cuts its input
         into pieces of its own (batches, windows), and fewer chunks save work.
-        Only read of the first stage of an untimed run."""
+        Only the first stage's counts, and only in an untimed run."""
         ...
 
     def _fused_op(self) -> FusedOp | None:
@@ -118,9 +119,9 @@ class Stage(Protocol):
     def _open(self, up: AsyncIterator[Chunk], ctx: StageContext) -> AsyncIterator[Chunk]:
         """Start the stage's loop for one run and return its output chunks.
 
-        ``up`` yields the input chunks (``(items, mark)``); a stage with a buffer
-        (``ctx.buffer``) reads that instead. Each output chunk's mark is the
-        source position whose items' results are all in this or earlier chunks.
+        ``up`` yields the input chunks (``(items, mark)``; with a buffer, that
+        buffer's, see ``_wants_buffer``). Each output chunk's mark is the source
+        position whose items' results are all in this or earlier chunks.
         The loop counts into ``ctx.stats``, sends failures to ``ctx.errors``, and
         must be an async generator (or have ``aclose``): the run closes it, from
         the last stage to the first, however the run ends. Called once per run,
