@@ -10,6 +10,27 @@ The package is layered; each layer imports only the ones below it:
 - ``pipeflow._monitoring``: ``StreamMonitor``, which reads the statistics records.
 - ``pipeflow._testing``: a virtual clock and scripted sources for deterministic tests.
 
+Inside ``_core``, from what users write down to what runs:
+
+- ``_pipe``, ``_operators``: ``StreamPipe``, ``Pipeline``, ``map``/``filter``/
+  ``flat_map``: descriptions, composed with ``|``; ``stream()`` starts a run.
+- ``_stage``: the ``Stage`` protocol, the contract between the engine and a stage
+  (the hooks a pipe implements), and ``Composition``, what a run reads of a pipe.
+- ``_stream``: ``Stream``, one run as the user holds it.
+- ``_plan``: where the buffers go and which stages run together.
+- ``_run``: ``Run``, the plan's loops and feeder tasks built, with what a run
+  tracks while it delivers; ``_shutdown``: how a run stops.
+- ``_consumers``, ``_lifecycle``: the generators the consumer iterates, and the
+  one frame that ends and closes a run, for all of them.
+- ``_fusion``: adjacent sync operators compiled into one loop (and into the
+  consumer's generator); ``_stages``, ``_stream_stage``: the other stage loops.
+- ``_sources``, ``_ready``, ``_idle``, ``_acks``: reading sources in chunks, and
+  their acknowledgements, pauses and idle time.
+- ``_buffer``: ``ChunkBuffer``, the bounded buffer at each boundary;
+  ``_dead_letters``: dead-letter pipes as side streams.
+- ``_config``, ``_clock``, ``_errors``, ``_policies``, ``_stats``: flow-control
+  settings, time, the errors, error policies, and the statistics records.
+
 Users import from the public concept modules, which only re-export:
 
 - ``pipeflow.streams``: ``StreamPipe``, operators, windows, batches,

@@ -155,7 +155,7 @@ class BatchStreamPipe(StreamPipe[In, Out]):
             return await ctx.errors.handle(item, exc, _call_once(call, item))
 
     @property
-    def _needs_buffer(self) -> bool:
+    def _wants_buffer(self) -> bool:
         # A timer must be able to emit a batch while no input arrives.
         return self.config is not None or self.max_wait is not None
 

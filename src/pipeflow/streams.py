@@ -23,9 +23,9 @@ from ._core._pipe import StreamPipe as StreamPipe
 from ._core._policies import DeadLetter as DeadLetter
 from ._core._policies import ErrorPolicy as ErrorPolicy
 from ._core._policies import Retry as Retry
-from ._core._run import Stream as Stream
 from ._core._sources import Acknowledging as Acknowledging
 from ._core._sources import Pausable as Pausable
+from ._core._stream import Stream as Stream
 from ._windows._pipe import WindowedStreamPipe as WindowedStreamPipe
 from ._windows._window import Window as Window
 

@@ -526,4 +526,4 @@ async def test_a_filter_dropping_everything_queues_no_entries_in_the_next_buffer
 
 def stage_buffer(results: Any) -> Any:
     """The input buffer of a run's last stage (white box)."""
-    return results._run.run.stages[-1].buffer
+    return results._run.stats.stages[-1].buffer

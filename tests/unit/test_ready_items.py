@@ -33,7 +33,7 @@ async def collect(it: Any, **kwargs: Any) -> list[tuple[list[Any], bool]]:
     try:
         return [piece async for piece in pieces]
     finally:
-        await pieces.aclose()  # type: ignore[attr-defined]
+        await pieces.aclose()
 
 
 async def test_a_list_ends_where_reading_on_would_wait() -> None:
@@ -100,7 +100,7 @@ async def test_closing_while_the_source_waits_settles_it() -> None:
     source = bursts([2, 2], log)
     pieces = ready_items(source)
     assert ([0, 1], True) == await pieces.__anext__()
-    await pieces.aclose()  # type: ignore[attr-defined]
+    await pieces.aclose()
     assert ["closed"] == log
     await source.aclose()  # no longer running: closing it again is fine
 
@@ -112,7 +112,7 @@ async def test_closing_a_full_list_leaves_the_source_closable() -> None:
     pieces = ready_items(source)
     first, more = await pieces.__anext__()
     assert (MAX_CHUNK, True) == (len(first), more)
-    await pieces.aclose()  # type: ignore[attr-defined]
+    await pieces.aclose()
     assert [] == log
     await source.aclose()
     assert ["closed"] == log

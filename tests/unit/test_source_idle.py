@@ -37,7 +37,7 @@ async def test_idle_time_counts_only_while_the_reader_awaits_the_source() -> Non
         await clock.advance(1)
         assert 4.0 == idle.seconds()  # handed on: not idle
     finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
+        await chunks.aclose()
 
 
 async def test_a_sync_source_is_never_idle() -> None:

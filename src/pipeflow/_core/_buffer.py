@@ -41,10 +41,16 @@ Chunk = tuple[list[Any], int]
 class ChunkBuffer:
     """A bounded, single-producer single-consumer queue of chunks.
 
-    ``put`` waits while the buffer is throttled (fuller than its threshold, until
-    it drains below it) or full; other overflow strategies never wait. ``get``
-    returns one chunk, merged with the chunks after it while they fit in
-    ``MAX_CHUNK``: whatever is ready, never waiting for more.
+    The producer calls ``put_nowait``, which takes what fits and returns the
+    rest, and waits with ``wait_for_room`` (``put`` does both). Under
+    ``"block"`` it waits while the buffer is throttled (fuller than its
+    threshold, until it drains below it) or full; the other overflow strategies
+    drop or fail instead, and never wait. ``close`` ends it, with an error or not.
+
+    The consumer iterates ``chunks()``, or calls ``get_nowait`` and waits with
+    ``wait_ready`` (or ``set_waiter``, to wait on other events too). Each chunk
+    taken is merged with the chunks after it while they fit in ``MAX_CHUNK``:
+    whatever is ready, never waiting for more.
     """
 
     __slots__ = (

@@ -28,12 +28,12 @@ the filters' pass counters and the skips.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from operator import length_hint
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._errors import StreamError
+from ._lifecycle import ClosingRun, consuming
 from ._policies import SKIP
 from ._stages import Kind, StageContext, _call_once
 
@@ -46,7 +46,7 @@ __all__ = ["DirectRun", "FusedOps", "direct_consumer", "fused_stage"]
 Runner = Callable[[Any, Any, tuple[Any, ...], list[int]], tuple[int, Exception, Any] | None]
 
 _runners: dict[tuple[Kind, ...], Runner] = {}
-_consumers: dict[tuple[tuple[Kind, ...], bool], Callable[..., AsyncIterator[Any]]] = {}
+_consumers: dict[tuple[tuple[Kind, ...], bool], Callable[..., AsyncGenerator[Any, None]]] = {}
 
 
 _RUNNER = """\
@@ -68,29 +68,27 @@ def run(it, ap, fns, passes):
 
 
 def _consumer(opening: str, body: str) -> str:
-    """The template of a consumer's generator: it opens the run on its first
-    step, runs ``body`` and closes the run however it ends, as the general
-    consumer loop in ``_run.py`` does."""
+    """The template of a direct consumer: ``body`` in the frame every consumer
+    generator runs in (``_lifecycle.consuming``), after ``opening``.
+
+    The generated ``run(run, tail)`` binds ``run`` (a :class:`DirectRun`) and
+    ``tail`` (the first fused stage). ``opening`` must bind ``ops`` (the
+    ``FusedOps``) and what ``body`` reads from; the frame then binds the
+    operators' functions ``f0``, ``f1``, ... and the values ``v0``, ``v1``, ...
+    ``body`` (indented 8 spaces) may use those, the names of :func:`_generate`'s
+    namespace and its placeholders; it yields the results and must not return.
+    """
     return (
         """\
 async def run(run, tail):
     {values} = None
     if run.started:
         return
-    cancelled = False
-    try:
+    async with consuming(run):
 """
         + f"        {opening}\n"
         + "        {fns}, = ops.fns\n"
         + body
-        + """\
-        await run.end()
-    except CancelledError:
-        cancelled = True
-        raise
-    finally:
-        await run.close(cancelled=cancelled)
-"""
     )
 
 
@@ -200,7 +198,7 @@ def _generate(template: str, kinds: tuple[Kind, ...], *, live: bool = False) -> 
     namespace: dict[str, Any] = {
         "stage_of_line": stage_of_line,
         "length_hint": length_hint,
-        "CancelledError": asyncio.CancelledError,
+        "consuming": consuming,
     }
     name = f"<pipeflow fused {'/'.join(k.value for k in kinds)}>"
     exec(compile("\n".join(lines), name, "exec"), namespace)
@@ -329,7 +327,7 @@ class FusedOps:
             n_in = n_k
 
 
-async def fused_stage(ops: FusedOps, up: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+async def fused_stage(ops: FusedOps, up: AsyncIterator[Chunk]) -> AsyncGenerator[Chunk, None]:
     """Run fused operators over each chunk, passing on a chunk of results for each."""
     n = len(ops.fns)
     ctxs = ops.ctxs
@@ -364,10 +362,10 @@ async def fused_stage(ops: FusedOps, up: AsyncIterator[Chunk]) -> AsyncIterator[
         yield out, mark
 
 
-class DirectRun(Protocol):
-    """What a direct consumer needs from its run (see ``_run.py``)."""
+class DirectRun(ClosingRun, Protocol):
+    """What a direct consumer needs from its run (``_run.Run``), besides its frame."""
 
-    started: bool
+    delivering: Iterator[Any] | None
 
     def open(self, tail: int, *, items: bool = False) -> tuple[AsyncIterator[Any], FusedOps | None]:
         """Start everything before stage ``tail``; return what comes out of it
@@ -377,22 +375,16 @@ class DirectRun(Protocol):
     def delivered(self, mark: int) -> None:
         """Every result of the source's items up to ``mark`` has been taken."""
 
-    async def end(self) -> None:
-        """The input is exhausted and every result taken."""
-
-    async def close(self, *, cancelled: bool) -> None:
-        """Stop everything the run started."""
-
 
 def direct_consumer(
     kinds: tuple[Kind, ...], *, async_source: bool = False
-) -> Callable[[DirectRun, int], AsyncIterator[Any]]:
+) -> Callable[[DirectRun, int], AsyncGenerator[Any, None]]:
     """The async generator a consumer iterates when fused operators of these kinds
     end the pipeline: it runs the operators and yields each result as it comes.
 
     Called as ``consumer(run, tail)``, where ``tail`` is the index of the first
     fused stage. It opens the run on its first step and closes it however it
-    ends, as the general consumer loop in ``_run.py`` does. With
+    ends, in the frame of ``_lifecycle.consuming`` as every consumer generator. With
     ``async_source``, the operators are the whole pipeline and it reads the
     source with ``async for`` itself, keeping the operators' counters up to date
     item by item (``FusedOps.flush`` adds them to the metrics).

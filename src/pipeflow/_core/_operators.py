@@ -3,7 +3,8 @@
 Each takes a sync or an async function (``async def``) and returns a pipe;
 ``concurrency > 1`` takes an async one only (a sync function's calls could only
 run one at a time, on the event loop's thread).
-Adjacent operators with sync functions cost one C-level pass per chunk each.
+Adjacent ``map`` and ``filter`` operators with sync functions run fused, as one
+compiled loop (see ``_fusion``); ``FunctionPipe._fused_op`` says which may.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from ._buffer import Chunk
     from ._config import BackpressureConfig
     from ._policies import ErrorPolicy
+    from ._stage import FusedOp
 
 __all__ = ["FunctionPipe", "filter", "flat_map", "map"]
 
@@ -69,22 +71,27 @@ class FunctionPipe(StreamPipe[A, B]):
         if self.concurrency > 1 and not self._item_path:
             raise _sync_with_concurrency(self.name, fn, self.concurrency)
 
-    @property
-    def _fusable(self) -> bool:
-        """Whether this operator can run inside a fused loop with its neighbours."""
-        return (
-            not self._item_path
-            and self.kind is not Kind.FLAT
-            and self.concurrency == 1
-            and self.config is None
-        )
+    def _fused_op(self) -> FusedOp | None:
+        """``(fn, kind)`` for a sync ``map`` or ``filter`` with no buffer, no
+        concurrency and no overridden ``process_stream``: it may run inside a
+        fused loop with its neighbours."""
+        if (
+            self._item_path
+            or self.kind is Kind.FLAT
+            or self.concurrency != 1
+            or self.config is not None
+            or self._overrides_process_stream()
+        ):
+            return None
+        return self.fn, self.kind
 
     async def process_item(self, item: A) -> B:
         """Apply the function to one item as ``map`` would (``filter`` keeps or not)."""
         result = self.fn(item)
         if self.is_async:
             result = await result
-        return result  # type: ignore[no-any-return]
+        out: B = result
+        return out
 
     def _open(self, up: AsyncIterator[Chunk], ctx: StageContext) -> AsyncIterator[Chunk]:
         if self.kind is Kind.FLAT and self.concurrency == 1:

@@ -19,12 +19,13 @@ else:  # TypeVar defaults (PEP 696)
 from ._config import BackpressureConfig
 from ._policies import ErrorPolicy, check_policy
 from ._stages import Kind, StageContext, concurrent_stage, item_stage, paced
+from ._stream import Stream
 from ._stream_stage import ProcessStream
 
 if TYPE_CHECKING:
     from ._buffer import Chunk
     from ._clock import Clock
-    from ._run import Stream
+    from ._stage import FusedOp
     from ._stats import StatsSink
 
 __all__ = ["Pipeable", "Pipeline", "StreamPipe"]
@@ -76,9 +77,8 @@ class Pipeable(Generic[In, Out]):
         Raises:
             TypeError: at once, if ``source`` is not iterable.
         """
-        from ._run import Stream
-
-        return Stream(self, source, clock)
+        stream: Stream[Out] = Stream(self, source, clock)
+        return stream
 
     def set_monitor(self, monitor: StatsSink | None) -> None:
         """Report every later run of this pipe to ``monitor`` (``None`` detaches)."""
@@ -217,7 +217,7 @@ class StreamPipe(Pipeable[In, Out]):
         async for item in stream:
             yield await self.process_item(item)
 
-    # -- engine hooks ----------------------------------------------------------
+    # -- engine hooks: the ``Stage`` protocol (see ``_stage.py``) ---------------
 
     def _stages(self) -> list[StreamPipe[Any, Any]]:
         return [self]
@@ -235,32 +235,32 @@ class StreamPipe(Pipeable[In, Out]):
         """
         return self.process_stream if self._overrides_process_stream() else None
 
-    @property
-    def _fusable(self) -> bool:
-        """Whether the runtime may fuse this pipe with adjacent fusable ones (operators)."""
-        return False
+    def _fused_op(self) -> FusedOp | None:
+        """Never: a pipe's ``process_item`` is a coroutine (operators may be fused)."""
+        return None
 
     @property
     def _takes_slices(self) -> bool:
-        """Whether, first in a pipeline, this pipe takes a list, tuple or range
-        source in long slices (``SLICE_CHUNK``, or what its buffer has room
-        for): it cuts its input into pieces of its own (batches, windows), and a
-        long slice saves work per chunk."""
+        """No: a pipe takes its input as it comes (batches and windows say yes)."""
         return False
 
     @property
-    def _needs_buffer(self) -> bool:
-        """Whether this pipe runs decoupled from its upstream, behind its own buffer."""
+    def _wants_buffer(self) -> bool:
+        """With a ``config`` or ``concurrency > 1``: the buffer bounds what waits
+        for the pipe, and lets concurrent calls take new input as others finish."""
         return self.config is not None or self.concurrency > 1
 
     def _open(self, up: AsyncIterator[Chunk], ctx: StageContext) -> AsyncIterator[Chunk]:
-        """Start this pipe's loop for one run. (A pipe that runs an overridden
+        """The loop calling ``process_item``. (A pipe that runs an overridden
         ``process_stream`` is not opened: the run chains it, see ``stream_stage``.)"""
         return self._open_items(self.process_item, Kind.MAP, up, ctx)
 
     def _open_items(
         self, call: Any, kind: Kind, up: AsyncIterator[Chunk], ctx: StageContext
     ) -> AsyncIterator[Chunk]:
+        """The loop calling ``call`` per item, its results taken as ``kind`` says:
+        paced by ``min_processing_time``, concurrent with ``concurrency > 1``.
+        For subclasses' ``_open``; not part of the ``Stage`` protocol."""
         if ctx.config.min_processing_time > 0:
             call = paced(call, ctx.config.min_processing_time, ctx.clock)
         if self.concurrency > 1:

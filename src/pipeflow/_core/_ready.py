@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 from ._buffer import MAX_CHUNK
@@ -111,7 +111,7 @@ async def ready_items(
     idle: SourceIdle | None = None,
     *,
     size: int = MAX_CHUNK,
-) -> AsyncIterator[tuple[list[Any], bool]]:
+) -> AsyncGenerator[tuple[list[Any], bool], None]:
     """What an async iterator hands over without waiting, a list at a time.
 
     A list ends where reading on would wait, at ``size`` items (or what

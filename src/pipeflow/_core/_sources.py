@@ -1,26 +1,47 @@
-"""Reading sources in chunks, and the optional protocols a source may implement."""
+"""Reading sources in chunks, and the optional protocols a source may implement.
+
+A source is any iterable or async iterable. It may also be:
+
+- ``AsyncClosable`` (or have a plain ``close()``): closed when its run ends;
+- ``Acknowledging``: told how far its items are done with;
+- ``Pausable``: paused while the pipeline is in backpressure.
+"""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from itertools import islice
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
 from ._buffer import MAX_CHUNK, Chunk
 from ._idle import SourceIdle
 from ._ready import Room, ready_items
 
+if TYPE_CHECKING:
+    from ._buffer import ChunkBuffer
+
 __all__ = [
     "Acknowledging",
+    "AsyncClosable",
     "Pausable",
     "Reading",
     "Room",
+    "SourceCloser",
+    "as_aiter",
     "check_source",
     "close_source",
     "ready_items",
     "source_chunks",
 ]
+
+
+@runtime_checkable
+class AsyncClosable(Protocol):
+    """Something to close by awaiting ``aclose()``: an async generator, a source,
+    a run's loops. Closing twice does no harm."""
+
+    def aclose(self) -> Awaitable[object]: ...
 
 
 @runtime_checkable
@@ -52,6 +73,7 @@ class Pausable(Protocol):
 
 
 def check_source(source: object) -> None:
+    """Refuse a ``source`` that is neither iterable nor async iterable."""
     if not (hasattr(source, "__aiter__") or hasattr(source, "__iter__")):
         msg = (
             f"stream() needs an iterable or an async iterable source, "
@@ -73,13 +95,65 @@ async def close_source(source: object) -> None:
             await result
 
 
-class Reading(Protocol):
-    """What the run keeps of its source's reading: how far ahead it may read, and
-    how many items it has read."""
+class Reading:
+    """How far a run's source may be read ahead: as far as the first buffer has
+    room for; and how many items have been read.
 
-    read: int
+    Before the first buffer (or with none) the source is read a chunk at a time
+    as the stages ask for it, so a chunk is all it runs ahead.
+    """
 
-    async def room(self, wanted: int) -> int: ...
+    __slots__ = ("buffer", "read")
+
+    def __init__(self) -> None:
+        #: The first buffer of the run's pipeline, if it has one.
+        self.buffer: ChunkBuffer | None = None
+        self.read = 0
+
+    async def room(self, wanted: int) -> int:
+        """How many of ``wanted`` items may be read now, waiting for at least one."""
+        buffer = self.buffer
+        if buffer is None:
+            return wanted
+        while (n := buffer.read_room()) <= 0:
+            await buffer.wait_for_room()
+        return min(n, wanted)
+
+
+class SourceCloser:
+    """Closes a source its reader iterates itself, and its iterator (each once)."""
+
+    __slots__ = ("_it", "_source")
+
+    def __init__(self, it: object, source: object) -> None:
+        self._it = it
+        self._source = source
+
+    async def aclose(self) -> None:
+        try:
+            await close_source(self._it)
+        finally:
+            if self._source is not self._it:
+                await close_source(self._source)
+
+
+def as_aiter(it: Any) -> AsyncIterator[Any]:
+    """``it``, an async iterator, or one made of it if it has ``__anext__`` but
+    no ``__aiter__`` (which ``async for`` needs)."""
+    return it if hasattr(it, "__aiter__") else _Aiter(it)
+
+
+class _Aiter:
+    __slots__ = ("_anext",)
+
+    def __init__(self, it: Any) -> None:
+        self._anext: Callable[[], Awaitable[Any]] = it.__anext__
+
+    def __aiter__(self) -> Self:
+        return self
+
+    def __anext__(self) -> Awaitable[Any]:
+        return self._anext()
 
 
 async def source_chunks(
@@ -91,7 +165,7 @@ async def source_chunks(
     close: bool = True,
     reading: Reading | None = None,
     idle: SourceIdle | None = None,
-) -> AsyncIterator[Chunk]:
+) -> AsyncGenerator[Chunk, None]:
     """Chunks of what is ready, up to ``MAX_CHUNK`` items; each chunk's mark
     counts the items read so far. Waiting for more is never worth delaying what
     is there: an async source's chunk ends where reading on would wait.
@@ -114,7 +188,7 @@ async def source_chunks(
 
     ``idle``, if given, records when an async source keeps the reader waiting.
     """
-    chunks: AsyncIterator[Chunk]
+    chunks: AsyncGenerator[Chunk, None]
     it: Any = source
     room = reading.room if reading is not None else None
     if hasattr(source, "__aiter__"):
@@ -136,7 +210,7 @@ async def source_chunks(
                 yield chunk
     finally:
         try:
-            await chunks.aclose()  # type: ignore[attr-defined]
+            await chunks.aclose()
         finally:
             if it is not source:
                 await close_source(it)
@@ -151,7 +225,7 @@ SLICE_CHUNK = 16 * MAX_CHUNK
 
 async def _sequence_chunks(
     seq: Any, lists: bool, size: int, room: Room | None
-) -> AsyncIterator[Chunk]:
+) -> AsyncGenerator[Chunk, None]:
     # Slicing until a slice comes back empty sees what is appended to a list
     # meanwhile, as its iterator would.
     count = 0
@@ -160,7 +234,7 @@ async def _sequence_chunks(
         yield (list(chunk) if lists and type(chunk) is not list else chunk), count
 
 
-async def _sync_chunks(it: Iterator[Any], room: Room | None) -> AsyncIterator[Chunk]:
+async def _sync_chunks(it: Iterator[Any], room: Room | None) -> AsyncGenerator[Chunk, None]:
     count = 0
     while True:
         chunk: list[Any] = []
@@ -179,7 +253,7 @@ async def _sync_chunks(it: Iterator[Any], room: Room | None) -> AsyncIterator[Ch
 
 async def _async_chunks(
     it: AsyncIterator[Any], size: int, room: Room | None, idle: SourceIdle | None
-) -> AsyncIterator[Chunk]:
+) -> AsyncGenerator[Chunk, None]:
     """Read an async iterator in chunks of the items it hands over without waiting,
     up to ``size`` at a time."""
     count = 0
@@ -189,4 +263,4 @@ async def _async_chunks(
             count += len(chunk)
             yield chunk, count
     finally:
-        await pieces.aclose()  # type: ignore[attr-defined]
+        await pieces.aclose()

@@ -243,7 +243,7 @@ async def flat_stage(
                                         yield out, last_mark
                                         out = []
                             finally:
-                                await pieces.aclose()  # type: ignore[attr-defined]
+                                await pieces.aclose()
                                 await close_source(result)  # left early: close it now
                         elif hasattr(result, "__len__"):
                             out += result  # already whole in memory

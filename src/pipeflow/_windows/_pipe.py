@@ -217,7 +217,7 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
         return window
 
     @property
-    def _needs_buffer(self) -> bool:
+    def _wants_buffer(self) -> bool:
         # A timer must be able to fire a window while no input arrives.
         return True
 

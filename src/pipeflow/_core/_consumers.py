@@ -1,0 +1,140 @@
+"""The consumer generators written by hand, and the choice among all four.
+
+A consumer generator is what the consumer's ``async for`` iterates: it runs the
+last segment of the pipeline in the consumer's task and yields its results.
+Each runs in the frame of ``_lifecycle.consuming``. :func:`consumer_for` picks:
+
+- :func:`iterate_chain`, when ``process_stream`` overrides end the pipeline;
+- ``_fusion.direct_consumer``, when fused operators end it (compiled per shape);
+- :func:`iterate`, otherwise, and for a timed run, whose counters move a chunk
+  at a time; ``chunked`` for ``Stream.chunks()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Iterable
+from typing import Any
+
+from ._buffer import MAX_CHUNK
+from ._fusion import direct_consumer
+from ._lifecycle import consuming
+from ._plan import chain_tail, direct_tail
+from ._policies import may_send_to_a_pipe
+from ._run import Run
+from ._sources import Acknowledging
+from ._stream_stage import StreamChain
+
+__all__ = ["consumer_for", "iterate", "iterate_chain"]
+
+
+def consumer_for(run: Run, *, timed: bool) -> AsyncGenerator[Any, None]:
+    """The consumer generator for ``run``, not started yet."""
+    stages = run.stages
+    tail = None if timed else direct_tail(stages)
+    chain = None if timed else chain_tail(stages)
+    dead_letters = any(may_send_to_a_pipe(p.on_error) for p in stages)
+    if chain is not None:
+        return iterate_chain(run, chain, check_dead_letters=dead_letters)
+    if tail is None:
+        return iterate(run)
+    kinds = []
+    for p in stages[tail:]:
+        op = p._fused_op()
+        assert op is not None, "direct_tail() found fusable stages"
+        kinds.append(op[1])
+    # Without acknowledgements to time, an async source is read item by item.
+    # (Nor when a dead-letter pipe may fail the run: with no chunks, there
+    # would be no point at which to notice before the next dead letter.)
+    source = run.source
+    async_source = (
+        tail == 0
+        and hasattr(source, "__aiter__")
+        and not isinstance(source, Acknowledging)
+        and not dead_letters
+    )
+    return direct_consumer(tuple(kinds), async_source=async_source)(run, tail)
+
+
+async def iterate(run: Run, *, chunked: bool = False) -> AsyncGenerator[Any, None]:
+    """The general consumer generator: results of the last stage, chunk by chunk,
+    yielded one by one or, if ``chunked``, in lists of at most ``MAX_CHUNK``.
+
+    When the run is timed, the last stage's throughput counts the results as the
+    consumer takes them (see ``StageStats.start_delivery``).
+    """
+    if run.started:
+        return
+    async with consuming(run):
+        up, _ = run.open(len(run.stages))
+        clock = run.clock
+        segment = run.consumer_segment
+        timed = bool(segment) and segment[0].timed
+        if timed:
+            last = segment[-1]
+            last.counted_on_handover = True
+        delivered = run.delivered
+        async for items, mark in up:
+            if items:
+                if timed:
+                    t = clock.monotonic()
+                    for s in segment:
+                        s.block(t)
+                if chunked:
+                    # A stage may emit more than MAX_CHUNK at once (a concurrent
+                    # stage catching up, a process_stream filling a buffer): the
+                    # consumer gets slices, and the mark once it has them all.
+                    for part in (items,) if len(items) <= MAX_CHUNK else _split(items):
+                        if timed:
+                            last.record_delivered(len(part), clock.monotonic())
+                        yield part
+                elif timed:
+                    it = run.delivering = iter(items)
+                    last.start_delivery(it, len(items), t)
+                    for x in it:
+                        yield x
+                else:
+                    it = run.delivering = iter(items)
+                    for x in it:
+                        yield x
+                if timed:
+                    t = clock.monotonic()
+                    for s in segment:
+                        s.unblock(t)
+                    last.end_delivery(t)
+            delivered(mark)
+
+
+async def iterate_chain(
+    run: Run, tail: int, *, check_dead_letters: bool
+) -> AsyncGenerator[Any, None]:
+    """The consumer generator when the pipeline ends in ``process_stream``
+    overrides: it runs their chain itself and yields the last one's results as
+    they come, as a hand-written chain of async generators would.
+
+    Acknowledgements wait for the end (a ``process_stream`` may hold items as
+    long as it likes). With dead-letter pipes, their failure is looked for at
+    each result.
+    """
+    if run.started:
+        return
+    async with consuming(run):
+        up, _ = run.open(tail)
+        chain = StreamChain(run.tail_chain, up)
+        run.closables.append(chain)
+        stats = run.stats.stages[-1]
+        if check_dead_letters:
+            check = run.dead_letters.check
+            async for y in chain.outputs:
+                check()
+                stats.items_out += 1
+                yield y
+        else:
+            async for y in chain.outputs:
+                stats.items_out += 1
+                yield y
+        run.delivered(chain.final_mark)
+
+
+def _split(items: list[Any]) -> Iterable[list[Any]]:
+    """``items`` in slices of at most ``MAX_CHUNK``."""
+    return [items[i : i + MAX_CHUNK] for i in range(0, len(items), MAX_CHUNK)]

@@ -1,0 +1,139 @@
+"""``Stream``: the results of one run, as the user holds them.
+
+A ``Stream`` is what ``pipe.stream(source)`` returns. It checks its arguments,
+sets up the run's statistics and monitors, and hands the consumer a consumer
+generator (``_consumers.consumer_for``); iterating that generator opens the
+run, and ending, leaving or cancelling it closes the run. The ``Stream`` itself
+runs nothing: it only reads the pipe through the ``Composition`` protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+
+from ._clock import SYSTEM_CLOCK, Clock
+from ._consumers import consumer_for, iterate
+from ._run import Run
+from ._sources import check_source, close_source
+from ._stage import Composition
+from ._stats import RunStats, StageMetrics, StageStats
+
+__all__ = ["Stream"]
+
+T = TypeVar("T")
+
+
+class Stream(Generic[T]):
+    """The results of one run. Iterate it with ``async for``; close it with ``async with``.
+
+    Breaking out of the loop, leaving the ``async with``, an exception or a
+    cancellation closes the source and every task the run started.
+    """
+
+    __slots__ = ("_agen", "_chunked", "_closed", "_run")
+
+    def __init__(
+        self,
+        pipe: Composition,
+        source: Iterable[Any] | AsyncIterable[Any],
+        clock: Clock | None,
+    ) -> None:
+        check_source(source)
+        clock = _check_clock(clock)
+        stages = pipe._stages()
+        # The pipe's monitor sees the whole run; the monitor of a pipe or pipeline
+        # composed into it sees the stages that part covers.
+        watched = [
+            (m, p, start, stop) for p, start, stop in pipe._parts() if (m := p._monitor) is not None
+        ]
+        timed = bool(watched)
+        stats = RunStats(pipe.name, [StageStats(p.name, clock, timed=timed) for p in stages])
+        watchers = [
+            (monitor, stats if p is pipe else stats.view(p.name, start, stop))
+            for monitor, p, start, stop in watched
+        ]
+        self._run = Run(stages, source, clock, stats, watchers)
+        self._chunked = self._closed = False
+        #: The consumer generator: results one by one, or lists of them after ``chunks()``.
+        self._agen: AsyncGenerator[Any, None] = consumer_for(self._run, timed=timed)
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        if self._chunked:
+            msg = "this stream is read with chunks(): iterate what chunks() returned"
+            raise RuntimeError(msg)
+        # A loop that breaks off may be followed by another that goes on; one over
+        # a run that is over would silently get nothing.
+        if self._run.started and getattr(self._agen, "ag_frame", True) is None:
+            self._used_up()
+        return self._agen
+
+    def _used_up(self) -> None:
+        what = "was closed" if self._closed else "has been read to its end"
+        msg = f"this stream {what}: a stream is one run; call stream() again for another"
+        raise RuntimeError(msg)
+
+    def chunks(self) -> AsyncIterator[list[T]]:
+        """The results in lists: each holds the results at hand, up to ``MAX_CHUNK``,
+        and none waits for more to come. For a consumer that writes in bulk.
+
+        Call it instead of iterating the stream itself, before the run starts.
+        Closing works as for the stream: ``async with`` the stream around the loop.
+        """
+        if self._closed:
+            self._used_up()
+        if self._chunked:
+            msg = "chunks() was called already: iterate what it returned"
+            raise RuntimeError(msg)
+        if self._run.started:
+            msg = "chunks() must be called before the stream is iterated"
+            raise RuntimeError(msg)
+        chunks = self._agen = iterate(self._run, chunked=True)
+        self._chunked = True
+        return chunks
+
+    async def __anext__(self) -> T:
+        if self._chunked:
+            self.__aiter__()  # raises
+        result: T = await self._agen.__anext__()
+        return result
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the run: close the source and every task and generator it opened."""
+        self._closed = True
+        run = self._run
+        if not run.started:
+            run.started = True  # a stream closed before it began never begins
+            run.stats.finish()
+            await close_source(run.source)
+        await self._agen.aclose()
+
+    def statistics(self) -> tuple[StageMetrics, ...]:
+        """A snapshot of each stage's counters, in pipeline order."""
+        self._run.flush()
+        return tuple(s.statistics() for s in self._run.stats.stages)
+
+
+def _check_clock(clock: Clock | None) -> Clock:
+    """``clock``, or the system clock for ``None``; refuse what is not a clock."""
+    if clock is None:
+        return SYSTEM_CLOCK
+    if isinstance(clock, type) or not all(
+        callable(getattr(clock, name, None)) for name in ("monotonic", "now", "sleep")
+    ):
+        hint = f" (an instance: {clock.__name__}())" if isinstance(clock, type) else ""
+        msg = f"clock must be a Clock{hint}, got {clock!r:.80}"
+        raise TypeError(msg)
+    return clock
