@@ -1,7 +1,7 @@
 """The clock: the only way pipeflow reads time or waits for it.
 
 Every timing decision (pacing, retry backoff, throughput windows, latency) goes
-through a :class:`Clock`, so tests can swap in :class:`pipeflow.testing.VirtualClock`
+through a ``Clock``, so tests can swap in ``pipeflow.testing.VirtualClock``
 and run timing logic without sleeping.
 """
 
@@ -22,6 +22,10 @@ class Clock(Protocol):
     ``monotonic()`` measures durations; ``now()`` is wall time for event-time
     logic; ``sleep()`` waits. A clock must keep the three consistent: after
     ``await sleep(d)`` both ``monotonic()`` and ``now()`` have moved by at least ``d``.
+
+    A run takes its clock from ``stream(source, clock=...)``; the default is
+    ``SystemClock()``, and ``pipeflow.testing.VirtualClock`` makes timing tests
+    exact and instant. A runtime-checkable protocol.
     """
 
     def monotonic(self) -> float:
@@ -38,7 +42,10 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real clock: ``time.perf_counter``, ``datetime.now(UTC)`` and ``asyncio.sleep``."""
+    """The real clock: ``time.perf_counter``, ``datetime.now(UTC)`` and ``asyncio.sleep``.
+
+    The default clock of every run.
+    """
 
     __slots__ = ()
 

@@ -29,7 +29,11 @@ class BackpressureConfig:
             so the pipe never exceeds ``concurrency / min_processing_time`` items/s.
         overflow: what a full buffer does with more input: ``"block"`` (wait,
             the default), ``"drop_oldest"``, ``"drop_newest"`` or ``"fail"``
-            (raise ``BufferOverflowError``). Every drop is counted.
+            (raise ``BufferOverflowError``). Every drop is counted in the
+            ``dropped`` metric of the pipe that owns the buffer.
+
+    Raises:
+        ValueError: for an invalid field, naming it, what was expected and what came.
     """
 
     max_buffer_size: int = 1000
@@ -58,5 +62,6 @@ class BackpressureConfig:
 
     @property
     def high_watermark(self) -> int:
-        """The fill level above which the buffer is in backpressure."""
+        """The fill level above which the buffer is in backpressure:
+        ``max(1, floor(throttle_threshold * max_buffer_size))``; a full buffer is too."""
         return max(1, math.floor(self.throttle_threshold * self.max_buffer_size))

@@ -36,13 +36,16 @@ class StreamError(PipeflowError):
     result before the failing item has been delivered. It is also the record a
     dead-letter sink receives and a per-error callable decides on.
 
+    Not raised for a failing source or a bug in an overridden ``process_stream``:
+    those propagate unchanged. To handle failures item by item and go on, choose
+    the policy ``"skip"``, a ``DeadLetter`` or a callable instead of catching this.
+
     Attributes:
-        item: the input item that failed.
+        item: the input item that failed (for a windowed pipe's ``process_window``,
+            the ``Window``; for a batch pipe's ``process_batch``, the batch).
         pipe: the name of the pipe it failed in.
         attempts: how many times processing was tried (more than 1 after retries).
-
-    The original exception is ``__cause__``. Not raised for a failing source or a
-    bug in an overridden ``process_stream``: those propagate unchanged.
+        __cause__: the original exception, from the last attempt.
     """
 
     def __init__(self, item: Any, pipe: str, attempts: int, cause: BaseException) -> None:
@@ -67,6 +70,10 @@ class StreamError(PipeflowError):
 
 class BufferOverflowError(PipeflowError):
     """A pipe's input buffer was full and its ``overflow`` strategy is ``"fail"``.
+
+    Raised out of the stream after the items already in the buffer have been
+    delivered. Under the other strategies a full buffer waits (``"block"``) or
+    drops items, counting them in the pipe's ``dropped`` metric.
 
     Attributes:
         pipe: the name of the pipe whose buffer overflowed.

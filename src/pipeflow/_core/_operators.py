@@ -40,7 +40,16 @@ def _fn_name(fn: Callable[..., Any]) -> str:
 
 
 class FunctionPipe(StreamPipe[A, B]):
-    """A pipe applying a plain function; built by ``map``, ``filter`` and ``flat_map``."""
+    """A pipe applying a plain function; built by ``map``, ``filter`` and ``flat_map``.
+
+    Build it with those functions rather than directly. It is a ``StreamPipe``,
+    so it composes, streams and takes a monitor like any other pipe.
+
+    Attributes:
+        fn: the function.
+        is_async: whether ``fn`` is awaited: an ``async def``, an object whose
+            ``__call__`` is one, or a ``functools.partial`` of either.
+    """
 
     def __init__(
         self,
@@ -160,13 +169,38 @@ def map(
     name: str | None = ...,
 ) -> FunctionPipe[A, B]: ...
 def map(fn: Callable[[A], Any], **options: Any) -> FunctionPipe[A, Any]:
-    """A pipe emitting ``fn(item)`` for each item (awaited if ``fn`` is async).
+    """A pipe emitting ``fn(item)`` for each item.
 
-    >>> from pipeflow import streams as ps
-    >>> double = ps.map(lambda x: x * 2)
+    ``fn`` is awaited if it is an ``async def``, an object whose ``__call__`` is
+    one, or a ``functools.partial`` of either. A sync function, or a lambda that
+    returns a coroutine, is not awaited: write it as ``async def``. Adjacent
+    ``map`` and ``filter`` pipes with sync functions, no ``config`` and
+    ``concurrency=1`` run fused, in one loop.
 
-    Options are those of ``StreamPipe``: ``config``, ``concurrency``,
-    ``ordered``, ``on_error``, ``name``.
+    The options are keywords, those of ``StreamPipe``: ``config``,
+    ``concurrency``, ``ordered``, ``on_error`` and ``name`` (by default
+    ``map(<fn name>)``).
+
+    Args:
+        fn: the function, called once per item (see below for what counts as async).
+        config: a ``BackpressureConfig``: a bounded input buffer for this pipe.
+        concurrency: how many calls may be in flight at once; more than 1 needs
+            an async ``fn``.
+        ordered: with ``concurrency > 1``, emit results in input order (default)
+            or as they complete.
+        on_error: the error policy for items whose call fails.
+        name: the name in errors, metrics and logs; ``map(<fn name>)`` by default.
+
+    Raises:
+        TypeError: if ``fn`` is not callable, or an option has the wrong type.
+        ValueError: for a sync ``fn`` with ``concurrency > 1`` (its calls would
+            run one at a time on the event loop's thread), or an invalid option.
+
+    Examples:
+        >>> from pipeflow import streams as ps
+        >>> double = ps.map(lambda x: x * 2)
+        >>> double.name
+        'map(<lambda>)'
     """
     return FunctionPipe(fn, Kind.MAP, **options)
 
@@ -180,10 +214,29 @@ def filter(
     on_error: ErrorPolicy = "raise",
     name: str | None = None,
 ) -> FunctionPipe[A, A]:
-    """A pipe emitting the items for which ``fn(item)`` is true (awaited if async).
+    """A pipe emitting the items for which ``fn(item)`` is true.
 
-    >>> from pipeflow import streams as ps
-    >>> evens = ps.filter(lambda x: x % 2 == 0)
+    ``fn`` is awaited if it is async, as for ``map``. A result without a truth
+    value (a numpy array, say) fails the item, as an exception would.
+
+    Args:
+        fn: the function, called once per item (see below for what counts as async).
+        config: a ``BackpressureConfig``: a bounded input buffer for this pipe.
+        concurrency: how many calls may be in flight at once; more than 1 needs
+            an async ``fn``.
+        ordered: with ``concurrency > 1``, emit results in input order (default)
+            or as they complete.
+        on_error: the error policy for items whose call fails.
+        name: the name in errors, metrics and logs; ``filter(<fn name>)`` by default.
+
+    Raises:
+        TypeError: if ``fn`` is not callable, or an option has the wrong type.
+        ValueError: for a sync ``fn`` with ``concurrency > 1`` (its calls would
+            run one at a time on the event loop's thread), or an invalid option.
+
+    Examples:
+        >>> from pipeflow import streams as ps
+        >>> evens = ps.filter(lambda x: x % 2 == 0)
     """
     return FunctionPipe(
         fn,
@@ -205,11 +258,34 @@ def flat_map(
     on_error: ErrorPolicy = "raise",
     name: str | None = None,
 ) -> FunctionPipe[A, B]:
-    """A pipe emitting every element of ``fn(item)``: an iterable, an async
-    iterable, or (for an async ``fn``) an awaited iterable.
+    """A pipe emitting every element of ``fn(item)``.
 
-    >>> from pipeflow import streams as ps
-    >>> words = ps.flat_map(str.split)
+    ``fn`` returns an iterable or an async iterable (an async generator function
+    works), or, for an ``async def``, is awaited for an iterable. At
+    ``concurrency=1`` the elements go on as they come, at most ``MAX_CHUNK`` at a
+    time, so a long or endless expansion is never held whole; with more, each
+    call's elements are collected first and go on together. If an expansion fails
+    part-way, the elements already emitted stay emitted and the error policy
+    handles the item (a ``Retry`` emits every element of the new attempt).
+
+    Args:
+        fn: the function, called once per item (see below for what counts as async).
+        config: a ``BackpressureConfig``: a bounded input buffer for this pipe.
+        concurrency: how many calls may be in flight at once; more than 1 needs
+            an async ``fn``.
+        ordered: with ``concurrency > 1``, emit results in input order (default)
+            or as they complete.
+        on_error: the error policy for items whose call fails.
+        name: the name in errors, metrics and logs; ``flat_map(<fn name>)`` by default.
+
+    Raises:
+        TypeError: if ``fn`` is not callable, or an option has the wrong type.
+        ValueError: for a sync ``fn`` with ``concurrency > 1`` (its calls would
+            run one at a time on the event loop's thread), or an invalid option.
+
+    Examples:
+        >>> from pipeflow import streams as ps
+        >>> words = ps.flat_map(str.split)
     """
     return FunctionPipe(
         fn,

@@ -80,9 +80,20 @@ class DeadLetter:
     """Send failed items to ``sink`` and go on.
 
     The sink receives one ``StreamError`` per failed item (``.item`` is the input,
-    ``.__cause__`` the exception). ``sink`` may be a ``list`` (appended to), a
-    callable (called; awaited if it returns an awaitable), or a pipe (streamed
-    in a task of its own for the length of the run; a failure there fails the run).
+    ``.__cause__`` the exception). Each is counted in the stage's
+    ``dead_lettered`` and ``errors`` metrics and logged at INFO (the first few in
+    full, then in periodic summaries).
+
+    Attributes:
+        sink: a ``list`` (appended to), a callable (called; awaited if it returns
+            an awaitable), or a pipe (streamed in a task of its own for the length
+            of the run; its results are discarded, and a failure there fails the
+            run). A dead letter sent to a pipe holds acknowledgements back until
+            that pipe is done with it.
+
+    Raises:
+        TypeError: for any other sink, or for a class (``DeadLetter(list)``)
+            where an instance belongs.
     """
 
     sink: Any
@@ -106,6 +117,11 @@ class DeadLetter:
 class Retry:
     """Try a failed item again, waiting longer each time.
 
+    The waits are exponential backoff with jitter, on the run's clock: ``backoff``
+    seconds before the second attempt, doubling up to ``max_backoff``, each plus
+    up to ``jitter`` random seconds. Extra attempts are counted in the stage's
+    ``retries`` metric. Frozen.
+
     Attributes:
         attempts: total attempts, the first included (>= 2 to retry at all).
         backoff: seconds before the first retry; doubled for each next one.
@@ -114,6 +130,12 @@ class Retry:
         on: exception types worth retrying; others go to ``then`` at once.
         then: the policy once attempts run out: ``"raise"``, ``"skip"`` or a
             ``DeadLetter``.
+
+    Raises:
+        ValueError: for ``attempts`` below 1, a time that is not a finite number
+            >= 0, or another ``then``.
+        TypeError: for an ``attempts`` that is not an int, or an ``on`` that is not
+            a non-empty tuple of exception classes.
     """
 
     attempts: int = 3
@@ -156,6 +178,22 @@ class Retry:
 ErrorPolicy: TypeAlias = (
     Literal["raise", "skip"] | Retry | DeadLetter | Callable[[StreamError], Any]
 )
+"""What a pipe does with an item whose processing failed: its ``on_error``.
+
+- ``"raise"`` (the default): deliver the results before the failed item, then
+  raise ``StreamError`` out of the stream.
+- ``"skip"``: the item leaves no result; it is counted in ``skipped`` and
+  ``errors`` and logged at WARNING.
+- ``Retry(...)``: try again; once the attempts run out, apply ``Retry.then``.
+- ``DeadLetter(sink)``: hand the failure to ``sink`` and go on.
+- a callable ``fn(error: StreamError)``, sync or async, deciding per error: it
+  returns ``"raise"``, ``"skip"``, a ``Retry`` or a ``DeadLetter``.
+
+Anything else raises ``ValueError``; the class ``Retry`` or ``DeadLetter`` itself
+raises ``TypeError`` (pass an instance). A stage logs its first 10 skipped (or
+dead-lettered) items in full, then a summary at most once a minute on the run's
+clock, and a last summary when the run ends.
+"""
 
 
 def _is_pipe(obj: object) -> bool:

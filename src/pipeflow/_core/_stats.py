@@ -1,9 +1,9 @@
 """Per-stage statistics: the counters a running stage keeps, and their frozen snapshots.
 
-A running stage owns a :class:`StageStats` and updates it once per chunk of items,
+A running stage owns a ``StageStats`` and updates it once per chunk of items,
 never per item, so counting costs next to nothing. The consumer's loop does the
 same for the last stage's throughput, which follows what the consumer takes.
-``statistics()`` returns a frozen :class:`StageMetrics` record; monitors read
+``statistics()`` returns a frozen ``StageMetrics`` record; monitors read
 those records and nothing else.
 """
 
@@ -32,6 +32,13 @@ LATENCY_SAMPLES = 1024
 @dataclass(frozen=True, slots=True)
 class StageMetrics:
     """A snapshot of one stage (one pipe) of a running stream.
+
+    ``Stream.statistics()`` returns one per stage for one run; a monitor's
+    ``StreamMetrics.stages`` holds them summed over the runs it watched. Counters
+    are kept on every run; ``throughput``, ``backpressure`` and the latencies are
+    measured only on runs a ``StreamMonitor`` watches. In a monitor's metrics, a
+    run that has ended holds nothing: it adds nothing to ``buffer_size``,
+    ``buffer_capacity``, ``throttled`` or ``windows_open``. Frozen.
 
     Attributes:
         name: the pipe's name.
@@ -71,7 +78,8 @@ class StageMetrics:
             processed together in one chunk share the chunk's average; fused
             operators share their loop's time evenly; for windowed and batch
             stages a sample is the time to process one window or one batch.
-        window: seconds of history behind ``throughput`` and ``backpressure``.
+        window: seconds of history behind ``throughput`` and ``backpressure``,
+            at most 10.
     """
 
     name: str

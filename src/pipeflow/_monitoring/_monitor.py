@@ -14,6 +14,8 @@ __all__ = ["StreamMetrics", "StreamMonitor"]
 class StreamMetrics:
     """A snapshot of a monitored pipe or pipeline, summed over its runs.
 
+    Returned by ``StreamMonitor.get_metrics()``. Frozen.
+
     Attributes:
         throughput: the last stage's: results the consumer took per second over
             the recent window, counted as it takes them (for a monitor of a pipe
@@ -29,11 +31,13 @@ class StreamMetrics:
         buffer_size, buffer_capacity: totals over the input buffers of the runs
             still running; a run that has ended holds no buffer.
         latency_p50, latency_p95, latency_p99: the slowest stage's percentile of
-            processing time per item, in seconds (``None`` before any timing).
+            processing time per item, in seconds, over the samples of the runs of
+            the last 10 seconds (``None`` without any).
         stages: one ``StageMetrics`` per stage, in pipeline order, to find the
             bottleneck: the first stage that is not in backpressure while its
             upstream is.
-        runs: how many runs are counted; active_runs: how many are running.
+        runs: how many runs are counted (a stream counts once it is iterated).
+        active_runs: how many of them are still running.
     """
 
     throughput: float = 0.0
@@ -57,7 +61,11 @@ class StreamMetrics:
     active_runs: int = 0
 
     def stage(self, name: str) -> StageMetrics:
-        """The metrics of the stage called ``name`` (the first, if names repeat)."""
+        """The metrics of the stage called ``name`` (the first, if names repeat).
+
+        Raises:
+            KeyError: if no stage has that name; the message lists the stages.
+        """
         for s in self.stages:
             if s.name == name:
                 return s
@@ -69,15 +77,19 @@ class StreamMetrics:
 class StreamMonitor:
     """Collects the metrics of every run of the pipes it is set on.
 
-    >>> from pipeflow.monitoring import StreamMonitor
-    >>> monitor = StreamMonitor()
-    >>> monitor.get_metrics().items_out
-    0
+    Set it with ``pipe.set_monitor(monitor)`` on a pipe or a pipeline; every later
+    run of it reports here. Metrics are read from each stage's counters when
+    ``get_metrics()`` is called; the running stages only count, once per chunk of
+    items. Runs of the same pipe (the same stages) add up stage by stage; a
+    monitor set on several pipes lists each one's stages, in the order they first
+    ran. A monitor set on one pipe inside a larger pipeline reports that stage
+    alone.
 
-    Metrics are read from each stage's counters when ``get_metrics()`` is called;
-    the running stages only count, once per chunk of items. Runs of the same
-    pipe (the same stages) add up stage by stage; a monitor set on several pipes
-    lists each one's stages, in the order they first ran.
+    Examples:
+        >>> from pipeflow.monitoring import StreamMonitor
+        >>> monitor = StreamMonitor()
+        >>> monitor.get_metrics().items_out
+        0
     """
 
     def __init__(self) -> None:

@@ -65,6 +65,16 @@ class PrometheusCollector:
     names may repeat). Processing latency is a gauge per quantile (0.5, 0.95,
     0.99) in seconds.
 
+    At each scrape it reads the monitor and exposes, per stage, a counter
+    ``<prefix>_<field>_total`` for each of ``items_in``, ``items_out``,
+    ``errors``, ``retries``, ``skipped``, ``dead_lettered``, ``dropped``,
+    ``abandoned``, ``late`` and ``windows_fired``; the gauges
+    ``<prefix>_throughput_items_per_second``, ``<prefix>_backpressure_ratio``,
+    ``<prefix>_buffer_items``, ``<prefix>_buffer_capacity_items``,
+    ``<prefix>_throttled`` and ``<prefix>_windows_open``; and
+    ``<prefix>_latency_seconds`` by ``quantile``. Needs the
+    ``prometheus`` extra: ``pip install 'pipeflow-streams[prometheus]'``.
+
     Args:
         monitor: the ``StreamMonitor`` to read.
         pipeline: the value of the ``pipeline`` label.
@@ -72,6 +82,7 @@ class PrometheusCollector:
 
     Raises:
         ImportError: if ``prometheus_client`` is not installed.
+        TypeError: if ``monitor`` is not a ``StreamMonitor``.
     """
 
     def __init__(self, monitor: StreamMonitor, *, pipeline: str, prefix: str = "pipeflow") -> None:

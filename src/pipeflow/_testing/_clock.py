@@ -21,7 +21,7 @@ class VirtualClock:
     With ``autojump=True`` (the default), whenever every task on the loop is
     waiting, time jumps straight to the earliest pending deadline, so code that
     sleeps for an hour finishes at once, and ``monotonic()`` reads exact times.
-    With ``autojump=False`` time moves only through :meth:`advance`.
+    With ``autojump=False`` time moves only through ``advance()``.
 
     "Every task is waiting" means: no callback or task step is ready to run on
     the loop (the clock's own watch aside), however many turns it takes to get
@@ -44,14 +44,24 @@ class VirtualClock:
     ``asyncio.BaseEventLoop`` (the standard ones); on any other loop
     ``sleep`` (with autojump) and ``advance`` raise ``RuntimeError``.
 
-    >>> from pipeflow.testing import VirtualClock
-    >>> clock = VirtualClock()
-    >>> clock.monotonic()
-    0.0
+    ``monotonic()`` starts at ``0.0``; ``now()`` is ``start`` plus
+    ``monotonic()``.
 
     Args:
-        start: the wall time (timezone-aware) that ``now()`` reads at monotonic 0.
-        autojump: jump to the next deadline when every task waits.
+        start: the wall time (timezone-aware) that ``now()`` reads at monotonic 0;
+            by default 2026-01-01T00:00:00Z, aligned to whole seconds and minutes.
+        autojump: jump to the next deadline when every task waits. Can be
+            changed later through the ``autojump`` attribute.
+
+    Raises:
+        TypeError: for a ``start`` that is not a ``datetime``.
+        ValueError: for a naive ``start``.
+
+    Examples:
+        >>> from pipeflow.testing import VirtualClock
+        >>> clock = VirtualClock()
+        >>> clock.monotonic()
+        0.0
     """
 
     def __init__(self, start: datetime = _DEFAULT_START, *, autojump: bool = True) -> None:

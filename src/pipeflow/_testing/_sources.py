@@ -18,7 +18,11 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Cue:
-    """A scripted event in a ``TestSource``'s items (see ``wait``, ``at``, ``fail``, ``end``)."""
+    """A scripted event in a ``TestSource``'s items.
+
+    Build cues with the ``TestSource`` static methods ``wait``, ``at``, ``fail``
+    and ``end`` rather than directly. Frozen.
+    """
 
     action: str
     seconds: float = 0.0
@@ -36,17 +40,37 @@ class TestSource(Generic[T]):
     Besides items, the script may hold cues: ``TestSource.wait(s)`` waits ``s``
     seconds on the clock, ``TestSource.at(t, item)`` emits ``item`` once the
     clock reads ``t``, ``TestSource.fail(exc)`` raises, ``TestSource.end()``
-    stops early. Timed cues need ``clock=`` (a ``VirtualClock`` in tests).
+    stops early. Timed cues need ``clock=`` (a ``VirtualClock`` in tests); without
+    it they raise ``RuntimeError``.
 
-    >>> from pipeflow.testing import TestSource
-    >>> source = TestSource([1, 2, TestSource.fail(ValueError("boom"))])
+    It implements ``Acknowledging`` and ``Pausable`` and records how it was used.
+    In ``mypy --strict`` code, write ``TestSource[int]([1, TestSource.wait(1.0), 2])``
+    or annotate the script as ``list[int | Cue]``: for a list mixing items and
+    cues, mypy infers ``object`` items.
+
+    Args:
+        items: the script: items, and cues among them.
+        clock: the clock that timed cues wait on.
+        one_by_one: let the event loop run before each item.
+        fail_after: raise ``fail_with`` instead of going on after this many items
+            (an int >= 0).
+        fail_with: the exception instance to raise; a ``RuntimeError`` by default.
 
     Attributes:
         read: items emitted so far.
-        acked: the last count passed to ``ack`` (see ``Acknowledging``).
+        acked: the last count passed to ``ack`` (see ``Acknowledging``); an ack
+            that goes backwards raises ``AssertionError``.
         closed: whether ``aclose`` was called.
-        paused: whether the source is paused now (see ``Pausable``); ``pauses``
-            counts how often it was paused.
+        paused: whether the source is paused now (see ``Pausable``).
+        pauses: how often it was paused.
+
+    Raises:
+        ValueError: for a ``fail_after`` that is not an int >= 0.
+        TypeError: for a ``fail_with`` that is not an exception instance.
+
+    Examples:
+        >>> from pipeflow.testing import TestSource
+        >>> source = TestSource([1, 2, TestSource.fail(ValueError("boom"))])
     """
 
     __test__ = False  # not a pytest test class

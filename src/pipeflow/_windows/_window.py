@@ -24,6 +24,9 @@ class Window(list[T], Generic[T]):
     ``start`` and ``end`` are timezone-aware UTC datetimes; the window covers
     ``[start, end)``. For count windows they are the times of the first and the
     last item. ``key`` is the item key (``None`` without ``key=``).
+
+    A ``WindowedStreamPipe`` hands one to ``process_window`` and
+    ``aggregate_window``, and emits it as it is by default.
     """
 
     # Plain attributes, not properties: aggregations read them once per window.
