@@ -202,33 +202,34 @@ def print_report(
     """Print the per-stage table of a monitor (or of its metrics) and the bottleneck.
 
     For runs without a live display: a batch job, a test, a log file. The
-    bottleneck is read from the metrics as they are now (the rule is in
-    ``pipeflow._monitoring._bottleneck``): right after a run, its last seconds.
+    bottleneck is read from the metrics as they are now, by the rule
+    ``ConsoleReporter`` gives: right after a run, over its last seconds.
 
-    >>> import asyncio
-    >>> from rich.console import Console
-    >>> from pipeflow import streams as ps
-    >>> from pipeflow.monitoring import StreamMonitor, print_report
-    >>> from pipeflow.testing import VirtualClock
-    >>> monitor = StreamMonitor()
-    >>> pipe = ps.map(str.upper, name="upper") | ps.filter(str.isalpha, name="letters")
-    >>> pipe.set_monitor(monitor)
-    >>> async def main() -> list[str]:
-    ...     async with pipe.stream(["a", "1", "b"], clock=VirtualClock()) as results:
-    ...         return [x async for x in results]
-    >>> asyncio.run(main())
-    ['A', 'B']
-    >>> print_report(monitor, console=Console(width=80), title="shout")
-    ... # doctest: +NORMALIZE_WHITESPACE
-    shout: per-stage metrics
-                                    back-   latency
-    stage     in   out   out/s   pressure   p50/p99
-    ───────────────────────────────────────────────
-    upper      3     3     0.0         0%     0/0µs
-    letters    3     2     0.0         0%     0/0µs
-    rates, backpressure and latency over the last 0.0 s
-    No bottleneck: no stage waited long for a slower one downstream; the source,
-    or the first stage 'upper', sets the pace.
+    Examples:
+        >>> import asyncio
+        >>> from rich.console import Console
+        >>> from pipeflow import streams as ps
+        >>> from pipeflow.monitoring import StreamMonitor, print_report
+        >>> from pipeflow.testing import VirtualClock
+        >>> monitor = StreamMonitor()
+        >>> pipe = ps.map(str.upper, name="upper") | ps.filter(str.isalpha, name="letters")
+        >>> pipe.set_monitor(monitor)
+        >>> async def main() -> list[str]:
+        ...     async with pipe.stream(["a", "1", "b"], clock=VirtualClock()) as results:
+        ...         return [x async for x in results]
+        >>> asyncio.run(main())
+        ['A', 'B']
+        >>> print_report(monitor, console=Console(width=80), title="shout")
+        ... # doctest: +NORMALIZE_WHITESPACE
+        shout: per-stage metrics
+                                        back-   latency
+        stage     in   out   out/s   pressure   p50/p99
+        ───────────────────────────────────────────────
+        upper      3     3     0.0         0%     0/0µs
+        letters    3     2     0.0         0%     0/0µs
+        rates, backpressure and latency over the last 0.0 s
+        No bottleneck: no stage waited long for a slower one downstream; the source,
+        or the first stage 'upper', sets the pace.
 
     Args:
         metrics: a ``StreamMonitor``, or a ``StreamMetrics`` it returned.

@@ -34,8 +34,8 @@ class StreamMetrics:
             processing time per item, in seconds, over the samples of the runs of
             the last 10 seconds (``None`` without any).
         stages: one ``StageMetrics`` per stage, in pipeline order, to find the
-            bottleneck: the first stage that is not in backpressure while its
-            upstream is.
+            bottleneck: the stage its upstream waits for most while it does not
+            wait itself (``ConsoleReporter`` names it by that rule).
         runs: how many runs are counted (a stream counts once it is iterated).
         active_runs: how many of them are still running.
     """
