@@ -31,6 +31,8 @@ __all__ = ["MAX_CHUNK", "Chunk", "ChunkBuffer", "wait_input"]
 
 #: The most items moved together in one chunk.
 MAX_CHUNK = 256
+"""The most items moved together in one chunk, and the most read ahead from a sync
+iterable at a time."""
 
 #: A chunk: the items, and the mark of the source position they complete.
 #: After every item of a chunk is delivered, the first ``mark`` source items have

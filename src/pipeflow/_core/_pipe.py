@@ -36,7 +36,12 @@ Next = TypeVar("Next")
 
 
 class Pipeable(Generic[In, Out]):
-    """What pipes and pipelines share: ``stream``, ``|``, ``set_monitor``, ``name``."""
+    """What pipes and pipelines share: ``stream``, ``|``, ``set_monitor``, ``name``.
+
+    Use it to annotate "a pipe or a pipeline". It is contravariant in ``In`` (a
+    pipe that takes any object may stand where one taking ``int`` is expected)
+    and covariant in ``Out``.
+    """
 
     _monitor: StatsSink | None = None
 
@@ -71,7 +76,7 @@ class Pipeable(Generic[In, Out]):
             clock: the clock for all timing; ``SystemClock`` by default.
 
         Returns:
-            A ``Stream``: an async iterator of results, and an async context
+            An async iterator of results (a ``Stream``) and an async context
             manager that closes everything the run opened.
 
         Raises:
@@ -81,7 +86,15 @@ class Pipeable(Generic[In, Out]):
         return stream
 
     def set_monitor(self, monitor: StatsSink | None) -> None:
-        """Report every later run of this pipe to ``monitor`` (``None`` detaches)."""
+        """Report every later run of this pipe to ``monitor`` (``None`` detaches).
+
+        Args:
+            monitor: a ``StreamMonitor``, or ``None``.
+
+        Raises:
+            TypeError: for a class instead of an instance, or an object that is
+                not a monitor.
+        """
         if isinstance(monitor, type):
             msg = f"set_monitor() takes a monitor, not a class: {monitor.__name__}()"
             raise TypeError(msg)
@@ -138,6 +151,27 @@ class StreamPipe(Pipeable[In, Out]):
             or as they complete.
         on_error: the error policy for failed items (see ``pipeflow.streams``).
         name: the name in errors, metrics and logs; the class name by default.
+
+    A ``process_stream`` override takes no error policy, concurrency or pacing
+    (it makes the calls itself), and the source is acknowledged for its items
+    only when its stream ends.
+
+    Attributes:
+        name: as given, or the class name.
+        config: the ``BackpressureConfig``, or ``None`` for no buffer of its own.
+        concurrency: the most ``process_item`` calls in flight.
+        ordered: whether results keep input order under concurrency.
+        on_error: the error policy.
+
+    Raises:
+        TypeError: for a ``config`` that is not a ``BackpressureConfig``, an
+            ``ordered`` that is not a bool, a ``process_item`` override that is
+            not ``async def``, or a ``process_stream`` override that is a plain
+            generator.
+        ValueError: for a ``concurrency`` that is not an int >= 1, a ``name``
+            that is neither ``None`` nor a non-empty str, or a ``process_stream``
+            override given ``concurrency > 1``, an ``on_error`` other than
+            ``"raise"`` or a ``min_processing_time``.
     """
 
     def __init__(
@@ -271,7 +305,17 @@ class StreamPipe(Pipeable[In, Out]):
 
 
 class Pipeline(Pipeable[In, Out]):
-    """Pipes run one after the other; built by ``a | b | c`` and used like a pipe."""
+    """Pipes run one after the other; built by ``a | b | c`` and used like a pipe.
+
+    Args:
+        *pipes: the pipes and pipelines, in order; pipelines are flattened.
+        name: the name in metrics and logs; the pipes' names joined by
+            ``" | "`` by default.
+
+    Raises:
+        ValueError: without pipes, or for a name that is not a non-empty str.
+        TypeError: for something that is not a pipe.
+    """
 
     def __init__(self, *pipes: Pipeable[Any, Any], name: str | None = None) -> None:
         if not pipes:

@@ -54,7 +54,8 @@ class Acknowledging(Protocol):
     A broker source commits its offsets here, for at-least-once delivery.
 
     ``ack`` may return an awaitable (an ``async def``): the run awaits it in a
-    task of its own, in order, without holding results back (see ``SourceCalls``).
+    task of its own, in order, without holding results back; a failure fails the
+    run.
     """
 
     def ack(self, count: int) -> object: ...

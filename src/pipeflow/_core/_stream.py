@@ -28,8 +28,13 @@ T = TypeVar("T")
 class Stream(Generic[T]):
     """The results of one run. Iterate it with ``async for``; close it with ``async with``.
 
-    Breaking out of the loop, leaving the ``async with``, an exception or a
-    cancellation closes the source and every task the run started.
+    Returned by ``stream()``; not built directly. Breaking out of the loop,
+    leaving the ``async with``, an exception or a cancellation closes the source
+    and every task the run started.
+
+    A stream is one run, read once by one consumer: iterating a stream that has
+    ended or was closed raises ``RuntimeError``; call ``stream()`` again for
+    another run.
     """
 
     __slots__ = ("_agen", "_chunked", "_closed", "_run")
@@ -80,6 +85,10 @@ class Stream(Generic[T]):
 
         Call it instead of iterating the stream itself, before the run starts.
         Closing works as for the stream: ``async with`` the stream around the loop.
+
+        Raises:
+            RuntimeError: if the stream was iterated, closed, or ``chunks()`` was
+                called already.
         """
         if self._closed:
             self._used_up()
@@ -121,7 +130,11 @@ class Stream(Generic[T]):
         await self._agen.aclose()
 
     def statistics(self) -> tuple[StageMetrics, ...]:
-        """A snapshot of each stage's counters, in pipeline order."""
+        """A snapshot of each stage's counters, in pipeline order.
+
+        Counters move a chunk at a time. Throughput, backpressure and latency
+        are measured only in a run a monitor watches (``set_monitor``).
+        """
         self._run.flush()
         return tuple(s.statistics() for s in self._run.stats.stages)
 
