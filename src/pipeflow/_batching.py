@@ -20,7 +20,7 @@ from ._core._errors import StreamError
 from ._core._pipe import StreamPipe
 from ._core._policies import SKIP, ErrorPolicy
 from ._core._stages import _call_once, call_each, paced
-from ._windows._time import seconds_to_us
+from ._core._time import duration_seconds
 
 if TYPE_CHECKING:
     from ._core._buffer import Chunk
@@ -80,9 +80,7 @@ class BatchStreamPipe(StreamPipe[In, Out]):
             msg = f"batch_size must be an int >= 1, got {batch_size!r}"
             raise ValueError(msg)
         self.batch_size = batch_size
-        self.max_wait = (
-            None if max_wait is None else seconds_to_us(max_wait, "max_wait") / 1_000_000
-        )
+        self.max_wait = None if max_wait is None else duration_seconds(max_wait, "max_wait")
         if (weight is None) != (max_weight is None):
             msg = "weight= and max_weight= go together: give both or neither"
             raise ValueError(msg)

@@ -28,8 +28,9 @@ else:  # TypeVar defaults (PEP 696)
 from .._core._buffer import wait_input
 from .._core._errors import LateItemError, StreamError
 from .._core._pipe import StreamPipe
-from .._core._policies import SKIP, ErrorPolicy, _is_pipe
+from .._core._policies import SKIP, ErrorPolicy, is_pipe
 from .._core._stages import call_each
+from .._core._time import duration_us, seconds_to_us, us_to_seconds
 from ._logic import (
     CountWindows,
     OpenedWindows,
@@ -38,7 +39,7 @@ from ._logic import (
     TumblingWindows,
     WindowLogic,
 )
-from ._time import MAX_US, MIN_US, from_us, seconds_to_us, to_us
+from ._time import MAX_US, MIN_US, from_us, to_us
 from ._window import Window
 
 if TYPE_CHECKING:
@@ -130,8 +131,8 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
             raise ValueError(msg)
         # Taken modulo the window size (or slide), so it may be negative: as in
         # Flink, offset=-8h starts daily windows at midnight in UTC+8.
-        self._offset = seconds_to_us(offset, "offset", allow_negative=True)
-        self._lateness = seconds_to_us(allowed_lateness, "allowed_lateness", allow_zero=True)
+        self._offset = duration_us(offset, "offset", allow_negative=True)
+        self._lateness = duration_us(allowed_lateness, "allowed_lateness", allow_zero=True)
         self._logic_factory = self._choose_logic(window_size, slide, session_gap, count)
         for fn_name, fn in (("timestamp", timestamp), ("key", key)):
             if fn is not None and not callable(fn):
@@ -144,7 +145,7 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
             on_late in ("drop", "raise")
             or isinstance(on_late, list)
             or callable(on_late)
-            or _is_pipe(on_late)
+            or is_pipe(on_late)
         ):
             msg = f"on_late must be 'drop', 'raise', a list, a callable or a pipe, got {on_late!r}"
             raise ValueError(msg)
@@ -192,16 +193,16 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
             self._reach = (0, "")
             return lambda: CountWindows(count)
         if session_gap is not None:
-            gap = seconds_to_us(session_gap, "session_gap")
+            gap = duration_us(session_gap, "session_gap")
             self._reach = (gap, "session gap")
             return lambda: SessionWindows(gap)
         assert window_size is not None
-        size = seconds_to_us(window_size, "window_size")
+        size = duration_us(window_size, "window_size")
         self._reach = (size, "window size")
         offset = self._offset
         if slide is None:
             return lambda: TumblingWindows(size, offset)
-        step = seconds_to_us(slide, "slide")
+        step = duration_us(slide, "slide")
         if step > size:
             msg = f"slide must not exceed window_size ({window_size!r}), got {slide!r}"
             raise ValueError(msg)
@@ -274,7 +275,7 @@ class _WindowRun:
             return self.watermark
         wm = self.max_ts - self.pipe._lateness
         if self.pipe.idle_advance:
-            wm += round(self.advance * 1_000_000)
+            wm += seconds_to_us(self.advance)
         return max(wm, self.watermark)
 
     def delay_to_next(self) -> float | None:
@@ -289,7 +290,7 @@ class _WindowRun:
             return None
         if self.event_time and self.max_ts == _NO_TIME:
             return None
-        return (end - self.watermark) / 1_000_000
+        return us_to_seconds(end - self.watermark)
 
     def ack_mark(self, undelivered: list[Window[Any]]) -> int:
         """The source position whose input neither an open window nor ``undelivered`` holds."""
@@ -468,6 +469,7 @@ class _WindowRun:
         try:
             for x, raw, k in zip(items, raws, keys or [None] * len(items), strict=True):
                 try:
+                    # A float converts inline, as seconds_to_us would.
                     ts = round(raw * 1e6) if type(raw) is float else to_us(raw)
                     if not lowest <= ts <= highest:
                         ts = self.event_us(raw)  # raises the error that says why
@@ -526,7 +528,7 @@ class _WindowRun:
         if not _numbers_in_order(raws):
             return 0
         try:
-            first, last = _seconds_to_us(raws[0]), _seconds_to_us(raws[-1])
+            first, last = seconds_to_us(raws[0]), seconds_to_us(raws[-1])
         except (ValueError, OverflowError):
             return 0  # a huge int: the item loop fails the item
         if not (self.lowest <= first and last <= self.highest):
@@ -541,20 +543,20 @@ class _WindowRun:
         else:
             lo = 0
             while lo < n:
-                hi = bisect_left(raws, start + size, lo, n, key=_seconds_to_us)
+                hi = bisect_left(raws, start + size, lo, n, key=seconds_to_us)
                 took = logic.add_run(start, keys[lo:hi] if keys is not None else None, items[lo:hi])
                 if took < hi - lo:
                     hi = lo + took
                     break
                 lo = hi
                 if lo < n:
-                    t = _seconds_to_us(raws[lo])
+                    t = seconds_to_us(raws[lo])
                     start = t - (t - offset) % size
             done = hi
         if done < n:
             if not done:
                 return 0
-            last = _seconds_to_us(raws[done - 1])
+            last = seconds_to_us(raws[done - 1])
         if last > self.max_ts:
             self.max_ts = last
             self.advance = 0.0
@@ -686,11 +688,6 @@ def _numbers_in_order(raws: list[Any]) -> bool:
     # Sorting is stable, and these numbers are totally ordered: the sorted list
     # equals the list exactly when it was in order.
     return raws == sorted(raws)
-
-
-def _seconds_to_us(seconds: float) -> int:
-    """Epoch seconds (a float or an int) as whole microseconds, as ``to_us`` rounds them."""
-    return round(seconds * 1e6)
 
 
 def _due(logic: WindowLogic) -> int:
