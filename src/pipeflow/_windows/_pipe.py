@@ -25,12 +25,12 @@ if sys.version_info >= (3, 13):
 else:  # TypeVar defaults (PEP 696)
     from typing_extensions import TypeVar
 
-from .._core._buffer import wait_input
 from .._core._errors import LateItemError, StreamError
 from .._core._pipe import StreamPipe
 from .._core._policies import SKIP, ErrorPolicy, is_pipe
 from .._core._stages import call_each
 from .._core._time import duration_us, seconds_to_us, us_to_seconds
+from .._core._timed import Step, TimedStage
 from ._logic import (
     CountWindows,
     OpenedWindows,
@@ -233,12 +233,12 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
         return _WindowRun(self, ctx).run()
 
 
-class _WindowRun:
+class _WindowRun(TimedStage):
     """The state of one windowed pipe in one run."""
 
     def __init__(self, pipe: WindowedStreamPipe[Any, Any], ctx: StageContext) -> None:
+        super().__init__(ctx)
         self.pipe = pipe
-        self.ctx = ctx
         self.logic = pipe._logic_factory()
         # Event-time tumbling windows: in-order runs take the fast path.
         self.tumbling = (
@@ -252,7 +252,7 @@ class _WindowRun:
         self.max_ts = _NO_TIME
         # The idle advance of the watermark: seconds, since the newest event time
         # arrived, in which the pipe waited for input and the source had nothing
-        # either (see ``wait``).
+        # either (see ``wait_input``).
         self.advance = 0.0
         self.watermark = _NO_TIME
         self.mark = 0  # source position reached by the input so far
@@ -278,7 +278,7 @@ class _WindowRun:
             wm += seconds_to_us(self.advance)
         return max(wm, self.watermark)
 
-    def delay_to_next(self) -> float | None:
+    def next_delay(self) -> float | None:
         """Seconds on the clock until the next window fires, if time alone fires it.
 
         Reckoned from ``self.watermark``, the watermark the due windows were just
@@ -303,53 +303,40 @@ class _WindowRun:
             held = min(held, oldest)
         return max(self.acked, held)
 
-    async def run(self) -> AsyncIterator[Chunk]:
-        buf = self.ctx.buffer
-        assert buf is not None
-        stats = self.ctx.stats
-        while True:
-            try:
-                chunk = buf.get_nowait()
-            except StopAsyncIteration:
-                break
-            fired: list[Window[Any]] = []
-            error: BaseException | None = None
-            if chunk is not None:
-                items, mark = chunk
-                stats.items_in += len(items)
-                self.logic.position = self.mark
-                # Windows the clock (or idle advance) has passed close before new items.
-                self.watermark = self.current_watermark()
-                fired += self.logic.fire(self.watermark)
-                error = await self.add_items(items, fired)
-                if error is None:
-                    self.mark = mark  # a failed chunk is read again: acks stop before it
-            if error is None:
-                self.watermark = self.current_watermark()
-            # After a failure too: what was complete before the failed item goes out
-            # (count windows fill as items come; time windows fired as the watermark moved).
-            fired += self.logic.fire(self.watermark)
-            if fired or chunk is not None:
-                if fired:
-                    out, failed, undelivered = await self.emit(fired)
-                    error = failed or error
-                else:
-                    stats.windows_open = self.logic.open_count
-                    out, undelivered = [], []
-                acked = self.ack_mark(undelivered)
-                if out or acked != self.acked:
-                    self.acked = acked
-                    yield out, acked
-                if error is not None:
-                    raise error
-                continue
-            await self.wait(buf)
-        out, error, undelivered = await self.emit(self.logic.flush())
-        yield out, self.mark if error is None else self.ack_mark(undelivered)
-        if error is not None:
-            raise error
+    async def on_chunk(self, items: list[Any], mark: int) -> Step:
+        self.ctx.stats.items_in += len(items)
+        self.logic.position = self.mark
+        # Windows the clock (or idle advance) has passed close before new items.
+        self.watermark = self.current_watermark()
+        fired = self.logic.fire(self.watermark)
+        error = await self.add_items(items, fired)
+        if error is None:
+            self.mark = mark  # a failed chunk is read again: acks stop before it
+            self.watermark = self.current_watermark()
+        # After a failure too: what was complete before the failed item goes out
+        # (count windows fill as items come; time windows fired as the watermark moved).
+        fired += self.logic.fire(self.watermark)
+        return await self.deliver(fired, error)
 
-    async def wait(self, buf: ChunkBuffer) -> None:
+    async def on_timer(self) -> Step | None:
+        self.watermark = self.current_watermark()
+        fired = self.logic.fire(self.watermark)
+        return await self.deliver(fired, None) if fired else None
+
+    async def on_end(self) -> tuple[list[Any], int, BaseException | None]:
+        out, error, undelivered = await self.emit(self.logic.flush())
+        return out, self.mark if error is None else self.ack_mark(undelivered), error
+
+    async def deliver(self, fired: list[Window[Any]], error: BaseException | None) -> Step:
+        """Emit ``fired``; hand on the results and the new ack mark, if either is new."""
+        out, failed, undelivered = await self.emit(fired)
+        acked = self.ack_mark(undelivered)
+        if out or acked != self.acked:
+            self.acked = acked
+            return out, acked, failed or error
+        return out, None, failed or error
+
+    async def wait_input(self, buffer: ChunkBuffer) -> None:
         """Wait for input, or until the next window is due on the clock.
 
         The time the source kept its reader waiting meanwhile goes to the idle
@@ -359,7 +346,7 @@ class _WindowRun:
         """
         idle = self.ctx.source_idle
         quiet = idle.seconds() if idle is not None else 0.0
-        await wait_input(buf, self.ctx.clock, self.delay_to_next())
+        await super().wait_input(buffer)
         if idle is not None:
             self.advance += idle.seconds() - quiet
 
