@@ -248,6 +248,63 @@ def test_tumbling_records_position_for_new_windows() -> None:
     assert {0: 4, 10: 9} == by_start
 
 
+def test_tumbling_add_in_order_gives_what_adding_item_by_item_gives() -> None:
+    """A run in order is cut at the window boundaries; each key's windows get the
+    same items, in the same order, as ``add`` one by one would give them.
+
+    0 s       1 s       2 s       3 s
+    |-*-*-----*-*-------|-------*-|      seconds 0.2 0.4 1.0 1.2 2.8, keys a b a b a
+    """
+    seconds = [0.2, 0.4, 1, 1.2, 2.8]
+    keys = ["a", "b", "a", "b", "a"]
+    items = ["a1", "b1", "a2", "b2", "a3"]
+    run, one_by_one = TumblingWindows(1_000_000), TumblingWindows(1_000_000)
+    assert 5 == run.add_in_order(seconds, keys, items, NO_WM)
+    for x, k, t in zip(items, keys, seconds, strict=True):
+        one_by_one.add(x, k, round(t * 1e6), NO_WM)
+    assert spans(one_by_one.flush()) == spans(run.flush())
+
+
+def test_tumbling_add_in_order_takes_nothing_when_the_first_window_has_fired() -> None:
+    """The first item's window has fired: it may be late, so none of the run goes in.
+
+    0 s       1 s
+    |----*----|  W at 1 s      run starting at 0.5 s -> 0 taken, no window opened
+    """
+    logic = TumblingWindows(1_000_000)
+    assert 0 == logic.add_in_order([0.5, 1.5], None, ["x", "y"], 1_000_000)
+    assert 0 == logic.open_count
+
+
+def test_tumbling_add_in_order_stops_at_a_key_that_cannot_be_hashed() -> None:
+    """With their windows open, the items before an unhashable key go in; it and
+    those after it do not (none at all when the key is met opening windows)."""
+    logic = TumblingWindows(1_000_000)
+    keys: list[Any] = ["a", "b", [], "a"]
+    assert 0 == logic.add_in_order([0.1, 0.2, 0.3, 0.4], keys, ["a1", "b1", "x", "a2"], NO_WM)
+    logic.add("a0", "a", 0, NO_WM)
+    logic.add("b0", "b", 0, NO_WM)
+    assert 2 == logic.add_in_order([0.1, 0.2, 0.3, 0.4], keys, ["a1", "b1", "x", "a2"], NO_WM)
+    expected = [("a", 0, 1_000_000, ["a0", "a1"]), ("b", 0, 1_000_000, ["b0", "b1"])]
+    assert expected == spans(logic.flush())
+
+
+def test_tumbling_add_to_open_adds_only_to_a_window_already_open() -> None:
+    """``add_to_open`` changes nothing when the item's window is not open (another
+    key's window for the same period does not count); then it joins the open one.
+
+    0         10
+    |-*--*----|      a at 1 opened by add; b at 2 refused; a at 4 added
+    """
+    logic = TumblingWindows(10)
+    assert not logic.add_to_open("a0", "a", 1)
+    logic.add("a1", "a", 1, NO_WM)
+    assert not logic.add_to_open("b1", "b", 2)
+    assert logic.add_to_open("a2", "a", 4)
+    assert not logic.add_to_open("a3", "a", 10)
+    assert [("a", 0, 10, ["a1", "a2"])] == spans(logic.flush())
+
+
 # -- sliding --------------------------------------------------------------------
 
 

@@ -11,7 +11,6 @@ windows close even when no more items come.
 from __future__ import annotations
 
 import sys
-from bisect import bisect_left
 from collections.abc import AsyncIterator, Callable, Hashable
 from datetime import datetime, timedelta
 from functools import partial
@@ -446,9 +445,8 @@ class _WindowRun(TimedStage):
                 keys = keys[done:] if keys is not None else None
         logic, tsfn, wm = self.logic, self.pipe.timestamp, self.watermark
         add = logic.add
-        # Tumbling windows: find an open window by arithmetic and one dict lookup.
-        groups = tumbling.groups if tumbling is not None else None
-        size, offset = (tumbling.size, tumbling.offset) if tumbling is not None else (1, 0)
+        # Tumbling windows: an item whose window is open takes one call, no more.
+        add_to_open = tumbling.add_to_open if tumbling is not None else None
         lateness = self.pipe._lateness
         max_ts = start_max = self.max_ts
         lowest, highest = self.lowest, self.highest
@@ -473,12 +471,8 @@ class _WindowRun(TimedStage):
                         if wm >= due:
                             fired += logic.fire(wm)
                             due = _due(logic)
-                if groups is not None:
-                    group = groups.get(ts - (ts - offset) % size)
-                    w = group.get(k) if group is not None else None
-                    if w is not None:
-                        w.append(x)
-                        continue
+                if add_to_open is not None and add_to_open(x, k, ts):
+                    continue
                 if add(x, k, ts, wm):
                     due = _due(logic)
                 else:
@@ -499,13 +493,9 @@ class _WindowRun(TimedStage):
         fired: list[Window[Any]],
         wm: int,
     ) -> int:
-        """Tumbling windows, a run of numeric event times in order: slices, not items.
-
-        In such a run no item is late once its first one is not, and no window
-        fires between its items that a later item would belong to, so firing at
-        the end of the run gives exactly what item-by-item processing gives.
-        The run is cut where window boundaries fall (by bisection) and each
-        slice goes to its windows.
+        """Tumbling windows, a run of numeric event times in order: the windows take
+        it in slices (``TumblingWindows.add_in_order``), then fire as the run moved
+        the watermark.
 
         Returns how many items went in: all, or none (having changed nothing)
         if the run does not qualify, or those before the first key that cannot
@@ -520,29 +510,10 @@ class _WindowRun(TimedStage):
             return 0  # a huge int: the item loop fails the item
         if not (self.lowest <= first and last <= self.highest):
             return 0  # beyond what a datetime can hold: the item loop fails the item
-        size, offset = logic.size, logic.offset
-        start = first - (first - offset) % size
-        if start + size <= wm:
-            return 0  # the first item may be late: let the item loop decide
-        n = len(items)
-        if last < start + size:  # one window (per key) takes the whole run
-            done = logic.add_run(start, keys, items)
-        else:
-            lo = 0
-            while lo < n:
-                hi = bisect_left(raws, start + size, lo, n, key=seconds_to_us)
-                took = logic.add_run(start, keys[lo:hi] if keys is not None else None, items[lo:hi])
-                if took < hi - lo:
-                    hi = lo + took
-                    break
-                lo = hi
-                if lo < n:
-                    t = seconds_to_us(raws[lo])
-                    start = t - (t - offset) % size
-            done = hi
-        if done < n:
-            if not done:
-                return 0
+        done = logic.add_in_order(raws, keys, items, wm)
+        if not done:
+            return 0
+        if done < len(items):
             last = seconds_to_us(raws[done - 1])
         if last > self.max_ts:
             self.max_ts = last
