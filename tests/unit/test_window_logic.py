@@ -6,6 +6,7 @@ directly. ``|`` marks a window boundary, ``*`` an item, ``W`` the watermark.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Hashable
 from typing import Any
 
@@ -32,8 +33,10 @@ def spans(windows: list[Window[Any]]) -> list[tuple[Hashable, int, int, list[Any
 
 
 def open_spans(logic: Any) -> list[tuple[Hashable, int, int, list[Any]]]:
-    """The open windows, sorted so the order of a dict does not matter."""
-    return sorted(spans(logic.open_windows()), key=lambda s: (s[1], s[2], repr(s[0])))
+    """The open windows, as a copy of the logic would flush them now (the logic
+    itself goes on untouched), sorted so the order of a dict does not matter."""
+    flushed = copy.deepcopy(logic).flush()
+    return sorted(spans(flushed), key=lambda s: (s[1], s[2], repr(s[0])))
 
 
 # -- tumbling -------------------------------------------------------------------
@@ -194,7 +197,8 @@ def test_tumbling_state_released_after_fire() -> None:
     assert 1 == logic.open_count
     logic.fire(10)
     assert 0 == logic.open_count
-    assert [] == logic.open_windows()
+    assert 0 == logic.held_items()
+    assert [] == logic.flush()
     assert logic.next_end() is None
 
 
@@ -244,7 +248,7 @@ def test_tumbling_records_position_for_new_windows() -> None:
     logic.position = 9
     logic.add("y", None, 2, NO_WM)
     logic.add("z", None, 11, NO_WM)
-    by_start = {bounds(w)[0]: w._since for w in logic.open_windows()}
+    by_start = {bounds(w)[0]: w._since for w in copy.deepcopy(logic).flush()}
     assert {0: 4, 10: 9} == by_start
 
 
@@ -411,6 +415,35 @@ def test_sliding_state_released_after_fire() -> None:
     assert len(fired) == len({bounds(w)[0] for w in fired})
     assert 0 == logic.open_count
     assert logic.next_end() is None
+
+
+def test_held_items_counts_an_item_in_each_open_window_it_is_in() -> None:
+    """Sliding windows hold an item once per window; firing and flushing release
+    them. Every kind counts what its open windows hold.
+
+    0    5    10   15   20
+    |---------|              [0, 10)
+         |---------|         [5, 15)
+              |---------|    [10, 20)
+           *  *              7 in [0, 10) and [5, 15); 10 in [5, 15) and [10, 20)
+    """
+    sliding = SlidingWindows(10, 5)
+    sliding.add("a", None, 7, NO_WM)
+    sliding.add("b", None, 10, NO_WM)
+    assert 4 == sliding.held_items()
+    sliding.fire(10)
+    assert 3 == sliding.held_items()
+    sessions, counts = SessionWindows(gap=10), CountWindows(3)
+    for t in (0, 5, 30):
+        sessions.add(t, "k", t, NO_WM)
+        counts.add(t, "k", t, NO_WM)
+    assert 3 == sessions.held_items()
+    assert 0 == counts.held_items()  # full: it fired
+    counts.add(40, "k", 40, NO_WM)
+    assert 1 == counts.held_items()
+    for logic in (sliding, sessions, counts):
+        logic.flush()
+        assert 0 == logic.held_items()
 
 
 # -- sessions -------------------------------------------------------------------
@@ -638,12 +671,12 @@ def test_session_open_count_follows_sessions_opened_merged_and_fired() -> None:
     logic = SessionWindows(gap=10)
     for ts, key in [(0, "a"), (100, "a"), (50, "b"), (5, "a"), (55, "b"), (60, "c")]:
         logic.add(ts, key, ts, NO_WM)
-        assert len(logic.open_windows()) == logic.open_count
+        assert len(open_spans(logic)) == logic.open_count
     logic.add(12, "a", 12, NO_WM)  # bridges nothing: extends a's first session
     logic.add(108, "a", 108, NO_WM)
-    assert 4 == logic.open_count == len(logic.open_windows())
+    assert 4 == logic.open_count == len(open_spans(logic))
     logic.fire(30)
-    assert 3 == logic.open_count == len(logic.open_windows())
+    assert 3 == logic.open_count == len(open_spans(logic))
     logic.flush()
     assert 0 == logic.open_count
 

@@ -7,7 +7,7 @@ starts there).
 
 Window state is released the moment a window fires: memory is bounded by the
 windows open at once, never by the length of the stream. Windows are handed
-over (fired, flushed, listed) as the user's ``Window`` lists, bounds and ``since``
+over (fired, flushed) as the user's ``Window`` lists, bounds and ``since``
 set as they are then.
 """
 
@@ -85,8 +85,9 @@ class WindowLogic(Protocol):
     #: Where new windows are recorded, when the pipe's source takes acks.
     opened: OpenedWindows | None
 
-    def open_windows(self) -> list[Window[Any]]:
-        """The windows holding items now."""
+    def held_items(self) -> int:
+        """Items in open windows (an item in several windows counts in each),
+        counted when asked: the item loops keep no tally."""
         ...
 
 
@@ -390,8 +391,8 @@ class TumblingWindows:
     def open_count(self) -> int:
         return self._count
 
-    def open_windows(self) -> list[Window[Any]]:
-        return [w for group in self._groups.values() for w in group.values()]
+    def held_items(self) -> int:
+        return sum(len(w) for group in self._groups.values() for w in group.values())
 
 
 _append = list.append
@@ -435,8 +436,8 @@ class SlidingWindows:
     def open_count(self) -> int:
         return len(self._open)
 
-    def open_windows(self) -> list[Window[Any]]:
-        return [w.window() for w in self._open.values()]
+    def held_items(self) -> int:
+        return sum(len(w.items) for w in self._open.values())
 
     def add(self, item: Any, key: Hashable, ts: int, watermark: int) -> bool:
         size, slide = self._size, self._slide
@@ -537,8 +538,8 @@ class SessionWindows:
     def open_count(self) -> int:
         return self._open
 
-    def open_windows(self) -> list[Window[Any]]:
-        return [w.window() for sessions in self._sessions.values() for w in sessions]
+    def held_items(self) -> int:
+        return sum(len(w.items) for sessions in self._sessions.values() for w in sessions)
 
 
 class CountWindows:
@@ -591,5 +592,5 @@ class CountWindows:
     def open_count(self) -> int:
         return len(self._open)
 
-    def open_windows(self) -> list[Window[Any]]:
-        return [w.window() for w in self._open.values()]
+    def held_items(self) -> int:
+        return sum(len(w.items) for w in self._open.values())

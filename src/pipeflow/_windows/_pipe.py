@@ -264,7 +264,7 @@ class _WindowRun(TimedStage):
 
     def held(self) -> int:
         """Items in open windows (an item in several sliding windows counts in each)."""
-        return sum(map(len, self.logic.open_windows()))
+        return self.logic.held_items()
 
     def current_watermark(self) -> int:
         """The watermark now: processing time, or event time (with idle advance)."""
