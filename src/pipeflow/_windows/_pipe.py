@@ -17,7 +17,7 @@ from functools import partial
 from itertools import islice
 from math import isfinite
 from operator import countOf
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 if sys.version_info >= (3, 13):
     from typing import TypeVar
@@ -25,7 +25,7 @@ else:  # TypeVar defaults (PEP 696)
     from typing_extensions import TypeVar
 
 from .._core._errors import LateItemError, StreamError
-from .._core._pipe import StreamPipe
+from .._core._pipe import Pipeable, StreamPipe
 from .._core._policies import SKIP, ErrorPolicy, is_pipe
 from .._core._stages import call_each
 from .._core._time import duration_us, seconds_to_us, us_to_seconds
@@ -56,7 +56,14 @@ _NO_TIME = -(2**62)
 _NEVER = 2**62
 
 
-LatePolicy = Literal["drop", "raise"] | list[Any] | Callable[[LateItemError], Any] | Any
+#: What ``on_late=`` takes: drop or raise, or a sink receiving ``LateItemError``
+#: records (a list, a function, sync or async, or a pipe).
+LatePolicy: TypeAlias = (
+    Literal["drop", "raise"]
+    | list[Any]
+    | Callable[[LateItemError], Any]
+    | Pipeable[LateItemError, Any]
+)
 
 
 class WindowedStreamPipe(StreamPipe[In, Out]):
@@ -140,14 +147,7 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
         if not isinstance(idle_advance, bool):
             msg = f"idle_advance must be True or False, got {idle_advance!r:.60}"
             raise TypeError(msg)
-        if not (
-            on_late in ("drop", "raise")
-            or isinstance(on_late, list)
-            or callable(on_late)
-            or is_pipe(on_late)
-        ):
-            msg = f"on_late must be 'drop', 'raise', a list, a callable or a pipe, got {on_late!r}"
-            raise ValueError(msg)
+        _check_late_policy(on_late)
         if timestamp is None:
             # In processing time no item is ever late and there is no watermark to advance.
             unused = [
@@ -622,6 +622,24 @@ class _WindowRun(TimedStage):
             # Latency here is the time to process one window.
             stats.record_chunk(len(out), started, self.ctx.clock.monotonic(), done)
         return out, error, undelivered
+
+
+def _check_late_policy(on_late: object) -> None:
+    """``ValueError`` unless ``on_late`` is a ``LatePolicy``, saying what came instead."""
+    expected = "'drop', 'raise', or a sink for LateItemError records: a list, a callable or a pipe"
+    if isinstance(on_late, str):
+        if on_late in ("drop", "raise"):
+            return
+        got = f"the string {on_late!r:.60}"
+    elif isinstance(on_late, type):
+        name = on_late.__name__
+        got = f"the class {name} (a sink is an instance: {name}())"
+    elif isinstance(on_late, list) or callable(on_late) or is_pipe(on_late):
+        return
+    else:
+        got = f"{type(on_late).__name__}: {on_late!r:.60}"
+    msg = f"on_late must be {expected}, got {got}"
+    raise ValueError(msg)
 
 
 _NUMBERS = frozenset((float, int))
