@@ -163,7 +163,7 @@ class BatchStreamPipe(StreamPipe[In, Out]):
         # Batches by count alone are cut from the chunk as it comes (``run_counted``).
         return self.weight is None and not self._overrides_process_stream()
 
-    def _open(self, up: AsyncIterator[Chunk], ctx: StageContext) -> AsyncIterator[Chunk]:
+    def _open(self, up: AsyncIterator[Chunk], ctx: StageContext) -> AsyncGenerator[Chunk, None]:
         run = _BatchRun(self, ctx)
         if ctx.buffer is not None:
             return run.run()

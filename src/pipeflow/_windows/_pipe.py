@@ -11,7 +11,7 @@ windows close even when no more items come.
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable
 from datetime import datetime, timedelta
 from functools import partial
 from itertools import islice
@@ -228,7 +228,7 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
     def _takes_slices(self) -> bool:
         return True  # items go into windows, a chunk at a time
 
-    def _open(self, up: AsyncIterator[Chunk], ctx: StageContext) -> AsyncIterator[Chunk]:
+    def _open(self, up: AsyncIterator[Chunk], ctx: StageContext) -> AsyncGenerator[Chunk, None]:
         return _WindowRun(self, ctx).run()
 
 
