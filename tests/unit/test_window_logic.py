@@ -301,11 +301,12 @@ def test_tumbling_add_to_open_adds_only_to_a_window_already_open() -> None:
     |-*--*----|      a at 1 opened by add; b at 2 refused; a at 4 added
     """
     logic = TumblingWindows(10)
-    assert not logic.add_to_open("a0", "a", 1)
+    add_to_open = logic.adder_to_open()
+    assert not add_to_open("a0", "a", 1)
     logic.add("a1", "a", 1, NO_WM)
-    assert not logic.add_to_open("b1", "b", 2)
-    assert logic.add_to_open("a2", "a", 4)
-    assert not logic.add_to_open("a3", "a", 10)
+    assert not add_to_open("b1", "b", 2)
+    assert add_to_open("a2", "a", 4)
+    assert not add_to_open("a3", "a", 10)
     assert [("a", 0, 10, ["a1", "a2"])] == spans(logic.flush())
 
 

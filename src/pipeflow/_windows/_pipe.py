@@ -446,7 +446,7 @@ class _WindowRun(TimedStage):
         logic, tsfn, wm = self.logic, self.pipe.timestamp, self.watermark
         add = logic.add
         # Tumbling windows: an item whose window is open takes one call, no more.
-        add_to_open = tumbling.add_to_open if tumbling is not None else None
+        add_to_open = tumbling.adder_to_open() if tumbling is not None else None
         lateness = self.pipe._lateness
         max_ts = start_max = self.max_ts
         lowest, highest = self.lowest, self.highest
