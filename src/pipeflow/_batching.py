@@ -6,21 +6,21 @@ import asyncio
 import contextvars
 import math
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard, cast
 
 if sys.version_info >= (3, 13):
     from typing import TypeVar
 else:  # TypeVar defaults (PEP 696)
     from typing_extensions import TypeVar
 
-from ._core._buffer import wait_input
 from ._core._errors import StreamError
 from ._core._pipe import StreamPipe
 from ._core._policies import SKIP, ErrorPolicy
 from ._core._stages import _call_once, call_each, paced
-from ._windows._time import seconds_to_us
+from ._core._time import duration_seconds
+from ._core._timed import Step, TimedStage
 
 if TYPE_CHECKING:
     from ._core._buffer import Chunk
@@ -80,9 +80,7 @@ class BatchStreamPipe(StreamPipe[In, Out]):
             msg = f"batch_size must be an int >= 1, got {batch_size!r}"
             raise ValueError(msg)
         self.batch_size = batch_size
-        self.max_wait = (
-            None if max_wait is None else seconds_to_us(max_wait, "max_wait") / 1_000_000
-        )
+        self.max_wait = None if max_wait is None else duration_seconds(max_wait, "max_wait")
         if (weight is None) != (max_weight is None):
             msg = "weight= and max_weight= go together: give both or neither"
             raise ValueError(msg)
@@ -101,7 +99,8 @@ class BatchStreamPipe(StreamPipe[In, Out]):
 
     async def process_batch(self, batch: list[In]) -> Out:
         """Turn one batch into the result emitted for it. Default: ``process_items``."""
-        return await self.process_items(batch)  # type: ignore[return-value]
+        # ``Out`` is a list unless a subclass that overrides this says otherwise.
+        return cast("Out", await self.process_items(batch))
 
     async def process_items(self, batch: list[In]) -> list[Any]:
         """``process_item`` applied to every item (up to ``concurrency`` at once), in order.
@@ -164,21 +163,21 @@ class BatchStreamPipe(StreamPipe[In, Out]):
         # Batches by count alone are cut from the chunk as it comes (``run_counted``).
         return self.weight is None and not self._overrides_process_stream()
 
-    def _open(self, up: AsyncIterator[Chunk], ctx: StageContext) -> AsyncIterator[Chunk]:
+    def _open(self, up: AsyncIterator[Chunk], ctx: StageContext) -> AsyncGenerator[Chunk, None]:
         run = _BatchRun(self, ctx)
         if ctx.buffer is not None:
-            return run.run_timed()
+            return run.run()
         if self.weight is None and self.max_wait is None and not ctx.stats.timed:
             return run.run_counted(up)  # batches by count alone in an untimed run
         return run.run_fused(up)
 
 
-class _BatchRun:
+class _BatchRun(TimedStage):
     """The pending batch of one pipe in one run."""
 
     def __init__(self, pipe: BatchStreamPipe[Any, Any], ctx: StageContext) -> None:
+        super().__init__(ctx)
         self.pipe = pipe
-        self.ctx = ctx
         self.pending: list[Any] = []
         self.weight = 0.0
         #: When the pending batch is due (``max_wait`` after its first item): the
@@ -329,7 +328,7 @@ class _BatchRun:
             out.append(result)
         return None
 
-    def delay(self) -> float | None:
+    def next_delay(self) -> float | None:
         """Seconds until the pending batch is due (at most 0: it is due now); ``None``
         when no batch is pending or there is no ``max_wait``.
 
@@ -341,10 +340,21 @@ class _BatchRun:
             return None
         return self.due_at - self.ctx.clock.monotonic()
 
-    async def step(self, chunk: Chunk | None) -> tuple[list[Any], int, StreamError | None]:
-        """Take in one chunk (or none); process the batches it completes, and the
-        pending batch if it is due. Returns the results, how far the source may
-        be acknowledged, and the error that must end the stream after them.
+    async def on_chunk(self, items: list[Any], mark: int) -> Step:
+        self.ctx.stats.items_in += len(items)
+        return await self._step(items, mark)
+
+    async def on_timer(self) -> Step | None:
+        delay = self.next_delay()
+        if delay is None or delay > 0:
+            return None
+        return await self._step(None, self.mark)
+
+    async def _step(self, items: list[Any] | None, mark: int) -> Step:
+        """Take in a chunk's ``items`` (or none), read up to ``mark``; process the
+        batches they complete, and the pending batch if it is due. Returns the
+        results, how far the source may be acknowledged, and the error that must
+        end the stream after them.
 
         After a failure the source is acknowledged no further than before this
         step: the batches it formed were not all delivered, and the chunk it
@@ -353,34 +363,23 @@ class _BatchRun:
         before = self.ack_mark()
         full: list[list[Any]] = []
         error: StreamError | None = None
-        if chunk is not None:
-            items, mark = chunk
-            self.ctx.stats.items_in += len(items)
+        if items is not None:
             if self.pipe.weight is None:
                 full = self.add(items)
             else:
                 full, error = await self.take_in(items)
             self.mark = mark
-        delay = self.delay()
+        delay = self.next_delay()
         if error is None and delay is not None and delay <= 0:
             full.append(self.take())
         out, failed = await self.process(full) if full else ([], None)
         error = failed or error
         return out, before if error is not None else self.ack_mark(), error
 
-    async def run_fused(self, up: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
-        async for chunk in up:
-            out, acked, error = await self.step(chunk)
-            yield out, acked
-            if error is not None:
-                raise error
-        async for flushed in self._flush():
-            yield flushed
-
-    async def run_counted(self, up: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    async def run_counted(self, up: AsyncIterator[Chunk]) -> AsyncGenerator[Chunk, None]:
         """``run_fused`` for batches by count alone (no ``weight``, no ``max_wait``)
-        in an untimed run: ``step``, ``add`` and ``process`` in one loop, each batch
-        processed as it is cut from the chunk.
+        in an untimed run: ``on_chunk``, ``add`` and ``process`` in one loop, each
+        batch processed as it is cut from the chunk.
 
         The pending batch and the marks live in locals while the loop runs; the
         final flush gets them back in ``pending``, ``since`` and ``mark``.
@@ -443,36 +442,15 @@ class _BatchRun:
             last = mark
             yield out, since if pending else mark
         self.pending, self.since, self.mark = pending, since, last
-        async for flushed in self._flush():
-            yield flushed
-
-    async def run_timed(self) -> AsyncIterator[Chunk]:
-        buf = self.ctx.buffer
-        assert buf is not None
-        clock = self.ctx.clock
-        while True:
-            try:
-                chunk = buf.get_nowait()
-            except StopAsyncIteration:
-                break
-            if chunk is None:
-                delay = self.delay()
-                if delay is None or delay > 0:
-                    await wait_input(buf, clock, delay)
-                    continue
-            out, acked, error = await self.step(chunk)
-            yield out, acked
-            if error is not None:
-                raise error
-        async for flushed in self._flush():
-            yield flushed
-
-    async def _flush(self) -> AsyncIterator[Chunk]:
-        since = self.since
-        out, error = await self.process([self.take()]) if self.pending else ([], None)
-        yield out, self.mark if error is None else since
+        out, acked, error = await self.on_end()
+        yield out, acked
         if error is not None:
             raise error
+
+    async def on_end(self) -> tuple[list[Any], int, StreamError | None]:
+        since = self.since
+        out, error = await self.process([self.take()]) if self.pending else ([], None)
+        return out, self.mark if error is None else since, error
 
 
 _NUMBERS = frozenset((float, int))

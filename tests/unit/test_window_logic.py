@@ -6,6 +6,7 @@ directly. ``|`` marks a window boundary, ``*`` an item, ``W`` the watermark.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Hashable
 from typing import Any
 
@@ -32,8 +33,10 @@ def spans(windows: list[Window[Any]]) -> list[tuple[Hashable, int, int, list[Any
 
 
 def open_spans(logic: Any) -> list[tuple[Hashable, int, int, list[Any]]]:
-    """The open windows, sorted so the order of a dict does not matter."""
-    return sorted(spans(logic.open_windows()), key=lambda s: (s[1], s[2], repr(s[0])))
+    """The open windows, as a copy of the logic would flush them now (the logic
+    itself goes on untouched), sorted so the order of a dict does not matter."""
+    flushed = copy.deepcopy(logic).flush()
+    return sorted(spans(flushed), key=lambda s: (s[1], s[2], repr(s[0])))
 
 
 # -- tumbling -------------------------------------------------------------------
@@ -194,7 +197,8 @@ def test_tumbling_state_released_after_fire() -> None:
     assert 1 == logic.open_count
     logic.fire(10)
     assert 0 == logic.open_count
-    assert [] == logic.open_windows()
+    assert 0 == logic.held_items()
+    assert [] == logic.flush()
     assert logic.next_end() is None
 
 
@@ -244,8 +248,66 @@ def test_tumbling_records_position_for_new_windows() -> None:
     logic.position = 9
     logic.add("y", None, 2, NO_WM)
     logic.add("z", None, 11, NO_WM)
-    by_start = {bounds(w)[0]: w._since for w in logic.open_windows()}
+    by_start = {bounds(w)[0]: w._since for w in copy.deepcopy(logic).flush()}
     assert {0: 4, 10: 9} == by_start
+
+
+def test_tumbling_add_in_order_gives_what_adding_item_by_item_gives() -> None:
+    """A run in order is cut at the window boundaries; each key's windows get the
+    same items, in the same order, as ``add`` one by one would give them.
+
+    0 s       1 s       2 s       3 s
+    |-*-*-----*-*-------|-------*-|      seconds 0.2 0.4 1.0 1.2 2.8, keys a b a b a
+    """
+    seconds = [0.2, 0.4, 1, 1.2, 2.8]
+    keys = ["a", "b", "a", "b", "a"]
+    items = ["a1", "b1", "a2", "b2", "a3"]
+    run, one_by_one = TumblingWindows(1_000_000), TumblingWindows(1_000_000)
+    assert 5 == run.add_in_order(seconds, keys, items, NO_WM)
+    for x, k, t in zip(items, keys, seconds, strict=True):
+        one_by_one.add(x, k, round(t * 1e6), NO_WM)
+    assert spans(one_by_one.flush()) == spans(run.flush())
+
+
+def test_tumbling_add_in_order_takes_nothing_when_the_first_window_has_fired() -> None:
+    """The first item's window has fired: it may be late, so none of the run goes in.
+
+    0 s       1 s
+    |----*----|  W at 1 s      run starting at 0.5 s -> 0 taken, no window opened
+    """
+    logic = TumblingWindows(1_000_000)
+    assert 0 == logic.add_in_order([0.5, 1.5], None, ["x", "y"], 1_000_000)
+    assert 0 == logic.open_count
+
+
+def test_tumbling_add_in_order_stops_at_a_key_that_cannot_be_hashed() -> None:
+    """With their windows open, the items before an unhashable key go in; it and
+    those after it do not (none at all when the key is met opening windows)."""
+    logic = TumblingWindows(1_000_000)
+    keys: list[Any] = ["a", "b", [], "a"]
+    assert 0 == logic.add_in_order([0.1, 0.2, 0.3, 0.4], keys, ["a1", "b1", "x", "a2"], NO_WM)
+    logic.add("a0", "a", 0, NO_WM)
+    logic.add("b0", "b", 0, NO_WM)
+    assert 2 == logic.add_in_order([0.1, 0.2, 0.3, 0.4], keys, ["a1", "b1", "x", "a2"], NO_WM)
+    expected = [("a", 0, 1_000_000, ["a0", "a1"]), ("b", 0, 1_000_000, ["b0", "b1"])]
+    assert expected == spans(logic.flush())
+
+
+def test_tumbling_add_to_open_adds_only_to_a_window_already_open() -> None:
+    """``add_to_open`` changes nothing when the item's window is not open (another
+    key's window for the same period does not count); then it joins the open one.
+
+    0         10
+    |-*--*----|      a at 1 opened by add; b at 2 refused; a at 4 added
+    """
+    logic = TumblingWindows(10)
+    add_to_open = logic.adder_to_open()
+    assert not add_to_open("a0", "a", 1)
+    logic.add("a1", "a", 1, NO_WM)
+    assert not add_to_open("b1", "b", 2)
+    assert add_to_open("a2", "a", 4)
+    assert not add_to_open("a3", "a", 10)
+    assert [("a", 0, 10, ["a1", "a2"])] == spans(logic.flush())
 
 
 # -- sliding --------------------------------------------------------------------
@@ -354,6 +416,35 @@ def test_sliding_state_released_after_fire() -> None:
     assert len(fired) == len({bounds(w)[0] for w in fired})
     assert 0 == logic.open_count
     assert logic.next_end() is None
+
+
+def test_held_items_counts_an_item_in_each_open_window_it_is_in() -> None:
+    """Sliding windows hold an item once per window; firing and flushing release
+    them. Every kind counts what its open windows hold.
+
+    0    5    10   15   20
+    |---------|              [0, 10)
+         |---------|         [5, 15)
+              |---------|    [10, 20)
+           *  *              7 in [0, 10) and [5, 15); 10 in [5, 15) and [10, 20)
+    """
+    sliding = SlidingWindows(10, 5)
+    sliding.add("a", None, 7, NO_WM)
+    sliding.add("b", None, 10, NO_WM)
+    assert 4 == sliding.held_items()
+    sliding.fire(10)
+    assert 3 == sliding.held_items()
+    sessions, counts = SessionWindows(gap=10), CountWindows(3)
+    for t in (0, 5, 30):
+        sessions.add(t, "k", t, NO_WM)
+        counts.add(t, "k", t, NO_WM)
+    assert 3 == sessions.held_items()
+    assert 0 == counts.held_items()  # full: it fired
+    counts.add(40, "k", 40, NO_WM)
+    assert 1 == counts.held_items()
+    for logic in (sliding, sessions, counts):
+        logic.flush()
+        assert 0 == logic.held_items()
 
 
 # -- sessions -------------------------------------------------------------------
@@ -581,12 +672,12 @@ def test_session_open_count_follows_sessions_opened_merged_and_fired() -> None:
     logic = SessionWindows(gap=10)
     for ts, key in [(0, "a"), (100, "a"), (50, "b"), (5, "a"), (55, "b"), (60, "c")]:
         logic.add(ts, key, ts, NO_WM)
-        assert len(logic.open_windows()) == logic.open_count
+        assert len(open_spans(logic)) == logic.open_count
     logic.add(12, "a", 12, NO_WM)  # bridges nothing: extends a's first session
     logic.add(108, "a", 108, NO_WM)
-    assert 4 == logic.open_count == len(logic.open_windows())
+    assert 4 == logic.open_count == len(open_spans(logic))
     logic.fire(30)
-    assert 3 == logic.open_count == len(logic.open_windows())
+    assert 3 == logic.open_count == len(open_spans(logic))
     logic.flush()
     assert 0 == logic.open_count
 

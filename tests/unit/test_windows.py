@@ -8,6 +8,7 @@ end of the first one-second window.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, timezone
@@ -17,6 +18,7 @@ import pytest
 
 from helpers import agen, collect, collect_timed, collect_until_error
 from pipeflow._core._buffer import MAX_CHUNK
+from pipeflow._windows._pipe import LatePolicy
 from pipeflow.monitoring import StreamMonitor
 from pipeflow.streams import (
     DeadLetter,
@@ -1332,6 +1334,42 @@ def test_event_time_options_need_timestamp(kwargs: dict[str, Any], named: str) -
     size = None if "count" in kwargs else 1.0
     with pytest.raises(ValueError, match=rf"{named} needs timestamp="):
         WindowedStreamPipe(size, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("on_late", "got"),
+    [
+        ("ignore", "got the string 'ignore'"),
+        (42, "got int: 42"),
+        (list, r"got the class list \(a sink is an instance: list\(\)\)"),
+    ],
+)
+def test_on_late_names_what_it_expected_and_what_came(on_late: Any, got: str) -> None:
+    """A bad on_late= raises ValueError naming the accepted policies and what was given."""
+    expected = (
+        "on_late must be 'drop', 'raise', or a sink for LateItemError records: "
+        "a list, a callable or a pipe, "
+    )
+    with pytest.raises(ValueError, match=re.escape(expected) + got):
+        WindowedStreamPipe(1.0, timestamp=float, on_late=on_late)
+
+
+def test_on_late_is_typed_to_what_it_accepts() -> None:
+    """A type checker refuses an on_late= that is no policy (the ignores are checked:
+    mypy --strict reports an unused one), and accepts every kind of sink."""
+    with pytest.raises(ValueError, match="on_late must be"):
+        WindowedStreamPipe(1.0, timestamp=float, on_late="ignore")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="on_late must be"):
+        WindowedStreamPipe(1.0, timestamp=float, on_late=42)  # type: ignore[arg-type]
+    sinks: list[LatePolicy] = [
+        "drop",
+        "raise",
+        [],
+        print,
+        StreamPipe[LateItemError, None](),
+    ]
+    for sink in sinks:
+        WindowedStreamPipe(1.0, timestamp=float, on_late=sink)
 
 
 def test_idle_advance_must_be_a_bool() -> None:

@@ -50,6 +50,7 @@ __all__ = [
     "FailureLog",
     "Retry",
     "check_policy",
+    "is_pipe",
     "may_send_to_a_pipe",
 ]
 
@@ -105,7 +106,7 @@ class DeadLetter:
                 f"got {self.sink.__name__} (an instance: {self.sink.__name__}())"
             )
             raise TypeError(msg)
-        if not (isinstance(self.sink, list) or callable(self.sink) or _is_pipe(self.sink)):
+        if not (isinstance(self.sink, list) or callable(self.sink) or is_pipe(self.sink)):
             msg = (
                 "DeadLetter sink must be a list, a callable or a pipe, "
                 f"got {type(self.sink).__name__}"
@@ -196,7 +197,8 @@ clock, and a last summary when the run ends.
 """
 
 
-def _is_pipe(obj: object) -> bool:
+def is_pipe(obj: object) -> bool:
+    """Whether ``obj`` is a pipe a sink may be (it can be streamed and monitored)."""
     return hasattr(obj, "stream") and hasattr(obj, "set_monitor")
 
 
@@ -206,7 +208,7 @@ def may_send_to_a_pipe(policy: ErrorPolicy) -> bool:
     if isinstance(policy, Retry):
         policy = policy.then
     if isinstance(policy, DeadLetter):
-        return _is_pipe(policy.sink)
+        return is_pipe(policy.sink)
     return not isinstance(policy, str)
 
 
@@ -427,7 +429,7 @@ class ErrorHandler:
         """Hand ``record`` to a user's sink: a list, a callable or a pipe."""
         if isinstance(sink, list):
             sink.append(record)
-        elif _is_pipe(sink):
+        elif is_pipe(sink):
             await self.sides.send(sink, record)
         else:
             result = sink(record)

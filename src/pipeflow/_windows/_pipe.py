@@ -11,25 +11,25 @@ windows close even when no more items come.
 from __future__ import annotations
 
 import sys
-from bisect import bisect_left
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable
 from datetime import datetime, timedelta
 from functools import partial
 from itertools import islice
 from math import isfinite
 from operator import countOf
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 if sys.version_info >= (3, 13):
     from typing import TypeVar
 else:  # TypeVar defaults (PEP 696)
     from typing_extensions import TypeVar
 
-from .._core._buffer import wait_input
 from .._core._errors import LateItemError, StreamError
-from .._core._pipe import StreamPipe
-from .._core._policies import SKIP, ErrorPolicy, _is_pipe
+from .._core._pipe import Pipeable, StreamPipe
+from .._core._policies import SKIP, ErrorPolicy, is_pipe
 from .._core._stages import call_each
+from .._core._time import duration_us, seconds_to_us, us_to_seconds
+from .._core._timed import Step, TimedStage
 from ._logic import (
     CountWindows,
     OpenedWindows,
@@ -38,7 +38,7 @@ from ._logic import (
     TumblingWindows,
     WindowLogic,
 )
-from ._time import MAX_US, MIN_US, from_us, seconds_to_us, to_us
+from ._time import MAX_US, MIN_US, from_us, to_us
 from ._window import Window
 
 if TYPE_CHECKING:
@@ -56,7 +56,14 @@ _NO_TIME = -(2**62)
 _NEVER = 2**62
 
 
-LatePolicy = Literal["drop", "raise"] | list[Any] | Callable[[LateItemError], Any] | Any
+#: What ``on_late=`` takes: drop or raise, or a sink receiving ``LateItemError``
+#: records (a list, a function, sync or async, or a pipe).
+LatePolicy: TypeAlias = (
+    Literal["drop", "raise"]
+    | list[Any]
+    | Callable[[LateItemError], Any]
+    | Pipeable[LateItemError, Any]
+)
 
 
 class WindowedStreamPipe(StreamPipe[In, Out]):
@@ -130,8 +137,8 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
             raise ValueError(msg)
         # Taken modulo the window size (or slide), so it may be negative: as in
         # Flink, offset=-8h starts daily windows at midnight in UTC+8.
-        self._offset = seconds_to_us(offset, "offset", allow_negative=True)
-        self._lateness = seconds_to_us(allowed_lateness, "allowed_lateness", allow_zero=True)
+        self._offset = duration_us(offset, "offset", allow_negative=True)
+        self._lateness = duration_us(allowed_lateness, "allowed_lateness", allow_zero=True)
         self._logic_factory = self._choose_logic(window_size, slide, session_gap, count)
         for fn_name, fn in (("timestamp", timestamp), ("key", key)):
             if fn is not None and not callable(fn):
@@ -140,14 +147,7 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
         if not isinstance(idle_advance, bool):
             msg = f"idle_advance must be True or False, got {idle_advance!r:.60}"
             raise TypeError(msg)
-        if not (
-            on_late in ("drop", "raise")
-            or isinstance(on_late, list)
-            or callable(on_late)
-            or _is_pipe(on_late)
-        ):
-            msg = f"on_late must be 'drop', 'raise', a list, a callable or a pipe, got {on_late!r}"
-            raise ValueError(msg)
+        _check_late_policy(on_late)
         if timestamp is None:
             # In processing time no item is ever late and there is no watermark to advance.
             unused = [
@@ -192,16 +192,16 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
             self._reach = (0, "")
             return lambda: CountWindows(count)
         if session_gap is not None:
-            gap = seconds_to_us(session_gap, "session_gap")
+            gap = duration_us(session_gap, "session_gap")
             self._reach = (gap, "session gap")
             return lambda: SessionWindows(gap)
         assert window_size is not None
-        size = seconds_to_us(window_size, "window_size")
+        size = duration_us(window_size, "window_size")
         self._reach = (size, "window size")
         offset = self._offset
         if slide is None:
             return lambda: TumblingWindows(size, offset)
-        step = seconds_to_us(slide, "slide")
+        step = duration_us(slide, "slide")
         if step > size:
             msg = f"slide must not exceed window_size ({window_size!r}), got {slide!r}"
             raise ValueError(msg)
@@ -228,16 +228,16 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
     def _takes_slices(self) -> bool:
         return True  # items go into windows, a chunk at a time
 
-    def _open(self, up: AsyncIterator[Chunk], ctx: StageContext) -> AsyncIterator[Chunk]:
+    def _open(self, up: AsyncIterator[Chunk], ctx: StageContext) -> AsyncGenerator[Chunk, None]:
         return _WindowRun(self, ctx).run()
 
 
-class _WindowRun:
+class _WindowRun(TimedStage):
     """The state of one windowed pipe in one run."""
 
     def __init__(self, pipe: WindowedStreamPipe[Any, Any], ctx: StageContext) -> None:
+        super().__init__(ctx)
         self.pipe = pipe
-        self.ctx = ctx
         self.logic = pipe._logic_factory()
         # Event-time tumbling windows: in-order runs take the fast path.
         self.tumbling = (
@@ -251,7 +251,7 @@ class _WindowRun:
         self.max_ts = _NO_TIME
         # The idle advance of the watermark: seconds, since the newest event time
         # arrived, in which the pipe waited for input and the source had nothing
-        # either (see ``wait``).
+        # either (see ``wait_input``).
         self.advance = 0.0
         self.watermark = _NO_TIME
         self.mark = 0  # source position reached by the input so far
@@ -264,7 +264,7 @@ class _WindowRun:
 
     def held(self) -> int:
         """Items in open windows (an item in several sliding windows counts in each)."""
-        return sum(map(len, self.logic.open_windows()))
+        return self.logic.held_items()
 
     def current_watermark(self) -> int:
         """The watermark now: processing time, or event time (with idle advance)."""
@@ -274,10 +274,10 @@ class _WindowRun:
             return self.watermark
         wm = self.max_ts - self.pipe._lateness
         if self.pipe.idle_advance:
-            wm += round(self.advance * 1_000_000)
+            wm += seconds_to_us(self.advance)
         return max(wm, self.watermark)
 
-    def delay_to_next(self) -> float | None:
+    def next_delay(self) -> float | None:
         """Seconds on the clock until the next window fires, if time alone fires it.
 
         Reckoned from ``self.watermark``, the watermark the due windows were just
@@ -289,7 +289,7 @@ class _WindowRun:
             return None
         if self.event_time and self.max_ts == _NO_TIME:
             return None
-        return (end - self.watermark) / 1_000_000
+        return us_to_seconds(end - self.watermark)
 
     def ack_mark(self, undelivered: list[Window[Any]]) -> int:
         """The source position whose input neither an open window nor ``undelivered`` holds."""
@@ -302,53 +302,40 @@ class _WindowRun:
             held = min(held, oldest)
         return max(self.acked, held)
 
-    async def run(self) -> AsyncIterator[Chunk]:
-        buf = self.ctx.buffer
-        assert buf is not None
-        stats = self.ctx.stats
-        while True:
-            try:
-                chunk = buf.get_nowait()
-            except StopAsyncIteration:
-                break
-            fired: list[Window[Any]] = []
-            error: BaseException | None = None
-            if chunk is not None:
-                items, mark = chunk
-                stats.items_in += len(items)
-                self.logic.position = self.mark
-                # Windows the clock (or idle advance) has passed close before new items.
-                self.watermark = self.current_watermark()
-                fired += self.logic.fire(self.watermark)
-                error = await self.add_items(items, fired)
-                if error is None:
-                    self.mark = mark  # a failed chunk is read again: acks stop before it
-            if error is None:
-                self.watermark = self.current_watermark()
-            # After a failure too: what was complete before the failed item goes out
-            # (count windows fill as items come; time windows fired as the watermark moved).
-            fired += self.logic.fire(self.watermark)
-            if fired or chunk is not None:
-                if fired:
-                    out, failed, undelivered = await self.emit(fired)
-                    error = failed or error
-                else:
-                    stats.windows_open = self.logic.open_count
-                    out, undelivered = [], []
-                acked = self.ack_mark(undelivered)
-                if out or acked != self.acked:
-                    self.acked = acked
-                    yield out, acked
-                if error is not None:
-                    raise error
-                continue
-            await self.wait(buf)
-        out, error, undelivered = await self.emit(self.logic.flush())
-        yield out, self.mark if error is None else self.ack_mark(undelivered)
-        if error is not None:
-            raise error
+    async def on_chunk(self, items: list[Any], mark: int) -> Step:
+        self.ctx.stats.items_in += len(items)
+        self.logic.position = self.mark
+        # Windows the clock (or idle advance) has passed close before new items.
+        self.watermark = self.current_watermark()
+        fired = self.logic.fire(self.watermark)
+        error = await self.add_items(items, fired)
+        if error is None:
+            self.mark = mark  # a failed chunk is read again: acks stop before it
+            self.watermark = self.current_watermark()
+        # After a failure too: what was complete before the failed item goes out
+        # (count windows fill as items come; time windows fired as the watermark moved).
+        fired += self.logic.fire(self.watermark)
+        return await self.deliver(fired, error)
 
-    async def wait(self, buf: ChunkBuffer) -> None:
+    async def on_timer(self) -> Step | None:
+        self.watermark = self.current_watermark()
+        fired = self.logic.fire(self.watermark)
+        return await self.deliver(fired, None) if fired else None
+
+    async def on_end(self) -> tuple[list[Any], int, BaseException | None]:
+        out, error, undelivered = await self.emit(self.logic.flush())
+        return out, self.mark if error is None else self.ack_mark(undelivered), error
+
+    async def deliver(self, fired: list[Window[Any]], error: BaseException | None) -> Step:
+        """Emit ``fired``; hand on the results and the new ack mark, if either is new."""
+        out, failed, undelivered = await self.emit(fired)
+        acked = self.ack_mark(undelivered)
+        if out or acked != self.acked:
+            self.acked = acked
+            return out, acked, failed or error
+        return out, None, failed or error
+
+    async def wait_input(self, buffer: ChunkBuffer) -> None:
         """Wait for input, or until the next window is due on the clock.
 
         The time the source kept its reader waiting meanwhile goes to the idle
@@ -358,7 +345,7 @@ class _WindowRun:
         """
         idle = self.ctx.source_idle
         quiet = idle.seconds() if idle is not None else 0.0
-        await wait_input(buf, self.ctx.clock, self.delay_to_next())
+        await super().wait_input(buffer)
         if idle is not None:
             self.advance += idle.seconds() - quiet
 
@@ -458,9 +445,8 @@ class _WindowRun:
                 keys = keys[done:] if keys is not None else None
         logic, tsfn, wm = self.logic, self.pipe.timestamp, self.watermark
         add = logic.add
-        # Tumbling windows: find an open window by arithmetic and one dict lookup.
-        groups = tumbling.groups if tumbling is not None else None
-        size, offset = (tumbling.size, tumbling.offset) if tumbling is not None else (1, 0)
+        # Tumbling windows: an item whose window is open takes one call, no more.
+        add_to_open = tumbling.adder_to_open() if tumbling is not None else None
         lateness = self.pipe._lateness
         max_ts = start_max = self.max_ts
         lowest, highest = self.lowest, self.highest
@@ -468,6 +454,7 @@ class _WindowRun:
         try:
             for x, raw, k in zip(items, raws, keys or [None] * len(items), strict=True):
                 try:
+                    # A float converts inline, as seconds_to_us would.
                     ts = round(raw * 1e6) if type(raw) is float else to_us(raw)
                     if not lowest <= ts <= highest:
                         ts = self.event_us(raw)  # raises the error that says why
@@ -484,12 +471,8 @@ class _WindowRun:
                         if wm >= due:
                             fired += logic.fire(wm)
                             due = _due(logic)
-                if groups is not None:
-                    group = groups.get(ts - (ts - offset) % size)
-                    w = group.get(k) if group is not None else None
-                    if w is not None:
-                        w.append(x)
-                        continue
+                if add_to_open is not None and add_to_open(x, k, ts):
+                    continue
                 if add(x, k, ts, wm):
                     due = _due(logic)
                 else:
@@ -510,13 +493,9 @@ class _WindowRun:
         fired: list[Window[Any]],
         wm: int,
     ) -> int:
-        """Tumbling windows, a run of numeric event times in order: slices, not items.
-
-        In such a run no item is late once its first one is not, and no window
-        fires between its items that a later item would belong to, so firing at
-        the end of the run gives exactly what item-by-item processing gives.
-        The run is cut where window boundaries fall (by bisection) and each
-        slice goes to its windows.
+        """Tumbling windows, a run of numeric event times in order: the windows take
+        it in slices (``TumblingWindows.add_in_order``), then fire as the run moved
+        the watermark.
 
         Returns how many items went in: all, or none (having changed nothing)
         if the run does not qualify, or those before the first key that cannot
@@ -526,35 +505,16 @@ class _WindowRun:
         if not _numbers_in_order(raws):
             return 0
         try:
-            first, last = _seconds_to_us(raws[0]), _seconds_to_us(raws[-1])
+            first, last = seconds_to_us(raws[0]), seconds_to_us(raws[-1])
         except (ValueError, OverflowError):
             return 0  # a huge int: the item loop fails the item
         if not (self.lowest <= first and last <= self.highest):
             return 0  # beyond what a datetime can hold: the item loop fails the item
-        size, offset = logic.size, logic.offset
-        start = first - (first - offset) % size
-        if start + size <= wm:
-            return 0  # the first item may be late: let the item loop decide
-        n = len(items)
-        if last < start + size:  # one window (per key) takes the whole run
-            done = logic.add_run(start, keys, items)
-        else:
-            lo = 0
-            while lo < n:
-                hi = bisect_left(raws, start + size, lo, n, key=_seconds_to_us)
-                took = logic.add_run(start, keys[lo:hi] if keys is not None else None, items[lo:hi])
-                if took < hi - lo:
-                    hi = lo + took
-                    break
-                lo = hi
-                if lo < n:
-                    t = _seconds_to_us(raws[lo])
-                    start = t - (t - offset) % size
-            done = hi
-        if done < n:
-            if not done:
-                return 0
-            last = _seconds_to_us(raws[done - 1])
+        done = logic.add_in_order(raws, keys, items, wm)
+        if not done:
+            return 0
+        if done < len(items):
+            last = seconds_to_us(raws[done - 1])
         if last > self.max_ts:
             self.max_ts = last
             self.advance = 0.0
@@ -664,6 +624,24 @@ class _WindowRun:
         return out, error, undelivered
 
 
+def _check_late_policy(on_late: object) -> None:
+    """``ValueError`` unless ``on_late`` is a ``LatePolicy``, saying what came instead."""
+    expected = "'drop', 'raise', or a sink for LateItemError records: a list, a callable or a pipe"
+    if isinstance(on_late, str):
+        if on_late in ("drop", "raise"):
+            return
+        got = f"the string {on_late!r:.60}"
+    elif isinstance(on_late, type):
+        name = on_late.__name__
+        got = f"the class {name} (a sink is an instance: {name}())"
+    elif isinstance(on_late, list) or callable(on_late) or is_pipe(on_late):
+        return
+    else:
+        got = f"{type(on_late).__name__}: {on_late!r:.60}"
+    msg = f"on_late must be {expected}, got {got}"
+    raise ValueError(msg)
+
+
 _NUMBERS = frozenset((float, int))
 
 
@@ -686,11 +664,6 @@ def _numbers_in_order(raws: list[Any]) -> bool:
     # Sorting is stable, and these numbers are totally ordered: the sorted list
     # equals the list exactly when it was in order.
     return raws == sorted(raws)
-
-
-def _seconds_to_us(seconds: float) -> int:
-    """Epoch seconds (a float or an int) as whole microseconds, as ``to_us`` rounds them."""
-    return round(seconds * 1e6)
 
 
 def _due(logic: WindowLogic) -> int:

@@ -1,4 +1,9 @@
-"""Conversions between datetimes, seconds and the whole microseconds windows use."""
+"""Event times: aware datetimes or epoch seconds, as the whole microseconds windows use.
+
+Durations and plain seconds convert in ``pipeflow._core._time``; what is here
+knows about ``datetime``: the range it can hold, and turning microseconds back
+into one.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,9 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-__all__ = ["EPOCH", "MAX_US", "MIN_US", "from_us", "seconds_to_us", "to_us"]
+from .._core._time import seconds_to_us
+
+__all__ = ["EPOCH", "MAX_US", "MIN_US", "from_us", "to_us"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -23,8 +30,15 @@ _YEAR_S = 31_556_952  # seconds in an average Gregorian year
 def to_us(value: Any) -> int:
     """An event time (aware datetime, or epoch seconds) as microseconds since the epoch.
 
-    ``ValueError`` for a time a ``datetime`` cannot hold (beyond the years 1 to
-    9999), such as epoch milliseconds taken as seconds.
+    Epoch seconds that are a float round as ``seconds_to_us`` rounds them (the
+    windowed hot loops convert floats inline the same way); an int and a
+    datetime convert exactly; a subclass of int or float goes as its float.
+
+    Raises:
+        TypeError: for anything but a datetime or a real number (a bool is not one).
+        ValueError: for a naive datetime, a NaN or an infinity, or a time a
+            ``datetime`` cannot hold (beyond the years 1 to 9999), such as epoch
+            milliseconds taken as seconds.
     """
     if type(value) is int:
         us = value * 1_000_000
@@ -34,7 +48,7 @@ def to_us(value: Any) -> int:
             raise ValueError(msg)
         if not _MIN_S <= value <= _MAX_S:
             raise _beyond_datetime(value)
-        us = round(value * 1e6)  # the same rounding as the windowed hot loops
+        us = seconds_to_us(value)
     elif isinstance(value, datetime):
         if value.tzinfo is None:
             msg = f"an event time must be timezone-aware, got naive {value!r}"
@@ -84,31 +98,5 @@ def _beyond_datetime(value: int | float | datetime) -> ValueError:
 
 
 def from_us(us: int) -> datetime:
+    """Microseconds since the epoch as an aware datetime in UTC (``to_us`` undone)."""
     return EPOCH + timedelta(microseconds=us)
-
-
-def seconds_to_us(
-    value: timedelta | float, field: str, *, allow_zero: bool = False, allow_negative: bool = False
-) -> int:
-    """A duration given as a timedelta or seconds, validated, in whole microseconds.
-
-    ``TypeError`` for anything but a timedelta or a real number; ``ValueError``
-    for a value that is not finite, or below what ``field`` allows.
-    """
-    bound = "" if allow_negative else " >= 0" if allow_zero else " > 0"
-    if isinstance(value, timedelta):
-        us = value // _US
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        if isinstance(value, float) and not math.isfinite(value):
-            msg = f"{field} must be a finite number of seconds{bound}, got {value!r}"
-            raise ValueError(msg)
-        us = round(value * 1_000_000)
-    else:
-        msg = f"{field} must be a timedelta or a number of seconds, got {value!r:.60}"
-        raise TypeError(msg)
-    if (us < 0 and not allow_negative) or (us == 0 and not (allow_zero or allow_negative)):
-        if value and not us:
-            bound += " (at least one microsecond)"
-        msg = f"{field} must be{bound}, got {value!r}"
-        raise ValueError(msg)
-    return us
