@@ -56,11 +56,14 @@ class BatchStreamPipe(StreamPipe[In, Out]):
         weight: ``fn(item)`` giving an item's weight (bytes, say): a finite
             number >= 0. Called once per item.
         max_weight: the most total weight in a batch (needs ``weight``).
-        config, concurrency, on_error, name: as for ``StreamPipe``;
-            ``on_error`` covers ``process_batch`` (the failed "item" is the
-            batch), the ``process_item`` calls of ``process_items`` and
-            ``weight``. The config's ``min_processing_time`` paces each
+        config: as for ``StreamPipe``; its ``min_processing_time`` paces each
             ``process_item`` call.
+        concurrency: the most ``process_item`` calls of ``process_items`` in
+            flight at once.
+        on_error: as for ``StreamPipe``; it covers ``process_batch`` (the
+            failed "item" is the batch), the ``process_item`` calls of
+            ``process_items`` and ``weight``.
+        name: as for ``StreamPipe``.
     """
 
     def __init__(

@@ -168,7 +168,15 @@ def map(
     on_error: ErrorPolicy = ...,
     name: str | None = ...,
 ) -> FunctionPipe[A, B]: ...
-def map(fn: Callable[[A], Any], **options: Any) -> FunctionPipe[A, Any]:
+def map(
+    fn: Callable[[A], Any],
+    *,
+    config: BackpressureConfig | None = None,
+    concurrency: int = 1,
+    ordered: bool = True,
+    on_error: ErrorPolicy = "raise",
+    name: str | None = None,
+) -> FunctionPipe[A, Any]:
     """A pipe emitting ``fn(item)`` for each item.
 
     ``fn`` is awaited if it is an ``async def``, an object whose ``__call__`` is
@@ -177,12 +185,8 @@ def map(fn: Callable[[A], Any], **options: Any) -> FunctionPipe[A, Any]:
     ``map`` and ``filter`` pipes with sync functions, no ``config`` and
     ``concurrency=1`` run fused, in one loop.
 
-    The options are keywords, those of ``StreamPipe``: ``config``,
-    ``concurrency``, ``ordered``, ``on_error`` and ``name`` (by default
-    ``map(<fn name>)``).
-
     Args:
-        fn: the function, called once per item (see below for what counts as async).
+        fn: the function, called once per item (see above for what counts as async).
         config: a ``BackpressureConfig``: a bounded input buffer for this pipe.
         concurrency: how many calls may be in flight at once; more than 1 needs
             an async ``fn``.
@@ -202,7 +206,15 @@ def map(fn: Callable[[A], Any], **options: Any) -> FunctionPipe[A, Any]:
         >>> double.name
         'map(<lambda>)'
     """
-    return FunctionPipe(fn, Kind.MAP, **options)
+    return FunctionPipe(
+        fn,
+        Kind.MAP,
+        config=config,
+        concurrency=concurrency,
+        ordered=ordered,
+        on_error=on_error,
+        name=name,
+    )
 
 
 def filter(
@@ -220,7 +232,7 @@ def filter(
     value (a numpy array, say) fails the item, as an exception would.
 
     Args:
-        fn: the function, called once per item (see below for what counts as async).
+        fn: the function, called once per item (see above for what counts as async).
         config: a ``BackpressureConfig``: a bounded input buffer for this pipe.
         concurrency: how many calls may be in flight at once; more than 1 needs
             an async ``fn``.
@@ -269,7 +281,7 @@ def flat_map(
     handles the item (a ``Retry`` emits every element of the new attempt).
 
     Args:
-        fn: the function, called once per item (see below for what counts as async).
+        fn: the function, called once per item (see above for what counts as async).
         config: a ``BackpressureConfig``: a bounded input buffer for this pipe.
         concurrency: how many calls may be in flight at once; more than 1 needs
             an async ``fn``.

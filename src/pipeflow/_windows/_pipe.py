@@ -97,9 +97,10 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
             ``"drop"`` (count it: the default), ``"raise"`` (``LateItemError``),
             or a sink (a list, a callable or a pipe) receiving ``LateItemError``
             records. Always counted in the ``late`` metric. Event time only.
-        config, on_error, name: as for ``StreamPipe``; ``on_error`` covers
-            ``process_window`` and the ``timestamp``/``key`` functions (each
-            called once per item).
+        config: as for ``StreamPipe``.
+        on_error: as for ``StreamPipe``; it covers ``process_window`` and the
+            ``timestamp``/``key`` functions (each called once per item).
+        name: as for ``StreamPipe``.
     """
 
     def __init__(
