@@ -19,7 +19,8 @@ from ._core._buffer import wait_input
 from ._core._errors import StreamError
 from ._core._pipe import StreamPipe
 from ._core._policies import SKIP, ErrorPolicy
-from ._core._stages import _call_once, call_each, paced
+from ._core._stages import call_each, paced
+from ._core._stages import call_once as _call_once
 from ._windows._time import seconds_to_us
 
 if TYPE_CHECKING:

@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ._errors import StreamError
 from ._policies import SKIP
-from ._stages import Kind, StageContext, _call_once
+from ._stages import Kind, StageContext
+from ._stages import call_once as _call_once
 
 if TYPE_CHECKING:
     from ._buffer import Chunk
