@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -109,7 +109,7 @@ class ConcurrentRun:
         started = sum(1 for e in self.entries if e.task is not None and not e.emitted)
         return started + len(self.chunk) - self.pos
 
-    async def run(self) -> AsyncIterator[Chunk]:
+    async def run(self) -> AsyncGenerator[Chunk, None]:
         """Start, collect and pass on until the input ends and every result is out."""
         self.buf.auto_release = False
         self.buf.allowance = self.concurrency

@@ -6,13 +6,13 @@ a long or endless expansion is never held whole, and the first elements of a
 slow async one are not held back: the stage waits for room downstream like any
 other.
 
-The common result, a list or a tuple, is added in the per-item loop of
-:meth:`FlatRun.run`; any other goes to :meth:`FlatRun.expand`, which yields the
-chunks it fills as it goes:
+Each result is added in the per-item loop of :meth:`FlatRun.run`, by kind:
 
-* an async iterable: what is ready goes on before the stage waits for more;
-* a sized iterable: whole, it is in memory already;
-* any other iterable: a chunk's worth at a time, as it may never end.
+* a list or a tuple (the common case), or any other sized iterable: whole, it
+  is in memory already;
+* any other iterable: a chunk's worth at a time, as it may never end;
+* an async iterable: by :meth:`FlatRun.expand`, which passes on what is ready
+  before the stage waits for more.
 
 A failure while iterating goes to the error policy: the elements emitted before
 it stay emitted, and a retry emits every element of the new attempt. Hence the
@@ -23,8 +23,7 @@ flat-map call always does, in its own task.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from itertools import islice
 from operator import length_hint
 from typing import TYPE_CHECKING, Any
@@ -77,13 +76,14 @@ class FlatRun:
         self.awaits = awaits
         self.out: list[Any] = []
 
-    async def run(self, up: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    async def run(self, up: AsyncIterator[Chunk]) -> AsyncGenerator[Chunk, None]:
         """Expand each item; pass the elements on, a chunk's last part with its mark.
 
-        ``out`` is ``self.out``, bound locally for the per-item loop; ``expand``
-        and ``recover`` work on ``self.out``, and the loop reads it again after them.
+        ``out`` is ``self.out``, bound locally for the per-item loop (which keeps
+        the two the same list); ``expand`` and ``recover`` work on ``self.out``,
+        and the loop reads it again after them.
         """
-        fn, stats = self.fn, self.ctx.stats
+        fn, awaits, stats = self.fn, self.awaits, self.ctx.stats
         timed, now = stats.timed, self.ctx.clock.monotonic
         last_mark = 0
         async for items, mark in up:
@@ -95,14 +95,30 @@ class FlatRun:
             for x in it:
                 try:
                     result = fn(x)
+                    if awaits and inspect.isawaitable(result):
+                        result = await result
                     if type(result) is list or type(result) is tuple:
                         out += result  # the common case
-                    else:
-                        async with aclosing(self.expand(result)) as parts:
+                    elif hasattr(result, "__aiter__"):
+                        parts = self.expand(result)
+                        try:
                             async for part in parts:
                                 n_out += len(part)
                                 yield part, last_mark
+                        except BaseException:
+                            await parts.aclose()  # left early: close it now
+                            raise
                         out = self.out
+                    elif hasattr(result, "__len__"):
+                        out += result  # already whole in memory
+                    else:  # a chunk's worth at a time: it may never end
+                        elements = iter(result)
+                        out.extend(islice(elements, MAX_CHUNK - len(out)))
+                        while len(out) >= MAX_CHUNK:
+                            n_out += MAX_CHUNK
+                            yield out, last_mark
+                            self.out = out = []
+                            out.extend(islice(elements, MAX_CHUNK))
                 except Exception as exc:
                     try:
                         await self.recover(x, exc)
@@ -139,37 +155,18 @@ class FlatRun:
             self.out += result
 
     async def expand(self, result: Any) -> AsyncGenerator[list[Any], None]:
-        """Add the elements of a result that is no list or tuple to ``out``,
-        yielding each chunk it fills (or part of one, before waiting for more)."""
-        if self.awaits and inspect.isawaitable(result):
-            result = await result
-        if hasattr(result, "__aiter__"):
-            # What is ready goes on before waiting for more.
-            pieces = ready_items(result.__aiter__())
-            try:
-                async for piece, more in pieces:
-                    if len(self.out) + len(piece) > MAX_CHUNK:
-                        yield self.out
-                        self.out = []
-                    self.out += piece
-                    if more:
-                        yield self.out
-                        self.out = []
-            finally:
-                await pieces.aclose()  # type: ignore[attr-defined]
-                await close_source(result)  # left early: close it now
-        elif hasattr(result, "__len__"):
-            self.out += result  # already whole in memory
-        else:
-            for part in self.add_endless(iter(result)):
-                yield part
-
-    def add_endless(self, elements: Iterator[Any]) -> Iterator[list[Any]]:
-        """Add an iterator's elements a chunk's worth at a time (it may never end),
-        yielding each full chunk."""
-        while True:
-            self.out.extend(islice(elements, MAX_CHUNK - len(self.out)))
-            if len(self.out) < MAX_CHUNK:
-                return
-            yield self.out
-            self.out = []
+        """Add an async iterable's elements to ``out`` as they come, yielding each
+        chunk it fills, or part of one where the rest would wait."""
+        pieces = ready_items(result.__aiter__())
+        try:
+            async for piece, more in pieces:
+                if len(self.out) + len(piece) > MAX_CHUNK:
+                    yield self.out
+                    self.out = []
+                self.out += piece
+                if more:  # what is ready goes on before waiting for more
+                    yield self.out
+                    self.out = []
+        finally:
+            await pieces.aclose()  # type: ignore[attr-defined]
+            await close_source(result)  # left early: close it now

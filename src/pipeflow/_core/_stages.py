@@ -4,6 +4,13 @@ Each loop is an async generator over :data:`Chunk` values. Loops that run fused
 in one task simply chain; a concurrent stage reads its own :class:`ChunkBuffer`
 so it can wait on new input and on finished work at the same time.
 
+The run opens every stage through the functions here. The one-at-a-time
+``map``/``filter`` loops (``item_stage``, ``sync_stage``) are here too; a
+flat-map's loop is :class:`~._flat.FlatRun`, and a concurrent stage's
+:class:`~._concurrent.InOrder` or :class:`~._concurrent.AsCompleted`, which
+only schedule: what a call's result becomes is decided here (``_emit``).
+Chains of ``process_stream`` overrides run in ``_stream_stage``.
+
 Per-item work stays inside tight loops over a chunk; counting and timing happen
 once per chunk. Errors leave the fast loop, are resolved by the pipe's
 :class:`ErrorHandler`, and the loop resumes after the failed item.
@@ -266,17 +273,20 @@ def concurrent_stage(
     an item (a filter's truth value, a flat-map call's elements) happens in the
     item's task, under the error policy.
     """
+    attempt: AsyncFn = call  # a map's result is the call's
     if kind is Kind.FLAT:
-
-        async def attempt(item: Any) -> Any:
-            return await collect(await call(item))
-
+        attempt = partial(_elements_of, call)
     elif kind is Kind.FILTER:
-
-        async def attempt(item: Any) -> Any:
-            return bool(await call(item))
-
-    else:
-        attempt = call  # type: ignore[assignment]  # a map's result is the call's
+        attempt = partial(_truth_of, call)
     run = InOrder if ordered else AsCompleted
     return run(attempt, partial(_emit, kind), ctx, concurrency).run()
+
+
+async def _elements_of(call: AsyncFn, item: Any) -> list[Any]:
+    """A flat-map call's elements, collected."""
+    return await collect(await call(item))
+
+
+async def _truth_of(call: AsyncFn, item: Any) -> bool:
+    """A filter call's result as a truth value (``bool()`` may fail on it)."""
+    return bool(await call(item))
