@@ -72,9 +72,13 @@ class ConcurrentRun:
         "emit",
         "entries",
         "exhausted",
+        "handle",
         "last_mark",
+        "now",
         "pos",
         "running",
+        "stats",
+        "timed",
         "upstream_error",
         "wake",
         "window",
@@ -103,6 +107,11 @@ class ConcurrentRun:
         self.exhausted = False  # the buffer has nothing more to give
         self.upstream_error: BaseException | None = None
         self.last_mark = 0  # the mark last passed on
+        # What every task reads, bound once.
+        self.stats = ctx.stats
+        self.timed = ctx.stats.timed
+        self.now = ctx.clock.monotonic
+        self.handle = ctx.errors.handle
 
     def held(self) -> int:
         """Items taken from the buffer whose results have not been passed on."""
@@ -137,7 +146,12 @@ class ConcurrentRun:
                     if self.upstream_error is not None:
                         raise self.upstream_error
                     return
-                await self.wait()
+                wake = self.waiter()
+                if wake is not None:
+                    try:
+                        await wake
+                    finally:
+                        self.wake = None
         finally:
             await self.cancel_all()
 
@@ -191,16 +205,14 @@ class ConcurrentRun:
 
     async def run_one(self, item: Any) -> Any:
         """One item's task: its result, after the error policy if the call failed."""
-        stats = self.ctx.stats
-        timed = stats.timed
-        now = self.ctx.clock.monotonic
-        started = now() if timed else 0.0
+        timed = self.timed
+        started = self.now() if timed else 0.0
         try:
             result = await self.attempt(item)
         except Exception as exc:
-            result = await self.ctx.errors.handle(item, exc, partial(self.attempt, item))
+            result = await self.handle(item, exc, partial(self.attempt, item))
         if timed:
-            stats.record_latency(now() - started)
+            self.stats.record_latency(self.now() - started)
         return result
 
     def on_done(self, entry: _Entry, _: asyncio.Task[Any]) -> None:
@@ -222,20 +234,17 @@ class ConcurrentRun:
         if stats.timed and out:
             stats.record_out(len(out), self.ctx.clock.monotonic())
 
-    async def wait(self) -> None:
-        """Wait for a call to finish or, if one may start, for input; unless input
-        is already at hand for room the collecting made."""
+    def waiter(self) -> asyncio.Future[None] | None:
+        """A future (``wake``) that a finished call resolves and, if a call may
+        start, new input; ``None`` if input is already at hand for room the
+        collecting made."""
         room = self.has_room()
-        at_hand = self.pos < len(self.chunk) or (not self.exhausted and self.buf.ready())
-        if room and at_hand:
-            return
+        if room and (self.pos < len(self.chunk) or (not self.exhausted and self.buf.ready())):
+            return None
         self.wake = wake = asyncio.get_running_loop().create_future()
         if room and not self.exhausted:
             self.buf.set_waiter(wake)
-        try:
-            await wake
-        finally:
-            self.wake = None
+        return wake
 
     async def cancel_all(self) -> None:
         """Cancel the calls still running and wait for them to end."""
@@ -285,9 +294,12 @@ class AsCompleted(ConcurrentRun):
         super().__init__(attempt, emit, ctx, concurrency)
         self.finished: deque[_Entry] = deque()  # done and not yet emitted
 
-    def on_done(self, entry: _Entry, task: asyncio.Task[Any]) -> None:
+    def on_done(self, entry: _Entry, _: asyncio.Task[Any]) -> None:
         self.finished.append(entry)
-        super().on_done(entry, task)
+        self.running -= 1
+        wake = self.wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     def collect(self, out: list[Any]) -> tuple[int, int]:
         finished, emit = self.finished, self.emit
