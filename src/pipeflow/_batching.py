@@ -18,7 +18,7 @@ else:  # TypeVar defaults (PEP 696)
 from ._core._errors import StreamError
 from ._core._pipe import StreamPipe
 from ._core._policies import SKIP, ErrorPolicy
-from ._core._stages import _call_once, call_each, paced
+from ._core._stages import call_each, call_once, paced
 from ._core._time import duration_seconds
 from ._core._timed import Step, TimedStage
 
@@ -154,7 +154,7 @@ class BatchStreamPipe(StreamPipe[In, Out]):
         except Exception as exc:
             if ctx is None:
                 raise
-            return await ctx.errors.handle(item, exc, _call_once(call, item))
+            return await ctx.errors.handle(item, exc, call_once(call, item))
 
     @property
     def _wants_buffer(self) -> bool:
@@ -210,7 +210,7 @@ class _BatchRun(TimedStage):
                 full += self.add(items[pos:i], weights[pos:i])
                 pos = i + 1
                 x = items[i]
-                w = await self.ctx.errors.handle(x, failed[i], _call_once(self._weigh, x))
+                w = await self.ctx.errors.handle(x, failed[i], call_once(self._weigh, x))
                 if w is not SKIP:
                     full += self.add([x], [w])
         except StreamError as exc:
@@ -324,7 +324,7 @@ class _BatchRun(TimedStage):
             # An item of the batch failed for good: its policy has had its say.
             return exc
         try:
-            result = await self.ctx.errors.handle(batch, exc, _call_once(call, batch))
+            result = await self.ctx.errors.handle(batch, exc, call_once(call, batch))
         except StreamError as failed:
             return failed
         if result is not SKIP:

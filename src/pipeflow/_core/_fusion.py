@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ._errors import StreamError
 from ._lifecycle import ClosingRun, consuming
 from ._policies import SKIP
-from ._stages import Kind, StageContext, _call_once
+from ._stages import Kind, StageContext, call_once
 
 if TYPE_CHECKING:
     from ._buffer import Chunk
@@ -268,7 +268,7 @@ class FusedOps:
         kinds, fns, n = self.kinds, self.fns, len(self.fns)
         while True:
             try:
-                result = await self.ctxs[s].errors.handle(value, exc, _call_once(fns[s], value))
+                result = await self.ctxs[s].errors.handle(value, exc, call_once(fns[s], value))
             except StreamError:
                 skips[s] += 1
                 raise

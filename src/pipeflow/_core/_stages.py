@@ -4,6 +4,13 @@ Each loop is an async generator over :data:`Chunk` values. Loops that run fused
 in one task simply chain; a concurrent stage reads its own :class:`ChunkBuffer`
 so it can wait on new input and on finished work at the same time.
 
+The run opens every stage through the functions here. The one-at-a-time
+``map``/``filter`` loops (``item_stage``, ``sync_stage``) are here too; a
+flat-map's loop is :class:`~._flat.FlatRun`, and a concurrent stage's
+:class:`~._concurrent.InOrder` or :class:`~._concurrent.AsCompleted`, which
+only schedule: what a call's result becomes is decided here (``_emit``).
+Chains of ``process_stream`` overrides run in ``_stream_stage``.
+
 Per-item work stays inside tight loops over a chunk; counting and timing happen
 once per chunk. Errors leave the fast loop, are resolved by the pipe's
 :class:`ErrorHandler`, and the loop resumes after the failed item.
@@ -11,21 +18,19 @@ once per chunk. Errors leave the fast loop, are resolved by the pipe's
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import inspect
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from itertools import compress, islice
+from itertools import compress
 from operator import length_hint
 from typing import TYPE_CHECKING, Any
 
-from ._buffer import MAX_CHUNK
+from ._concurrent import AsCompleted, InOrder
 from ._errors import StreamError
+from ._flat import FlatRun, collect
 from ._policies import SKIP
-from ._sources import close_source, ready_items
 
 if TYPE_CHECKING:
     from ._buffer import Chunk, ChunkBuffer
@@ -39,6 +44,7 @@ __all__ = [
     "Kind",
     "StageContext",
     "call_each",
+    "call_once",
     "concurrent_stage",
     "flat_stage",
     "item_stage",
@@ -115,7 +121,7 @@ def call_each(
     return out
 
 
-def _call_once(fn: Callable[[Any], Any], item: Any) -> Callable[[], Awaitable[Any]]:
+def call_once(fn: Callable[[Any], Any], item: Any) -> Callable[[], Awaitable[Any]]:
     """``fn(item)`` as an awaitable factory, for retries (``fn`` may be sync or async)."""
 
     async def call() -> Any:
@@ -155,7 +161,7 @@ async def item_stage(
                 break
             except Exception as exc:
                 try:
-                    _emit(kind, out, x, await handle(x, exc, _call_once(call, x)))
+                    _emit(kind, out, x, await handle(x, exc, call_once(call, x)))
                 except StreamError:
                     stats.items_in += len(items) - length_hint(it)  # up to the failed one
                     stats.items_out += len(out)
@@ -170,119 +176,15 @@ async def item_stage(
         yield out, mark
 
 
-async def _flat(result: Any) -> list[Any]:
-    """The outputs of one flat-map call, collected: inside the call's own attempt,
-    so that a failure while iterating them meets the error policy."""
-    if inspect.isawaitable(result):
-        result = await result
-    if hasattr(result, "__aiter__"):
-        return [y async for y in result]
-    return list(result)
-
-
-def _collected(fn: Callable[[Any], Any], item: Any) -> Callable[[], Awaitable[Any]]:
-    """``fn(item)``'s outputs as an awaitable factory, for retrying a flat-map call."""
-
-    async def call() -> list[Any]:
-        return await _flat(fn(item))
-
-    return call
-
-
-async def flat_stage(
+def flat_stage(
     fn: Callable[[Any], Any], up: AsyncIterator[Chunk], ctx: StageContext, *, awaits: bool
 ) -> AsyncIterator[Chunk]:
     """``flat_map`` at concurrency 1: emit each call's elements as they come.
 
     ``fn(item)`` returns an iterable or an async iterable (with ``awaits``, an
-    awaitable of either). Its elements go out in chunks of at most ``MAX_CHUNK``,
-    so a long or endless expansion is never held whole and the first elements of
-    a slow async one are not held back: the stage waits for room downstream like
-    any other.
-
-    A failure while iterating goes to the error policy; the elements emitted
-    before it stay emitted, and a retry emits every element of the new attempt.
+    awaitable of either); see :class:`FlatRun`.
     """
-    stats = ctx.stats
-    handle = ctx.errors.handle
-    timed = stats.timed
-    now = ctx.clock.monotonic
-    last_mark = 0
-    async for items, mark in up:
-        started = now() if timed else 0.0
-        out: list[Any] = []
-        n_out = 0
-        it = iter(items)
-        x: Any = None
-        while True:
-            if len(out) >= MAX_CHUNK:  # a retry's elements, added below, come first
-                full, out = _cut(out)
-                for part in full:
-                    n_out += MAX_CHUNK
-                    yield part, last_mark
-            try:
-                for x in it:
-                    result = fn(x)
-                    if type(result) is list or type(result) is tuple:
-                        out += result  # the common case
-                    else:
-                        if awaits and inspect.isawaitable(result):
-                            result = await result
-                        if hasattr(result, "__aiter__"):
-                            # What is ready goes on before waiting for more.
-                            pieces = ready_items(result.__aiter__())
-                            try:
-                                async for piece, more in pieces:
-                                    if len(out) + len(piece) > MAX_CHUNK:
-                                        n_out += len(out)
-                                        yield out, last_mark
-                                        out = []
-                                    out += piece
-                                    if more:
-                                        n_out += len(out)
-                                        yield out, last_mark
-                                        out = []
-                            finally:
-                                await pieces.aclose()
-                                await close_source(result)  # left early: close it now
-                        elif hasattr(result, "__len__"):
-                            out += result  # already whole in memory
-                        else:
-                            elements = iter(result)
-                            while True:  # a chunk's worth at a time: it may never end
-                                out.extend(islice(elements, MAX_CHUNK - len(out)))
-                                if len(out) < MAX_CHUNK:
-                                    break
-                                n_out += MAX_CHUNK
-                                yield out, last_mark
-                                out = []
-                    if len(out) >= MAX_CHUNK:
-                        full, out = _cut(out)
-                        for part in full:
-                            n_out += MAX_CHUNK
-                            yield part, last_mark
-                break
-            except Exception as exc:
-                try:
-                    _emit(Kind.FLAT, out, x, await handle(x, exc, _collected(fn, x)))
-                except StreamError:
-                    stats.items_in += len(items) - length_hint(it)  # up to the failed one
-                    stats.items_out += n_out + len(out)
-                    if out:
-                        yield out, last_mark
-                    raise
-        stats.items_in += len(items)
-        stats.items_out += n_out + len(out)
-        if timed:
-            stats.record_chunk(n_out + len(out), started, now(), len(items))
-        last_mark = mark
-        yield out, mark
-
-
-def _cut(out: list[Any]) -> tuple[list[list[Any]], list[Any]]:
-    """``out`` as chunks of ``MAX_CHUNK`` items, and the rest."""
-    full = len(out) - len(out) % MAX_CHUNK
-    return [out[k : k + MAX_CHUNK] for k in range(0, full, MAX_CHUNK)], out[full:]
+    return FlatRun(fn, ctx, awaits=awaits).run(up)
 
 
 async def sync_stage(
@@ -326,7 +228,7 @@ async def sync_stage(
             except Exception as exc:
                 x = seg[done]
                 try:
-                    _emit(kind, out, x, await handle(x, exc, _call_once(fn, x)))
+                    _emit(kind, out, x, await handle(x, exc, call_once(fn, x)))
                 except StreamError:
                     stats.items_in += pos + done + 1  # up to the failed one
                     stats.items_out += len(out)
@@ -357,19 +259,7 @@ def paced(call: AsyncFn, min_time: float, clock: Clock) -> AsyncFn:
     return paced_call
 
 
-class _Entry:
-    """One item handed to a worker task, in input order."""
-
-    __slots__ = ("emitted", "item", "mark", "task")
-
-    def __init__(self, task: asyncio.Task[Any] | None, item: Any, mark: int | None) -> None:
-        self.task = task
-        self.item = item
-        self.mark = mark
-        self.emitted = False
-
-
-async def concurrent_stage(
+def concurrent_stage(
     call: AsyncFn,
     kind: Kind,
     ctx: StageContext,
@@ -379,160 +269,24 @@ async def concurrent_stage(
 ) -> AsyncIterator[Chunk]:
     """Keep up to ``concurrency`` calls in flight; emit in input or completion order.
 
-    Waits on one future that both new input and a finished call resolve, so a
-    result never waits for the upstream to produce more.
+    Reads ``ctx.buffer``; see :class:`ConcurrentRun`. Everything that can fail on
+    an item (a filter's truth value, a flat-map call's elements) happens in the
+    item's task, under the error policy.
     """
-    buf = ctx.buffer
-    assert buf is not None, "a concurrent stage reads its own buffer"
-    loop = asyncio.get_running_loop()
-    stats = ctx.stats
-    handle = ctx.errors.handle
-    timed = stats.timed
-    now = ctx.clock.monotonic
-    entries: deque[_Entry] = deque()
-    # Entries include finished ones waiting for an earlier item: bound them too.
-    window = max(concurrency, ctx.config.max_buffer_size)
-    running = 0
-    wake: asyncio.Future[None] | None = None
-    cur: list[Any] = []
-    ci = 0
-    cur_mark = 0
-    exhausted = False
-    upstream_error: BaseException | None = None
-    last_mark = 0
+    attempt: AsyncFn = call  # a map's result is the call's
+    if kind is Kind.FLAT:
+        attempt = partial(_elements_of, call)
+    elif kind is Kind.FILTER:
+        attempt = partial(_truth_of, call)
+    run = InOrder if ordered else AsCompleted
+    return run(attempt, partial(_emit, kind), ctx, concurrency).run()
 
-    finished: deque[_Entry] = deque()  # unordered: done and not yet emitted
-    # The items taken from the buffer keep their room until their results are
-    # passed on; up to ``concurrency`` of them may be in flight beyond its capacity.
-    buf.auto_release = False
-    buf.allowance = concurrency
 
-    def held() -> int:
-        started = sum(1 for e in entries if e.task is not None and not e.emitted)
-        return started + len(cur) - ci
+async def _elements_of(call: AsyncFn, item: Any) -> list[Any]:
+    """A flat-map call's elements, collected."""
+    return await collect(await call(item))
 
-    stats.held = held
 
-    def on_done(entry: _Entry, _: asyncio.Task[Any]) -> None:
-        nonlocal running
-        running -= 1
-        if not ordered:
-            finished.append(entry)
-        if wake is not None and not wake.done():
-            wake.set_result(None)
-
-    flat, keep = kind is Kind.FLAT, kind is Kind.FILTER
-
-    async def attempt(item: Any) -> Any:
-        # Everything that can fail on the item happens in its task, under the policy.
-        result = await call(item)
-        if flat:
-            return await _flat(result)
-        return bool(result) if keep else result
-
-    async def run_one(item: Any) -> Any:
-        started = now() if timed else 0.0
-        try:
-            result = await attempt(item)
-        except Exception as exc:
-            result = await handle(item, exc, partial(attempt, item))
-        if timed:
-            stats.record_latency(now() - started)
-        return result
-
-    try:
-        while True:
-            # Start work while there is room and input is ready.
-            while running < concurrency and len(entries) < window:
-                if ci >= len(cur):
-                    if exhausted:
-                        break
-                    try:
-                        chunk = buf.get_nowait()
-                    except StopAsyncIteration:
-                        exhausted = True
-                        break
-                    except BaseException as exc:
-                        # Upstream failed: deliver the work already started, then raise.
-                        upstream_error = exc
-                        exhausted = True
-                        break
-                    if chunk is None:
-                        break
-                    cur, cur_mark = chunk
-                    ci = 0
-                    stats.items_in += len(cur)
-                    if not cur:
-                        entries.append(_Entry(None, None, cur_mark))
-                        continue
-                x = cur[ci]
-                ci += 1
-                entry = _Entry(
-                    loop.create_task(run_one(x)), x, cur_mark if ci == len(cur) else None
-                )
-                running += 1
-                assert entry.task is not None
-                entry.task.add_done_callback(partial(on_done, entry))
-                entries.append(entry)
-            # Collect what is finished.
-            out: list[Any] = []
-            mark = last_mark
-            done = 0  # items whose results are in ``out``
-            try:
-                if ordered:
-                    while entries and (entries[0].task is None or entries[0].task.done()):
-                        e = entries.popleft()
-                        if e.task is not None:
-                            done += 1
-                            _emit(kind, out, e.item, e.task.result())
-                        if e.mark is not None:
-                            mark = e.mark
-                else:
-                    while finished:
-                        e = finished.popleft()
-                        e.emitted = True
-                        done += 1
-                        assert e.task is not None
-                        _emit(kind, out, e.item, e.task.result())
-                    while entries and (entries[0].task is None or entries[0].emitted):
-                        e = entries.popleft()
-                        if e.mark is not None:
-                            mark = e.mark
-            except StreamError:
-                if out:
-                    stats.items_out += len(out)
-                    yield out, last_mark
-                raise
-            if out or mark != last_mark:
-                stats.items_out += len(out)
-                if timed and out:
-                    stats.record_out(len(out), now())
-                last_mark = mark
-                yield out, mark
-                buf.release(done)  # passed on: the next stage holds them now
-                continue
-            buf.release(done)
-            if exhausted and not entries:
-                if upstream_error is not None:
-                    raise upstream_error
-                return
-            room = running < concurrency and len(entries) < window
-            if room and (ci < len(cur) or (not exhausted and buf.ready())):
-                continue  # collecting made room for input already at hand
-            wake = loop.create_future()
-            if room and not exhausted:
-                buf.set_waiter(wake)
-            try:
-                await wake
-            finally:
-                wake = None
-    finally:
-        pending = [e.task for e in entries if e.task is not None and not e.task.done()]
-        for t in pending:
-            t.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-        for e in entries:
-            # Retrieve exceptions of finished-but-unemitted tasks so none goes unobserved.
-            if e.task is not None and e.task.done() and not e.task.cancelled():
-                e.task.exception()
+async def _truth_of(call: AsyncFn, item: Any) -> bool:
+    """A filter call's result as a truth value (``bool()`` may fail on it)."""
+    return bool(await call(item))

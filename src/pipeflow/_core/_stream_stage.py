@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ._buffer import MAX_CHUNK
 
 if TYPE_CHECKING:
-    from ._buffer import Chunk
+    from ._buffer import Chunk, ChunkBuffer
     from ._stages import StageContext
     from ._stats import StageStats
 
@@ -97,76 +97,23 @@ async def stream_stage(
 ) -> AsyncIterator[Chunk]:
     """Run a chain of ``process_stream`` overrides over the items.
 
-    Outputs go on at once, one by one; when the chain feeds a buffer directly
-    (its last stage's ``ctx.output``), they are gathered and put there in
-    pieces: when ``MAX_CHUNK`` are gathered (waiting for room there, as any
-    producer does), before the chain waits for more input, whenever the next
-    stage is waiting for them (or finds the buffer empty:
-    ``ChunkBuffer.refill``), and before a failure propagates.
+    Outputs go on at once, one by one; or, when the chain feeds a buffer
+    directly (its last stage's ``ctx.output``), in pieces: see :class:`_Feed`.
 
     A ``process_stream`` may hold items for as long as it likes, so the source
     position it completes is only known at its end: its outputs carry the mark
     reached before it started, and the end carries the final mark.
     """
     ctx = chain[-1][1]
-    stats = ctx.stats
-    timed = stats.timed
-    now = ctx.clock.monotonic
-    sink = ctx.output
-    pending: list[Any] = []
-
-    def hand_over(batch: list[Any]) -> list[Any]:
-        """Put what the sink takes now of ``batch``; return the rest."""
-        assert sink is not None
-        rest = sink.put_nowait(batch, 0)
-        n = len(batch) - len(rest)
-        stats.items_out += n
-        if timed:
-            stats.record_delivered(n, now())  # handed on now, whatever _feed counts
-        return rest
-
-    def refill() -> None:
-        # The sink is empty: what fits cannot overflow, whatever its strategy.
-        nonlocal pending
-        assert sink is not None
-        room = sink.room()
-        if pending and room > 0:
-            batch, pending = pending[:room], pending[room:]
-            hand_over(batch)
-
-    async def flush() -> None:
-        nonlocal pending
-        assert sink is not None
-        pending = hand_over(pending)
-        while pending:
-            await sink.wait_for_room()
-            pending = hand_over(pending)
-
-    async def flush_held() -> None:
-        if pending:
-            await flush()  # before waiting for more input
-
     run = StreamChain(chain, up)
-    outputs = run.outputs
     try:
-        if sink is not None:
-            run.before_wait = flush_held
-            sink.refill = refill
-            try:
-                async for y in outputs:
-                    pending.append(y)
-                    if sink.awaited:  # the next stage waits for it: no reason to hold it
-                        refill()
-                    elif len(pending) >= MAX_CHUNK:
-                        await flush()
-            except Exception:
-                await flush()  # the results before the failure go on first
-                raise
-            finally:
-                sink.refill = None
-            await flush()
+        if ctx.output is not None:
+            await _Feed(ctx, ctx.output).feed(run)
         else:
-            async for y in outputs:
+            stats = ctx.stats
+            timed = stats.timed
+            now = ctx.clock.monotonic
+            async for y in run.outputs:
                 stats.items_out += 1
                 if timed:
                     stats.record_out(1, now())
@@ -174,3 +121,69 @@ async def stream_stage(
     finally:
         await run.aclose()
     yield [], run.final_mark
+
+
+class _Feed:
+    """A chain's outputs, gathered (``pending``) and put into the buffer it feeds.
+
+    They are put there in pieces: when ``MAX_CHUNK`` are gathered (waiting for
+    room there, as any producer does), before the chain waits for more input,
+    whenever the next stage is waiting for them (or finds the buffer empty:
+    ``ChunkBuffer.refill``), and before a failure propagates.
+    """
+
+    __slots__ = ("ctx", "pending", "sink")
+
+    def __init__(self, ctx: StageContext, sink: ChunkBuffer) -> None:
+        self.ctx = ctx
+        self.sink = sink
+        self.pending: list[Any] = []
+
+    async def feed(self, run: StreamChain) -> None:
+        """Gather the chain's outputs and put them into the sink, all of them."""
+        sink = self.sink
+        run.before_wait = self.flush_held
+        sink.refill = self.refill
+        try:
+            async for y in run.outputs:
+                self.pending.append(y)
+                if sink.awaited:  # the next stage waits for it: no reason to hold it
+                    self.refill()
+                elif len(self.pending) >= MAX_CHUNK:
+                    await self.flush()
+        except Exception:
+            await self.flush()  # the results before the failure go on first
+            raise
+        finally:
+            sink.refill = None
+        await self.flush()
+
+    def hand_over(self, batch: list[Any]) -> list[Any]:
+        """Put what the sink takes now of ``batch``; return the rest."""
+        rest = self.sink.put_nowait(batch, 0)
+        n = len(batch) - len(rest)
+        stats = self.ctx.stats
+        stats.items_out += n
+        if stats.timed:
+            stats.record_delivered(n, self.ctx.clock.monotonic())  # handed on now
+        return rest
+
+    def refill(self) -> None:
+        """Put what fits of ``pending`` into the sink, which is empty or awaited:
+        what fits cannot overflow, whatever its strategy."""
+        room = self.sink.room()
+        if self.pending and room > 0:
+            batch, self.pending = self.pending[:room], self.pending[room:]
+            self.hand_over(batch)
+
+    async def flush(self) -> None:
+        """Put all of ``pending`` into the sink, waiting for room as needed."""
+        self.pending = self.hand_over(self.pending)
+        while self.pending:
+            await self.sink.wait_for_room()
+            self.pending = self.hand_over(self.pending)
+
+    async def flush_held(self) -> None:
+        """Flush, if anything is gathered (before the chain waits for more input)."""
+        if self.pending:
+            await self.flush()
