@@ -6,8 +6,10 @@ The package is layered; each layer imports only the ones below it:
   error policies and the per-stage statistics records. Imports nothing above it.
 - ``pipeflow._windows``: window maths as plain synchronous code (``_logic``) and
   ``WindowedStreamPipe``, which drives it with a clock; ``pipeflow._batching``:
-  ``BatchStreamPipe``. Both are built on the core's public-to-the-package names.
-- ``pipeflow._monitoring``: ``StreamMonitor``, which reads the statistics records.
+  ``BatchStreamPipe``. Both are ``TimedStage`` loops, built on the core's
+  public-to-the-package names.
+- ``pipeflow._monitoring``: ``StreamMonitor``, which reads the statistics records;
+  the Prometheus exporter and the console reporter, which read the monitor.
 - ``pipeflow._testing``: a virtual clock and scripted sources for deterministic tests.
 
 Inside ``_core``, from what users write down to what runs:
@@ -23,19 +25,24 @@ Inside ``_core``, from what users write down to what runs:
 - ``_consumers``, ``_lifecycle``: the generators the consumer iterates, and the
   one frame that ends and closes a run, for all of them.
 - ``_fusion``: adjacent sync operators compiled into one loop (and into the
-  consumer's generator); ``_stages``, ``_stream_stage``: the other stage loops.
+  consumer's generator); ``_stages``: the other per-item stage loops, with
+  ``_concurrent`` (calls in flight) and ``_flat`` (``flat_map``);
+  ``_stream_stage``: chains of ``process_stream`` overrides; ``_timed``: the
+  loop of stages that hold items and act on timers (windows, batches).
 - ``_sources``, ``_ready``, ``_idle``, ``_acks``: reading sources in chunks, and
   their acknowledgements, pauses and idle time.
 - ``_buffer``: ``ChunkBuffer``, the bounded buffer at each boundary;
   ``_dead_letters``: dead-letter pipes as side streams.
-- ``_config``, ``_clock``, ``_errors``, ``_policies``, ``_stats``: flow-control
-  settings, time, the errors, error policies, and the statistics records.
+- ``_config``, ``_clock``, ``_time``, ``_errors``, ``_policies``, ``_stats``:
+  flow-control settings, the clock, durations in microseconds, the errors,
+  error policies, and the statistics records.
 
 Users import from the public concept modules, which only re-export:
 
 - ``pipeflow.streams``: ``StreamPipe``, operators, windows, batches,
   ``BackpressureConfig``, errors.
-- ``pipeflow.monitoring``: ``StreamMonitor`` and its metrics records.
+- ``pipeflow.monitoring``: ``StreamMonitor``, its metrics records, the Prometheus
+  collector and the console reporter.
 - ``pipeflow.testing``: ``VirtualClock`` and test sources.
 """
 

@@ -24,7 +24,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, cast
 
 from tenacity import (
     AsyncRetrying,
@@ -220,7 +220,7 @@ def check_policy(policy: object, *, decided_by: object = None) -> ErrorPolicy:
         raise TypeError(msg)
     if isinstance(policy, str):
         if policy in _FINAL:
-            return policy  # type: ignore[return-value]
+            return cast("ErrorPolicy", policy)
     elif isinstance(policy, Retry | DeadLetter) or (callable(policy) and decided_by is None):
         return policy
     allowed = "'raise', 'skip', a Retry or a DeadLetter"

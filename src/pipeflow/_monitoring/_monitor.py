@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from .._core._stats import WINDOW_SECONDS, RunStats, StageMetrics, weighted_quantiles
@@ -222,8 +222,8 @@ def _at_rest(m: StageMetrics) -> StageMetrics:
     )
 
 
-def _max(values: object) -> float | None:
-    present = [v for v in values if v is not None]  # type: ignore[attr-defined]
+def _max(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
     return max(present) if present else None
 
 
