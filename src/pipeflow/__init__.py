@@ -18,7 +18,8 @@ Inside ``_core``, from what users write down to what runs:
   ``flat_map``: descriptions, composed with ``|``; ``stream()`` starts a run.
 - ``_stage``: the ``Stage`` protocol, the contract between the engine and a stage
   (the hooks a pipe implements), and ``Composition``, what a run reads of a pipe.
-- ``_stream``: ``Stream``, one run as the user holds it.
+- ``_stream``: ``Stream``, one run as the user holds it; ``_sinks``: ``Sink``
+  and ``run(source, sink)``, a run written into a sink before it is acknowledged.
 - ``_plan``: where the buffers go and which stages run together.
 - ``_run``: ``Run``, the plan's loops and feeder tasks built, with what a run
   tracks while it delivers; ``_shutdown``: how a run stops.

@@ -23,6 +23,8 @@ from ._core._pipe import StreamPipe as StreamPipe
 from ._core._policies import DeadLetter as DeadLetter
 from ._core._policies import ErrorPolicy as ErrorPolicy
 from ._core._policies import Retry as Retry
+from ._core._sinks import RunSummary as RunSummary
+from ._core._sinks import Sink as Sink
 from ._core._sources import Acknowledging as Acknowledging
 from ._core._sources import Pausable as Pausable
 from ._core._stream import Stream as Stream
@@ -45,6 +47,8 @@ __all__ = [
     "PipeflowError",
     "Pipeline",
     "Retry",
+    "RunSummary",
+    "Sink",
     "Stream",
     "StreamError",
     "StreamPipe",

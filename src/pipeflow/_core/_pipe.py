@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic
 
 if sys.version_info >= (3, 13):
@@ -17,7 +17,8 @@ else:  # TypeVar defaults (PEP 696)
     from typing_extensions import TypeVar
 
 from ._config import BackpressureConfig
-from ._policies import ErrorPolicy, check_policy
+from ._policies import ErrorPolicy, Retry, check_policy
+from ._sinks import DEFAULT_WRITE_RETRY, RunSummary, Sink, as_sink, check_write_retry, run_into
 from ._stages import Kind, StageContext, concurrent_stage, item_stage, paced
 from ._stream import Stream
 from ._stream_stage import ProcessStream
@@ -84,6 +85,57 @@ class Pipeable(Generic[In, Out]):
         """
         stream: Stream[Out] = Stream(self, source, clock)
         return stream
+
+    async def run(
+        self,
+        source: Iterable[In] | AsyncIterable[In],
+        sink: Sink | list[Any] | Callable[[Out], Any],
+        *,
+        clock: Clock | None = None,
+        write_retry: Retry = DEFAULT_WRITE_RETRY,
+    ) -> RunSummary:
+        """Run this pipe over ``source`` and write its results to ``sink``.
+
+        The results go to ``sink.write`` in lists, as they come (see
+        ``Stream.chunks()``), one write at a time. A source that acknowledges
+        (``Acknowledging``) is told of an item only once the write holding its
+        results has returned, or once it is known to give none (filtered out,
+        skipped, dead-lettered): at-least-once delivery. A failed write is tried
+        again as ``write_retry`` says, on the run's clock; once its attempts are
+        spent the run fails with the write's exception, and the items of what
+        was not written stay unacknowledged. The sink is closed after the last
+        write, however the run ends (its end, an error, a cancellation).
+
+        Args:
+            source: as for ``stream()``.
+            sink: a ``Sink`` (async ``write(items)`` and ``aclose()``), a list
+                (appended to), or a callable taking one result (awaited if it is
+                an ``async def``).
+            clock: as for ``stream()``.
+            write_retry: how a failed write is tried again (``then`` must be
+                ``"raise"``); five attempts with backoff from 0.1 s by default.
+
+        Returns:
+            A ``RunSummary``: items in and out, skipped, dead-lettered, late,
+            dropped, writes and their retries, and the duration.
+
+        Raises:
+            TypeError: at once, for a source that is not iterable, or a sink or
+                ``write_retry`` of the wrong kind.
+            ValueError: for a ``write_retry`` whose ``then`` is not ``"raise"``.
+
+        Examples:
+            >>> import asyncio
+            >>> from pipeflow import streams as ps
+            >>> written: list[int] = []
+            >>> summary = asyncio.run(ps.map(lambda x: x * 2).run(range(3), written))
+            >>> written, summary.items_in, summary.items_out
+            ([0, 2, 4], 3, 3)
+        """
+        target = as_sink(sink)
+        check_write_retry(write_retry)
+        stream = self.stream(source, clock=clock)
+        return await run_into(stream, target, write_retry=write_retry)
 
     def set_monitor(self, monitor: StatsSink | None) -> None:
         """Report every later run of this pipe to ``monitor`` (``None`` detaches).

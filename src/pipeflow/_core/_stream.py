@@ -129,6 +129,11 @@ class Stream(Generic[T]):
             await close_source(run.source)
         await self._agen.aclose()
 
+    @property
+    def clock(self) -> Clock:
+        """The clock the run keeps time by."""
+        return self._run.clock
+
     def statistics(self) -> tuple[StageMetrics, ...]:
         """A snapshot of each stage's counters, in pipeline order.
 
