@@ -188,3 +188,34 @@ async def test_write_retry_must_raise_in_the_end() -> None:
         await ps.map(str).run([1], [], write_retry=ps.Retry(then="skip"))
     with pytest.raises(TypeError, match="write_retry must be a Retry"):
         await ps.map(str).run([1], [], write_retry=3)  # type: ignore[arg-type]
+
+
+async def test_a_sink_failing_to_close_after_a_failed_run_does_not_hide_its_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The run's error goes on; the sink's error on closing is logged."""
+
+    class Broken(RecordingSink):
+        async def aclose(self) -> None:
+            raise ConnectionError("gone")
+
+    def fails(x: int) -> int:
+        raise KeyError(x)
+
+    with pytest.raises(ps.StreamError):
+        await ps.map(fails).run([1], Broken())
+    assert 1 == sum("closing the sink" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_sink_failing_to_close_after_a_clean_run_fails_the_run() -> None:
+    """At the end of a run, a sink that cannot close is the run's failure, not
+    something to pass over (what it wrote was durable when write returned)."""
+
+    class Broken(RecordingSink):
+        async def aclose(self) -> None:
+            raise ConnectionError("gone")
+
+    sink = Broken()
+    with pytest.raises(ConnectionError, match="gone"):
+        await ps.map(str).run([1], sink)
+    assert [["1"]] == sink.written

@@ -24,7 +24,7 @@ from tenacity import (
     wait_random,
 )
 
-from ._policies import Retry
+from ._policies import Retry, log
 
 if TYPE_CHECKING:
     from ._clock import Clock
@@ -213,8 +213,14 @@ async def run_into(stream: Stream[Any], sink: Sink, *, write_retry: Retry) -> Ru
         async with stream:
             async for items in stream.chunks():
                 await writer.write(items)
-    finally:
-        await writer.sink.aclose()
+    except BaseException:
+        # The run's own failure is the one to see; the sink's on closing is logged.
+        try:
+            await writer.sink.aclose()
+        except Exception:
+            log.exception("pipeflow: closing the sink %r after the run failed failed too", sink)
+        raise
+    await writer.sink.aclose()
     stages = stream.statistics()
     return RunSummary(
         items_in=stages[0].items_in if stages else 0,
