@@ -69,30 +69,24 @@ def _cut(out: list[Any]) -> tuple[list[list[Any]], list[Any]]:
 
 
 class FlatRun:
-    """One run of a flat-map stage; ``out`` is the chunk being filled."""
+    """One run of a flat-map stage."""
 
-    __slots__ = ("awaits", "ctx", "fn", "out")
+    __slots__ = ("awaits", "ctx", "fn")
 
     def __init__(self, fn: Callable[[Any], Any], ctx: StageContext, *, awaits: bool) -> None:
         self.fn = fn
         self.ctx = ctx
         self.awaits = awaits
-        self.out: list[Any] = []
 
     async def run(self, up: AsyncIterator[Chunk]) -> AsyncGenerator[Chunk, None]:
-        """Expand each item; pass the elements on, a chunk's last part with its mark.
-
-        ``out`` is ``self.out``, bound locally for the per-item loop (which keeps
-        the two the same list); ``recover`` works on ``self.out``, and the loop
-        reads it again after it.
-        """
+        """Expand each item; pass the elements on in chunks (``out`` is the one
+        being filled), a chunk's last part with its mark."""
         fn, awaits, stats = self.fn, self.awaits, self.ctx.stats
         timed, now = stats.timed, self.ctx.clock.monotonic
         last_mark = 0
         async for items, mark in up:
             started = now() if timed else 0.0
             out: list[Any] = []
-            self.out = out
             n_out = 0  # elements passed on before ``out``
             it = iter(items)
             for x in it:
@@ -109,12 +103,12 @@ class FlatRun:
                                 if len(out) + len(piece) > MAX_CHUNK:
                                     n_out += len(out)
                                     yield out, last_mark
-                                    self.out = out = []
+                                    out = []
                                 out += piece
                                 if more:  # what is ready goes on before waiting for more
                                     n_out += len(out)
                                     yield out, last_mark
-                                    self.out = out = []
+                                    out = []
                         finally:
                             await pieces.aclose()
                             await close_source(result)  # left early: close it now
@@ -126,21 +120,18 @@ class FlatRun:
                         while len(out) >= MAX_CHUNK:
                             n_out += MAX_CHUNK
                             yield out, last_mark
-                            self.out = out = []
+                            out = []
                             out.extend(islice(elements, MAX_CHUNK))
                 except Exception as exc:
                     try:
-                        await self.recover(x, exc)
+                        out += await self.recover(x, exc)
                     except StreamError:
-                        out = self.out
                         self.count(len(items) - length_hint(it), n_out + len(out))  # up to x
                         if out:
                             yield out, last_mark
                         raise
-                    out = self.out
                 if len(out) >= MAX_CHUNK:  # a retry's elements come first
-                    full, self.out = _cut(out)
-                    out = self.out
+                    full, out = _cut(out)
                     for part in full:
                         n_out += MAX_CHUNK
                         yield part, last_mark
@@ -156,9 +147,8 @@ class FlatRun:
         stats.items_in += n_in
         stats.items_out += n_out
 
-    async def recover(self, item: Any, exc: Exception) -> None:
-        """Add the elements the error policy makes of a failed call to ``out``
-        (or raise the ``StreamError`` that ends the stage)."""
+    async def recover(self, item: Any, exc: Exception) -> Any:
+        """The elements the error policy makes of a failed call: none if it is
+        skipped, all of a retry's (or raise the ``StreamError`` that ends the stage)."""
         result = await self.ctx.errors.handle(item, exc, _collected(self.fn, item))
-        if result is not SKIP:
-            self.out += result
+        return [] if result is SKIP else result
