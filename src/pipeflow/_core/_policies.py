@@ -52,6 +52,7 @@ __all__ = [
     "check_policy",
     "is_pipe",
     "may_send_to_a_pipe",
+    "retry_failed",
 ]
 
 log = logging.getLogger("pipeflow")
@@ -313,6 +314,52 @@ class FailureLog:
         self._unlogged = 0
 
 
+async def retry_failed(
+    policy: Retry,
+    failure: BaseException,
+    call: Callable[[], Awaitable[Any]],
+    *,
+    sleep: Callable[[float], Awaitable[None]],
+    worth_it: Callable[[BaseException], bool],
+    on_retry: Callable[[], None] | None = None,
+) -> tuple[bool, Any, int]:
+    """Call ``call`` again after its first attempt failed with ``failure``, as
+    ``policy`` says: backing off with ``sleep`` (the run's clock) before each next
+    attempt, while the failures are ``worth_it``. ``on_retry`` is told of each.
+
+    Returns:
+        ``(succeeded, the result or the last exception, attempts made)``, the
+        first attempt included.
+    """
+    if policy.attempts < 2 or not worth_it(failure):
+        return False, failure, 1
+    attempt_no = 1
+    first: BaseException | None = failure
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(policy.attempts),
+        # The cap applies before the jitter, so capped retries still spread out.
+        wait=wait_exponential(multiplier=policy.backoff, max=policy.max_backoff)
+        + wait_random(0, policy.jitter),
+        retry=retry_if_exception(worth_it),
+        sleep=sleep,
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                attempt_no = attempt.retry_state.attempt_number
+                if first is not None:
+                    # Replay the failure already seen, so tenacity backs off before attempt 2.
+                    replay, first = first, None
+                    raise replay
+                if on_retry is not None:
+                    on_retry()
+                value = await call()
+    except Exception as last:
+        return False, last, attempt_no
+    return True, value, attempt_no
+
+
 class ErrorHandler:
     """One pipe's policy, bound to one run: its stats, its clock, its side streams.
 
@@ -391,34 +438,19 @@ class ErrorHandler:
         self, policy: Retry, exc: BaseException, call: Callable[[], Awaitable[Any]]
     ) -> tuple[bool, Any, int]:
         """Retry ``call``; return (succeeded, result or last exception, attempts made)."""
-        if policy.attempts < 2 or not isinstance(exc, policy.on):
-            return False, exc, 1
-        attempt_no = 1
-        first: BaseException | None = exc
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(policy.attempts),
-            # The cap applies before the jitter, so capped retries still spread out.
-            wait=wait_exponential(multiplier=policy.backoff, max=policy.max_backoff)
-            + wait_random(0, policy.jitter),
-            retry=retry_if_exception(lambda e: isinstance(e, policy.on) and not self._settled(e)),
-            sleep=self.clock.sleep,
-            reraise=True,
+
+        def worth_it(e: BaseException) -> bool:
+            return isinstance(e, policy.on) and not self._settled(e)
+
+        ok, value, attempts = await retry_failed(
+            policy, exc, call, sleep=self.clock.sleep, worth_it=worth_it, on_retry=self._retried
         )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    attempt_no = attempt.retry_state.attempt_number
-                    if first is not None:
-                        # Replay the failure already seen, so tenacity backs off before attempt 2.
-                        replay, first = first, None
-                        raise replay
-                    self.stats.retries += 1
-                    value = await call()
-        except Exception as last:
-            if self._settled(last):
-                raise
-            return False, last, attempt_no
-        return True, value, attempt_no
+        if not ok and self._settled(value):
+            raise value
+        return ok, value, attempts
+
+    def _retried(self) -> None:
+        self.stats.retries += 1
 
     def _settled(self, exc: BaseException) -> bool:
         """Whether ``exc`` is this pipe's own verdict on an item (a batch's

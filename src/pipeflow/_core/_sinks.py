@@ -16,15 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
-
-from ._policies import Retry, log
+from ._policies import Retry, log, retry_failed
 
 if TYPE_CHECKING:
     from ._clock import Clock
@@ -177,31 +169,29 @@ class _Writer:
         self.writes = self.items = self.retries = 0
 
     async def write(self, items: list[Any]) -> None:
-        retry = self.retry
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(retry.attempts),
-            wait=wait_exponential(multiplier=retry.backoff, max=retry.max_backoff)
-            + wait_random(0, retry.jitter),
-            retry=retry_if_exception_type(retry.on),
-            sleep=self.clock.sleep,
-            reraise=True,
-        )
-        attempt_no = 1
         try:
-            async for attempt in retrying:
-                with attempt:
-                    attempt_no = attempt.retry_state.attempt_number
-                    await self.sink.write(items)
+            await self.sink.write(items)
         except Exception as exc:
-            exc.add_note(
-                f"pipeflow: writing {len(items)} results to {self.sink!r} failed "
-                f"(attempt {attempt_no} of {retry.attempts}); their items are not acknowledged"
-            )
-            raise
-        finally:
-            self.retries += attempt_no - 1
+            await self._retry(items, exc)
         self.writes += 1
         self.items += len(items)
+
+    async def _retry(self, items: list[Any], exc: Exception) -> None:
+        retry = self.retry
+        ok, last, attempts = await retry_failed(
+            retry,
+            exc,
+            lambda: self.sink.write(items),
+            sleep=self.clock.sleep,
+            worth_it=lambda e: isinstance(e, retry.on),
+        )
+        self.retries += attempts - 1
+        if not ok:
+            last.add_note(
+                f"pipeflow: writing {len(items)} results to {self.sink!r} failed "
+                f"(attempt {attempts} of {retry.attempts}); their items are not acknowledged"
+            )
+            raise last
 
 
 async def run_into(stream: Stream[Any], sink: Sink, *, write_retry: Retry) -> RunSummary:
