@@ -18,6 +18,7 @@ from types import ModuleType
 
 import pytest
 
+import pipeflow.connectors
 import pipeflow.monitoring
 import pipeflow.streams
 import pipeflow.testing
@@ -108,7 +109,7 @@ def documented_objects() -> set[str]:
 
 @pytest.mark.parametrize(
     "module",
-    [pipeflow.streams, pipeflow.monitoring, pipeflow.testing],
+    [pipeflow.streams, pipeflow.monitoring, pipeflow.testing, pipeflow.connectors],
     ids=lambda m: m.__name__,
 )
 def test_reference_covers_all_public_names(module: ModuleType) -> None:

@@ -10,11 +10,12 @@ from types import ModuleType
 import pytest
 
 import pipeflow
+import pipeflow.connectors
 import pipeflow.monitoring
 import pipeflow.streams
 import pipeflow.testing
 
-PUBLIC_MODULES = [pipeflow.streams, pipeflow.monitoring, pipeflow.testing]
+PUBLIC_MODULES = [pipeflow.streams, pipeflow.monitoring, pipeflow.testing, pipeflow.connectors]
 IDS = [m.__name__ for m in PUBLIC_MODULES]
 
 

@@ -5,7 +5,9 @@ The tree::
     PipeflowError                  root of everything pipeflow raises itself
     ├── StreamError                an item failed inside a pipe (carries the item)
     ├── LateItemError              an item came after its windows had fired (on_late="raise")
-    └── BufferOverflowError        a buffer with overflow="fail" was full
+    ├── BufferOverflowError        a buffer with overflow="fail" was full
+    ├── DecodeError                a message's payload could not be decoded (also a ValueError)
+    └── EncodeError                a sink could not encode a result (also a TypeError)
 
 Invalid settings raise the built-in ``ValueError`` or ``TypeError``, and a failure
 of the source or of user code outside ``process_item`` (a ``process_stream``
@@ -18,7 +20,14 @@ import reprlib
 from datetime import datetime
 from typing import Any
 
-__all__ = ["BufferOverflowError", "LateItemError", "PipeflowError", "StreamError"]
+__all__ = [
+    "BufferOverflowError",
+    "DecodeError",
+    "EncodeError",
+    "LateItemError",
+    "PipeflowError",
+    "StreamError",
+]
 
 _short = reprlib.Repr()
 _short.maxstring = 60
@@ -125,3 +134,59 @@ class LateItemError(PipeflowError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.item, self.pipe, self.timestamp, self.watermark))
+
+
+class DecodeError(PipeflowError, ValueError):
+    """A message's payload could not be decoded by its source's codec.
+
+    Raised when the ``value`` of such a message is read, normally by the first
+    pipe, so the failure goes to that pipe's error policy as a ``StreamError``
+    whose ``item`` is the message (``skip`` and ``DeadLetter`` then count it and
+    let the source acknowledge it). Not raised by the source itself: one bad
+    payload never stops a run on its own.
+
+    Attributes:
+        raw: the payload as received.
+        codec: the name of the codec that refused it.
+        where: where the payload came from (``source``, partition and position).
+        __cause__: what the codec raised.
+    """
+
+    def __init__(self, raw: bytes, codec: str, where: str, cause: BaseException) -> None:
+        self.raw = raw
+        self.codec = codec
+        self.where = where
+        self.__cause__ = cause
+        super().__init__(
+            f"cannot decode the payload of {where} with the {codec!r} codec: "
+            f"{type(cause).__name__}: {cause}; payload: {_short.repr(raw)}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.raw, self.codec, self.where, self.__cause__))
+
+
+class EncodeError(PipeflowError, TypeError):
+    """A sink could not encode a result with its codec.
+
+    Raised out of ``run()``: the pipeline produced a result the sink cannot
+    write (an object the JSON codec does not know, text for the ``"raw"``
+    codec). It is not retried, and the result's item stays unacknowledged.
+
+    Attributes:
+        result: the result that could not be encoded.
+        codec: the name of the sink's codec.
+        __cause__: what the codec raised.
+    """
+
+    def __init__(self, result: Any, codec: str, cause: BaseException) -> None:
+        self.result = result
+        self.codec = codec
+        self.__cause__ = cause
+        super().__init__(
+            f"the {codec!r} codec cannot encode the result {_short.repr(result)} "
+            f"({type(result).__name__}): {type(cause).__name__}: {cause}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.result, self.codec, self.__cause__))

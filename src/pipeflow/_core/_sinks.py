@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
+from ._errors import EncodeError
 from ._policies import Retry, log, retry_failed
 
 if TYPE_CHECKING:
@@ -183,7 +184,8 @@ class _Writer:
             exc,
             lambda: self.sink.write(items),
             sleep=self.clock.sleep,
-            worth_it=lambda e: isinstance(e, retry.on),
+            # A result the sink cannot encode will not encode next time either.
+            worth_it=lambda e: isinstance(e, retry.on) and not isinstance(e, EncodeError),
         )
         self.retries += attempts - 1
         if not ok:
