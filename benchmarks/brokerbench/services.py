@@ -16,7 +16,8 @@ __all__ = ["HOST", "nats_url", "redis_url", "tansu"]
 
 HOST = "127.0.0.1"
 READY_TIMEOUT = 10.0
-STOP_TIMEOUT = 3.0
+#: Tansu keeps everything in memory: after SIGTERM, wait this long before SIGKILL.
+STOP_TIMEOUT = 0.5
 
 
 def redis_url() -> str:
