@@ -33,6 +33,7 @@ from typing import IO, Any
 import psutil
 from bench_report import Target, median, print_table, rate
 from brokerbench.lanes import ACK_WAIT, KafkaLane, Lane, NatsLane, RedisLane
+from brokerbench.services import nats_url, redis_url
 from brokerbench.workload import check_outputs, expected_count
 
 __all__ = ["BrokerImpl", "run_brokers"]
@@ -330,11 +331,30 @@ def _memory(n: int) -> list[Target]:
     ]
 
 
+async def _servers() -> str:
+    import nats
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(redis_url())
+    try:
+        info = await client.info("server")
+    finally:
+        await client.aclose()
+    nc = await nats.connect(nats_url())
+    try:
+        v = nc.connected_server_version
+        version = f"{v.major}.{v.minor}.{v.patch}"
+    finally:
+        await nc.close()
+    return f"Redis {info['redis_version']} at {redis_url()}, nats-server {version} at {nats_url()}"
+
+
 def run_brokers(n: int, rounds: int, only: str | None, memory_n: int) -> list[Target]:
     """Run the broker section: print its tables and return its targets."""
     impls = _select(only)
     brokers = [b for b in ("redis", "nats", "kafka") if any(i.broker == b for i in impls)]
     targets: list[Target] = []
+    print(f"Brokers: {asyncio.run(_servers())}; a fresh Tansu per Kafka run.\n")
     if impls:
         targets += _throughput(impls, brokers, n, rounds)
     if memory_n and (not only or only in f"memory {MEMORY_IMPL.key} {MEMORY_IMPL.label}"):
