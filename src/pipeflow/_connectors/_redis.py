@@ -91,11 +91,7 @@ def _check_count(value: object, option: str) -> int:
 
 
 def _positive_seconds(value: object, option: str) -> float:
-    seconds = duration_seconds(value, option)  # type: ignore[arg-type]
-    if seconds <= 0:
-        msg = f"{option} must be more than zero, got {value!r}"
-        raise ValueError(msg)
-    return seconds
+    return duration_seconds(value, option)  # type: ignore[arg-type]
 
 
 def _id_key(entry_id: bytes | str) -> tuple[int, int]:
@@ -211,6 +207,8 @@ class RedisStreamSource:
         self._ts: datetime | None = None
         #: Entries found pending but deleted from the stream, to acknowledge.
         self._gone: list[str] = []
+        #: Whether a call was tried again since this consumer's pending entries were read.
+        self._reread = False
 
     @property
     def consumer(self) -> str:
@@ -294,6 +292,10 @@ class RedisStreamSource:
                 async for message in self._claim():
                     yield message
                 next_claim = loop.time() + claim_every
+            if self._reread:
+                self._reread = False
+                async for message in self._own_pending():
+                    yield message
             if not new_done:
                 entries = await self._read(">", block=not self._stop_at_end)
                 if entries:
@@ -312,7 +314,14 @@ class RedisStreamSource:
                 next_claim = loop.time()
 
     async def _call(self, call: Callable[[], Awaitable[T]], what: str) -> T:
-        return await reconnecting(call, retry=self._reconnect, lost=self._lost, what=what)
+        return await reconnecting(
+            call, retry=self._reconnect, lost=self._lost, what=what, before_retry=self._lost_once
+        )
+
+    async def _lost_once(self) -> None:
+        # A read whose reply was lost with the connection left its entries
+        # pending with this consumer: read them again once reconnected.
+        self._reread = True
 
     async def _create_group(self) -> bool:
         """Create the group (and the stream) if missing; whether it was created."""
