@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import shutil
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -28,36 +29,39 @@ from pipeflow.connectors import (
 
 pytestmark = pytest.mark.timeout(30)
 
+#: redis-py's client, typed loosely: its replies here are bytes, which its annotations leave open.
+Client = Any
+
 FAST_RETRY = ps.Retry(attempts=5, backoff=0.01, max_backoff=0.05, jitter=0.0)
 
 
 @pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+async def client(redis_url: str) -> AsyncIterator[Client]:
     c = redis.asyncio.Redis.from_url(redis_url)
     yield c
     await c.aclose()
 
 
 @pytest.fixture
-async def out_stream(client: redis.asyncio.Redis) -> AsyncIterator[str]:
+async def out_stream(client: Client) -> AsyncIterator[str]:
     """A unique output stream, deleted afterwards."""
     key = unique_name("out")
     yield key
     await client.delete(key)
 
 
-async def preload(client: redis.asyncio.Redis, key: str, values: list[Any]) -> list[str]:
+async def preload(client: Client, key: str, values: list[Any]) -> list[str]:
     pipe = client.pipeline(transaction=False)
     for value in values:
         pipe.xadd(key, {"value": orjson.dumps(value)})
     return [entry_id.decode() for entry_id in await pipe.execute()]
 
 
-async def read_values(client: redis.asyncio.Redis, key: str) -> list[Any]:
+async def read_values(client: Client, key: str) -> list[Any]:
     return [orjson.loads(fields[b"value"]) for _, fields in await client.xrange(key)]
 
 
-async def pending(client: redis.asyncio.Redis, key: str, group: str) -> int:
+async def pending(client: Client, key: str, group: str) -> int:
     count: int = (await client.xpending(key, group))["pending"]
     return count
 
@@ -71,11 +75,11 @@ async def until(condition: Callable[[], Awaitable[bool]]) -> None:
             await asyncio.sleep(0.005)
 
 
-async def output_reached(client: redis.asyncio.Redis, key: str, n: int) -> bool:
+async def output_reached(client: Client, key: str, n: int) -> bool:
     return bool(await client.xlen(key) >= n)
 
 
-async def all_read(client: redis.asyncio.Redis, key: str, n: int) -> bool:
+async def all_read(client: Client, key: str, n: int) -> bool:
     return [n] == [g["entries-read"] for g in await client.xinfo_groups(key)]
 
 
@@ -91,7 +95,7 @@ def enrich(msg: Message) -> dict[str, Any]:
 
 
 async def test_round_trip_through_a_pipeline(
-    redis_url: str, redis_stream: RedisStream, out_stream: str, client: redis.asyncio.Redis
+    redis_url: str, redis_stream: RedisStream, out_stream: str, client: Client
 ) -> None:
     ids = await preload(client, redis_stream.key, orders(120))
     source = RedisStreamSource(
@@ -113,7 +117,7 @@ async def test_round_trip_through_a_pipeline(
 
 
 async def test_messages_carry_id_time_headers_and_source(
-    redis_url: str, redis_stream: RedisStream, client: redis.asyncio.Redis
+    redis_url: str, redis_stream: RedisStream, client: Client
 ) -> None:
     first = (await client.xadd(redis_stream.key, {"value": b'{"n": 1}'})).decode()
     second = (
@@ -144,7 +148,7 @@ async def test_messages_carry_id_time_headers_and_source(
 
 
 async def test_sink_keeps_message_headers_and_trims(
-    redis_url: str, out_stream: str, client: redis.asyncio.Redis
+    redis_url: str, out_stream: str, client: Client
 ) -> None:
     sink = RedisStreamSink(redis_url, out_stream, maxlen=5, approximate=False, codec="text")
     try:
@@ -168,7 +172,7 @@ async def test_sink_refuses_what_its_codec_cannot_encode(redis_url: str, out_str
 
 
 async def test_sink_raises_when_redis_refuses_an_entry(
-    redis_url: str, out_stream: str, client: redis.asyncio.Redis
+    redis_url: str, out_stream: str, client: Client
 ) -> None:
     await client.set(out_stream, "not a stream")
     sink = RedisStreamSink(redis_url, out_stream)
@@ -201,7 +205,7 @@ class GatedSink:
 
 
 async def test_entries_are_acked_only_after_the_sink_wrote(
-    redis_url: str, redis_stream: RedisStream, out_stream: str, client: redis.asyncio.Redis
+    redis_url: str, redis_stream: RedisStream, out_stream: str, client: Client
 ) -> None:
     await preload(client, redis_stream.key, orders(30))
     source = RedisStreamSource(
@@ -222,7 +226,7 @@ async def test_entries_are_acked_only_after_the_sink_wrote(
 
 
 async def test_undecodable_entries_are_skipped_or_dead_lettered_and_acked(
-    redis_url: str, redis_stream: RedisStream, client: redis.asyncio.Redis
+    redis_url: str, redis_stream: RedisStream, client: Client
 ) -> None:
     key = redis_stream.key
     await client.xadd(key, {"value": b"[1]"})
@@ -254,7 +258,7 @@ async def test_undecodable_entries_are_skipped_or_dead_lettered_and_acked(
 
 
 async def test_two_consumers_split_the_work_without_overlap(
-    redis_url: str, redis_stream: RedisStream, client: redis.asyncio.Redis
+    redis_url: str, redis_stream: RedisStream, client: Client
 ) -> None:
     await preload(client, redis_stream.key, orders(400))
 
@@ -286,7 +290,7 @@ async def test_two_consumers_split_the_work_without_overlap(
 
 
 async def test_a_dead_consumers_pending_entries_are_claimed(
-    redis_url: str, redis_stream: RedisStream, client: redis.asyncio.Redis
+    redis_url: str, redis_stream: RedisStream, client: Client
 ) -> None:
     key, group = redis_stream.key, redis_stream.group
     await preload(client, key, orders(30))
@@ -304,7 +308,7 @@ async def test_a_dead_consumers_pending_entries_are_claimed(
 
 
 async def test_a_named_consumer_reads_its_own_pending_entries_first(
-    redis_url: str, redis_stream: RedisStream, client: redis.asyncio.Redis
+    redis_url: str, redis_stream: RedisStream, client: Client
 ) -> None:
     key, group = redis_stream.key, redis_stream.group
     await preload(client, key, orders(10))
@@ -320,7 +324,7 @@ async def test_a_named_consumer_reads_its_own_pending_entries_first(
 
 
 async def test_stop_at_end_ends_at_the_entries_there_at_the_start(
-    redis_url: str, redis_stream: RedisStream, client: redis.asyncio.Redis
+    redis_url: str, redis_stream: RedisStream, client: Client
 ) -> None:
     key = redis_stream.key
     empty = RedisStreamSource(redis_url, key, group=redis_stream.group, stop_at_end=True)
@@ -352,7 +356,7 @@ async def _closing(source: RedisStreamSource) -> AsyncIterator[Message]:
 
 
 async def test_pause_stops_fetching_until_resume(
-    redis_url: str, redis_stream: RedisStream, client: redis.asyncio.Redis
+    redis_url: str, redis_stream: RedisStream, client: Client
 ) -> None:
     key, group = redis_stream.key, redis_stream.group
     await preload(client, key, orders(20))
@@ -361,7 +365,7 @@ async def test_pause_stops_fetching_until_resume(
     try:
         first = [await anext(it) for _ in range(5)]
         source.pause()
-        later = asyncio.create_task(anext(it))
+        later = asyncio.ensure_future(anext(it))
         await asyncio.sleep(0.2)
         assert not later.done()
         assert [5] == [g["entries-read"] for g in await client.xinfo_groups(key)]
@@ -394,7 +398,7 @@ class FlakySink:
 
 
 async def test_a_sink_that_fails_then_recovers(
-    redis_url: str, redis_stream: RedisStream, out_stream: str, client: redis.asyncio.Redis
+    redis_url: str, redis_stream: RedisStream, out_stream: str, client: Client
 ) -> None:
     await preload(client, redis_stream.key, orders(50))
     source = RedisStreamSource(
@@ -412,7 +416,7 @@ async def test_a_sink_that_fails_then_recovers(
 
 
 async def test_a_failed_run_leaves_its_entries_pending(
-    redis_url: str, redis_stream: RedisStream, client: redis.asyncio.Redis
+    redis_url: str, redis_stream: RedisStream, client: Client
 ) -> None:
     await preload(client, redis_stream.key, orders(10))
     source = RedisStreamSource(
@@ -430,7 +434,7 @@ async def test_a_failed_run_leaves_its_entries_pending(
 
 
 async def test_a_deleted_stream_gets_its_group_again(
-    redis_url: str, redis_stream: RedisStream, client: redis.asyncio.Redis
+    redis_url: str, redis_stream: RedisStream, client: Client
 ) -> None:
     key = redis_stream.key
     await preload(client, key, orders(3))
@@ -511,7 +515,7 @@ async def test_killed_connections_are_reopened(tmp_path: Path) -> None:
     url = f"redis://{HOST}:{port}"
     key, out, group = unique_name("stream"), unique_name("out"), unique_name("group")
     with private_redis(tmp_path, port):
-        admin = redis.asyncio.Redis.from_url(url)
+        admin: Client = redis.asyncio.Redis.from_url(url)
         try:
             await preload(admin, key, orders(200))
 
@@ -522,7 +526,7 @@ async def test_killed_connections_are_reopened(tmp_path: Path) -> None:
             source = RedisStreamSource(url, key, group=group, batch_size=20, stop_at_end=True)
             run = asyncio.create_task(ps.map(slowly).run(source, RedisStreamSink(url, out)))
             for written in (40, 80, 120):
-                await until(lambda n=written: output_reached(admin, out, n))
+                await until(functools.partial(output_reached, admin, out, written))
                 await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
                 await asyncio.sleep(0.05)
             await asyncio.wait_for(run, 20)
@@ -587,7 +591,7 @@ def test_sink_arguments_are_checked(
         RedisStreamSink(**{**args, **kwargs})
 
 
-async def client_count(admin: redis.asyncio.Redis) -> int:
+async def client_count(admin: Client) -> int:
     return len(await admin.client_list())
 
 
@@ -597,7 +601,7 @@ async def test_nothing_is_left_open(ending: str, tmp_path: Path) -> None:
     url = f"redis://{HOST}:{port}"
     key, group = unique_name("stream"), unique_name("group")
     with private_redis(tmp_path, port):
-        admin = redis.asyncio.Redis.from_url(url)
+        admin: Client = redis.asyncio.Redis.from_url(url)
         try:
             await preload(admin, key, orders(50))
             before = set(asyncio.all_tasks())
