@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import shutil
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -31,6 +33,11 @@ pytestmark = pytest.mark.timeout(30)
 
 #: redis-py's client, typed loosely: its replies here are bytes, which its annotations leave open.
 Client = Any
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+sys.path.insert(0, str(EXAMPLES))
+
+import redis_orders  # noqa: E402
 
 FAST_RETRY = ps.Retry(attempts=5, backoff=0.01, max_backoff=0.05, jitter=0.0)
 
@@ -631,3 +638,43 @@ async def test_nothing_is_left_open(ending: str, tmp_path: Path) -> None:
             assert 1 == await client_count(admin)
         finally:
             await admin.aclose()
+
+
+# -- the example program -------------------------------------------------------------
+
+
+async def test_the_orders_example_prices_the_orders_in_a_stream(
+    redis_url: str, redis_stream: RedisStream, out_stream: str, client: Client
+) -> None:
+    settings = redis_orders.Settings(
+        redis_url, redis_stream.key, out_stream, redis_stream.group, seed=200
+    )
+    report = await redis_orders.process(settings)
+
+    entries = [
+        orjson.loads(v) for _, f in await client.xrange(redis_stream.key) for v in [f[b"value"]]
+    ]
+    good = [e for e in entries if isinstance(e["amount"], int)]
+    expected = [redis_orders.priced(e) for e in good if e["amount"] > redis_orders.MIN_AMOUNT]
+    assert expected == await read_values(client, out_stream)
+    assert all(o["tax_cents"] == round(o["cents"] * 0.2) for o in expected)
+    assert (200, len(expected), 20) == (report.read, report.written, len(report.malformed))
+    assert 200 == report.written + report.small + len(report.malformed) == report.acked
+    assert 0 == await pending(client, redis_stream.key, redis_stream.group)
+
+
+def test_the_orders_example_runs_from_the_command_line(
+    redis_url: str, redis_stream: RedisStream, out_stream: str
+) -> None:
+    env = {"REDIS_URL": redis_url, "ORDERS_INPUT": redis_stream.key, "ORDERS_OUTPUT": out_stream}
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "redis_orders.py"), "--seed", "30"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+    )
+    assert f"{redis_stream.key} -> {out_stream}: read 30, wrote " in done.stdout
+    assert "3 malformed, acknowledged 30" in done.stdout
+    assert "malformed at " in done.stdout
