@@ -202,8 +202,8 @@ class RedisStreamSource:
         self._started = False
         self._closed = False
         self._delivered = self._claimed = self._acked = self._deleted = self._recreated = 0
-        # The last timestamp made, by the milliseconds part of the id it came from.
-        self._ts_ms = b""
+        # The last timestamp made, by the start of the id it came from ("<ms>-").
+        self._ts_ms = b"-"
         self._ts: datetime | None = None
         #: Entries found pending but deleted from the stream, to acknowledge.
         self._gone: list[str] = []
@@ -463,10 +463,9 @@ class RedisStreamSource:
             if not fields:
                 gone.append(position)
                 continue
-            ms = entry_id[: entry_id.index(b"-")]
-            if ms != ts_ms:
-                ts_ms = ms
-                ts = _EPOCH + timedelta(milliseconds=int(ms))
+            if not entry_id.startswith(ts_ms):
+                ts_ms = entry_id[: entry_id.index(b"-") + 1]
+                ts = _EPOCH + timedelta(milliseconds=int(ts_ms[:-1]))
             if len(fields) == 2 and fields[0] == field:
                 try:
                     value = decode(fields[1])
