@@ -169,11 +169,27 @@ async def test_sink_keeps_message_headers_and_trims(
     assert 12 == sink.written
 
 
-async def test_sink_refuses_what_its_codec_cannot_encode(redis_url: str, out_stream: str) -> None:
+async def test_sink_writes_headers_as_fields(
+    redis_url: str, out_stream: str, client: Client
+) -> None:
+    sink = RedisStreamSink(redis_url, out_stream, field="body")
+    try:
+        await sink.write(
+            [Message({"a": 1}, headers={"n": 3, "x": 0.5, "raw": b"\x00", "body": "dropped"})]
+        )
+    finally:
+        await sink.aclose()
+    [(_, fields)] = await client.xrange(out_stream)
+    assert {b"n": b"3", b"x": b"0.5", b"raw": b"\x00", b"body": b'{"a":1}'} == fields
+
+
+async def test_sink_refuses_what_it_cannot_encode(redis_url: str, out_stream: str) -> None:
     sink = RedisStreamSink(redis_url, out_stream)
     try:
         with pytest.raises(EncodeError, match="json"):
             await sink.write([{"ok": 1}, {"bad": object()}])
+        with pytest.raises(EncodeError, match="a stream field holds str, bytes, int or float"):
+            await sink.write([Message(1, headers={"meta": {"nested": True}})])
     finally:
         await sink.aclose()
 

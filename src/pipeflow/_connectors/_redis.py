@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from .._core._errors import DecodeError
+from .._core._errors import DecodeError, EncodeError
 from .._core._policies import Retry
 from .._core._time import duration_seconds
 from ._codecs import CodecLike, codec_for, codec_name, decode_message, encode_result
@@ -543,6 +543,27 @@ class RedisStreamSource:
         return messages
 
 
+def _bulk(arg: object) -> bytes:
+    """``arg`` as a RESP bulk string, as redis-py would send it."""
+    if isinstance(arg, bytes):
+        data = arg
+    elif isinstance(arg, str):
+        data = arg.encode()
+    elif isinstance(arg, int | float) and not isinstance(arg, bool):
+        data = repr(arg).encode()
+    elif isinstance(arg, bytearray | memoryview):
+        data = bytes(arg)
+    else:
+        msg = f"a stream field holds str, bytes, int or float, got {type(arg).__name__}"
+        raise TypeError(msg)
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+def _command(*args: object) -> bytes:
+    """A command in the Redis protocol (RESP)."""
+    return b"*%d\r\n%b" % (len(args), b"".join(map(_bulk, args)))
+
+
 class RedisStreamSink:
     """Appends results to a Redis stream (``XADD``), for ``pipe.run()``.
 
@@ -587,12 +608,19 @@ class RedisStreamSink:
         self._codec = codec_for(codec)
         self._reconnect = check_reconnect(reconnect)
         redis = require("redis.asyncio", "redis", "RedisStreamSink")
-        self._lost = _redis_errors(require("redis.exceptions", "redis", "RedisStreamSink"))
+        exceptions = require("redis.exceptions", "redis", "RedisStreamSink")
+        self._lost = _redis_errors(exceptions)
+        self._response_error: type[Exception] = exceptions.ResponseError
         self._client = redis.Redis.from_url(url)
         head: list[Any] = ["XADD", stream]
         if maxlen is not None:
             head += ["MAXLEN", "~" if approximate else "=", maxlen]
         self._head = (*head, "*")
+        # The command up to the payload, for a result with no headers.
+        self._prefix = b"*%d\r\n%b" % (
+            len(self._head) + 2,
+            b"".join(map(_bulk, (*self._head, field))),
+        )
         self._closed = False
         #: Entries appended so far.
         self.written = 0
@@ -609,14 +637,27 @@ class RedisStreamSink:
         """
         if not items:
             return
-        commands = self._commands(items)
-        client = self._client
+        data = self._commands(items)
+        count = len(items)
+        pool = self._client.connection_pool
+        refused = self._response_error
 
         async def send() -> list[Any]:
-            pipe = client.pipeline(transaction=False)
-            for args in commands:
-                pipe.pipeline_execute_command(*args)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
+            conn = await pool.get_connection()
+            try:
+                await conn.send_packed_command(data)
+                replies: list[Any] = []
+                for _ in range(count):
+                    try:
+                        replies.append(await conn.read_response())
+                    except refused as exc:
+                        replies.append(exc)
+            except BaseException:
+                # Replies may be left unread: the connection is no longer of use.
+                await conn.disconnect()
+                raise
+            finally:
+                await pool.release(conn)
             return replies
 
         replies = await reconnecting(
@@ -632,38 +673,45 @@ class RedisStreamSink:
                 raise reply
         self.written += len(replies)
 
-    def _commands(self, items: list[Any]) -> list[tuple[Any, ...]]:
-        head, field, encode = self._head, self._field_name, self._codec.encode
-        commands: list[tuple[Any, ...]] = []
-        append = commands.append
+    def _commands(self, items: list[Any]) -> bytes:
+        """The ``XADD`` commands for ``items``, in the Redis protocol."""
+        prefix, encode = self._prefix, self._codec.encode
+        parts: list[bytes] = []
+        append = parts.append
         item: Any = None
         try:
             for item in items:
-                if type(item) is Message:
-                    payload = encode(item.value)
+                if isinstance(item, Message):
                     if item.headers:
-                        extra: list[Any] = []
-                        for k, v in item.headers.items():
-                            if k != field:
-                                extra += (k, v)
-                        append((*head, *extra, field, payload))
+                        append(self._with_headers(item))
                         continue
-                elif isinstance(item, Message):
-                    payload = encode_result(self._codec, item)
-                    if item.headers:
-                        extra = []
-                        for k, v in item.headers.items():
-                            if k != field:
-                                extra += (k, v)
-                        append((*head, *extra, field, payload))
-                        continue
+                    payload = (
+                        encode(item.value)
+                        if type(item) is Message
+                        else encode_result(self._codec, item)
+                    )
                 else:
                     payload = encode(item)
-                append((*head, field, payload))
+                append(b"%b$%d\r\n%b\r\n" % (prefix, len(payload), payload))
+        except EncodeError:
+            raise
         except Exception:
             encode_result(self._codec, item)  # raises the EncodeError that says why
             raise
-        return commands
+        return b"".join(parts)
+
+    def _with_headers(self, message: Message) -> bytes:
+        """The ``XADD`` command for a message with headers: each one a field of the entry."""
+        payload = encode_result(self._codec, message)
+        field = self._field_name
+        args: list[Any] = [*self._head]
+        for name, value in message.headers.items():
+            if name != field:
+                args += (name, value)
+        try:
+            return _command(*args, field, payload)
+        except TypeError as exc:
+            raise EncodeError(message, codec_name(self._codec), exc) from exc
 
     async def aclose(self) -> None:
         """Close the connection pool."""
