@@ -76,7 +76,7 @@ async def test_sigkilled_workers_lose_nothing(
     ref = [redis_url, stream, keys["group-ref"], keys["out-ref"], keys["hash-ref"], CLAIM_IDLE]
     # The uninterrupted run reads the same input in a group of its own, meanwhile.
     report, _ = await asyncio.gather(
-        crash_trials("redis_worker.py", args, trials=TRIALS, progress=progress, max_delay=0.2),
+        crash_trials("redis_worker.py", args, trials=TRIALS, progress=progress, max_delay=0.05),
         run_worker("redis_worker.py", *ref),
     )
     await run_worker("redis_worker.py", *args)
