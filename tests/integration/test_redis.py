@@ -154,6 +154,42 @@ async def test_messages_carry_id_time_headers_and_source(
     assert got[1].timestamp.tzinfo is not None
 
 
+def test_messages_are_built_with_every_field_of_message() -> None:
+    # The source sets each slot of Message itself, for speed: a new one must be set there too.
+    assert {
+        "headers",
+        "key",
+        "partition",
+        "position",
+        "raw",
+        "source",
+        "timestamp",
+        "value",
+    } == set(Message.__slots__)
+
+
+async def test_pending_entries_deleted_from_the_stream_are_counted(
+    redis_url: str, redis_stream: RedisStream, client: Client
+) -> None:
+    key, group = redis_stream.key, redis_stream.group
+    ids = await preload(client, key, orders(6))
+    await client.xgroup_create(key, group, id="0")
+    await client.xreadgroup(group, "me", {key: ">"}, count=2)
+    await client.xreadgroup(group, "dead", {key: ">"}, count=2)
+    await client.xdel(key, ids[0], ids[2])
+    await asyncio.sleep(0.15)
+
+    source = RedisStreamSource(
+        redis_url, key, group=group, consumer="me", claim_idle=0.1, stop_at_end=True
+    )
+    got: list[int] = []
+    await ps.map(lambda m: m.value["id"]).run(source, got)
+
+    assert [1, 3, 4, 5] == sorted(got)
+    assert 2 == source.statistics().deleted
+    assert 0 == await pending(client, key, group)
+
+
 async def test_sink_keeps_message_headers_and_trims(
     redis_url: str, out_stream: str, client: Client
 ) -> None:

@@ -405,6 +405,8 @@ class RedisStreamSource:
                 f"claiming pending entries of {stream}",
             )
             start = reply[0].decode()
+            if len(reply) > 2:  # Redis 7: pending entries no longer in the stream, let go
+                self._deleted += len(reply[2])
             entries = self._fresh(reply[1])
             self._claimed += len(entries)
             for message in await self._handed(entries):
