@@ -449,7 +449,7 @@ class RedisStreamSource:
             start = "(" + page[-1]["message_id"].decode()
 
     def _to_messages(self, entries: list[_Entry]) -> list[Message]:
-        """Messages of ``entries``, their positions recorded; deleted entries acknowledged."""
+        """Messages of ``entries``, their positions recorded; deleted ones go to ``_gone``."""
         messages: list[Message] = []
         append = messages.append
         positions: list[str] = []
