@@ -366,6 +366,23 @@ async def test_a_dead_consumers_pending_entries_are_claimed(
     assert 0 == await pending(client, key, group)
 
 
+async def test_replies_in_resp2_are_read_too(
+    redis_url: str, redis_stream: RedisStream, out_stream: str, client: Client
+) -> None:
+    key, group = redis_stream.key, redis_stream.group
+    await preload(client, key, orders(20))
+    await client.xgroup_create(key, group, id="0")
+    await client.xreadgroup(group, "dead", {key: ">"}, count=5)
+    await asyncio.sleep(0.15)
+    url = f"{redis_url}/0?protocol=2"
+
+    source = RedisStreamSource(url, key, group=group, claim_idle=0.1, stop_at_end=True)
+    await ps.map(enrich).run(source, RedisStreamSink(url, out_stream))
+
+    assert list(range(20)) == sorted(v["id"] for v in await read_values(client, out_stream))
+    assert 5 == source.claimed
+
+
 async def test_a_named_consumer_reads_its_own_pending_entries_first(
     redis_url: str, redis_stream: RedisStream, client: Client
 ) -> None:
