@@ -614,6 +614,21 @@ async def test_killed_connections_are_reopened(tmp_path: Path) -> None:
             await admin.aclose()
 
 
+async def test_an_unreachable_redis_fails_the_run_after_the_reconnect_attempts() -> None:
+    url = f"redis://{HOST}:{free_port()}"  # nothing listens there
+    retry = ps.Retry(attempts=3, backoff=0.01, max_backoff=0.01, jitter=0.0)
+    source = RedisStreamSource(url, "s", group="g", reconnect=retry)
+    with pytest.raises(redis.exceptions.ConnectionError) as info:
+        await ps.map(enrich).run(source, [])
+    assert any("failed after 3 attempts" in note for note in info.value.__notes__)
+
+    sink = RedisStreamSink(url, "s", reconnect=retry)
+    with pytest.raises(redis.exceptions.ConnectionError) as info:
+        await sink.write([1])
+    await sink.aclose()
+    assert any("writing to s failed after 3 attempts" in n for n in info.value.__notes__)
+
+
 # -- arguments, extras, closing ---------------------------------------------------
 
 
