@@ -418,7 +418,7 @@ class RedisStreamSource:
         """``entries`` without those handed over and not yet acknowledged."""
         if not entries or not len(self._positions):
             return entries
-        handed = set(self._positions._pending)
+        handed = set(self._positions.pending())
         return [entry for entry in entries if entry[0].decode() not in handed]
 
     async def _unfinished(self, end: tuple[int, int] | None) -> bool:
@@ -443,7 +443,7 @@ class RedisStreamSource:
                 if entry["consumer"].decode() != self._consumer:
                     return True
                 if handed is None:
-                    handed = set(self._positions._pending)
+                    handed = set(self._positions.pending())
                 if entry_id not in handed:
                     return True
             start = "(" + page[-1]["message_id"].decode()
@@ -545,27 +545,6 @@ class RedisStreamSource:
         return messages
 
 
-def _bulk(arg: object) -> bytes:
-    """``arg`` as a RESP bulk string, as redis-py would send it."""
-    if isinstance(arg, bytes):
-        data = arg
-    elif isinstance(arg, str):
-        data = arg.encode()
-    elif isinstance(arg, int | float) and not isinstance(arg, bool):
-        data = repr(arg).encode()
-    elif isinstance(arg, bytearray | memoryview):
-        data = bytes(arg)
-    else:
-        msg = f"a stream field holds str, bytes, int or float, got {type(arg).__name__}"
-        raise TypeError(msg)
-    return b"$%d\r\n%b\r\n" % (len(data), data)
-
-
-def _command(*args: object) -> bytes:
-    """A command in the Redis protocol (RESP)."""
-    return b"*%d\r\n%b" % (len(args), b"".join(map(_bulk, args)))
-
-
 class RedisStreamSink:
     """Appends results to a Redis stream (``XADD``), for ``pipe.run()``.
 
@@ -613,16 +592,12 @@ class RedisStreamSink:
         exceptions = require("redis.exceptions", "redis", "RedisStreamSink")
         self._lost = _redis_errors(exceptions)
         self._response_error: type[Exception] = exceptions.ResponseError
+        self._pack = require("hiredis", "redis", "RedisStreamSink").pack_command
         self._client = redis.Redis.from_url(url)
         head: list[Any] = ["XADD", stream]
         if maxlen is not None:
             head += ["MAXLEN", "~" if approximate else "=", maxlen]
         self._head = (*head, "*")
-        # The command up to the payload, for a result with no headers.
-        self._prefix = b"*%d\r\n%b" % (
-            len(self._head) + 2,
-            b"".join(map(_bulk, (*self._head, field))),
-        )
         self._closed = False
         #: Entries appended so far.
         self.written = 0
@@ -676,8 +651,9 @@ class RedisStreamSink:
         self.written += len(replies)
 
     def _commands(self, items: list[Any]) -> bytes:
-        """The ``XADD`` commands for ``items``, in the Redis protocol."""
-        prefix, encode = self._prefix, self._codec.encode
+        """The ``XADD`` commands for ``items``, packed for the wire by hiredis."""
+        pack, encode = self._pack, self._codec.encode
+        head = (*self._head, self._field_name)
         parts: list[bytes] = []
         append = parts.append
         item: Any = None
@@ -694,7 +670,7 @@ class RedisStreamSink:
                     )
                 else:
                     payload = encode(item)
-                append(b"%b$%d\r\n%b\r\n" % (prefix, len(payload), payload))
+                append(pack((*head, payload)))
         except EncodeError:
             raise
         except Exception:
@@ -711,7 +687,7 @@ class RedisStreamSink:
             if name != field:
                 args += (name, value)
         try:
-            return _command(*args, field, payload)
+            return self._pack((*args, field, payload))  # type: ignore[no-any-return]
         except TypeError as exc:
             raise EncodeError(message, codec_name(self._codec), exc) from exc
 
