@@ -165,6 +165,9 @@ async def _run_one(
     impl: BrokerImpl, lane: Lane, n: int, extra: dict[str, Any] | None = None
 ) -> RunRecord:
     started = time.perf_counter()
+    if isinstance(lane, KafkaLane):
+        lane.grouped = impl.grouped
+        lane.recovery_store = impl.key == "bytewax_rec"
     await lane.open()
     try:
         config = await lane.prepare()
@@ -174,8 +177,6 @@ async def _run_one(
         config.update(extra or {})
         if impl.key == "nats_loop" and isinstance(lane, NatsLane):
             await lane.create_consumer()
-        if isinstance(lane, KafkaLane):
-            lane.grouped = impl.grouped
         return await _watch(impl, lane, n, config)
     finally:
         await lane.close()
@@ -191,7 +192,8 @@ async def _watch(impl: BrokerImpl, lane: Lane, n: int, config: dict[str, Any]) -
         try:
             ps = psutil.Process(proc.pid)
             t_first = t10 = None
-            deadline = time.monotonic() + RUN_TIMEOUT
+            timeout = RUN_TIMEOUT
+            deadline = time.monotonic() + timeout
             while True:
                 count = await lane.count()
                 now = time.monotonic()
@@ -205,9 +207,11 @@ async def _watch(impl: BrokerImpl, lane: Lane, n: int, config: dict[str, Any]) -
                     # It may have exited with the last outputs still on their way to the watcher.
                     if proc.returncode != 0:
                         _fail(impl, f"exited with {proc.returncode} at {count} outputs", err)
-                    deadline = min(deadline, time.monotonic() + EXITED_GRACE)
+                    if time.monotonic() + EXITED_GRACE < deadline:
+                        timeout, deadline = EXITED_GRACE, time.monotonic() + EXITED_GRACE
                 if now > deadline:
-                    _fail(impl, f"{count} of {expected} outputs after {RUN_TIMEOUT:.0f} s", err)
+                    why = "after" if proc.poll() is None else "after it exited, and"
+                    _fail(impl, f"{count} of {expected} outputs {why} {timeout:.0f} s", err)
                 await asyncio.sleep(POLL)
             t1 = now
             cpu_t1, hwm = _proc_cpu(ps), _proc_hwm(proc.pid)

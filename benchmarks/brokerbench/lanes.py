@@ -243,7 +243,9 @@ class KafkaLane(Lane):
         self.session_timeout_ms = session_timeout_ms
         self.stack = contextlib.ExitStack()
         self.seen: list[bytes] = []
+        #: Whether the client commits to a group (checked), whether it needs a recovery store.
         self.grouped = True
+        self.recovery_store = False
 
     async def open(self) -> None:
         self.bootstrap, self.broker_pid = self.stack.enter_context(tansu())
@@ -281,11 +283,12 @@ class KafkaLane(Lane):
         )
         self.watcher.assign([TopicPartition(self.output, 0, 0)])
         self.recovery = self.stack.enter_context(tempfile.TemporaryDirectory())
-        subprocess.run(  # noqa: ASYNC221 (set-up, before the run)
-            [sys.executable, "-m", "bytewax.recovery", self.recovery, "1"],
-            check=True,
-            capture_output=True,
-        )
+        if self.recovery_store:
+            subprocess.run(  # noqa: ASYNC221 (set-up, before the run)
+                [sys.executable, "-m", "bytewax.recovery", self.recovery, "1"],
+                check=True,
+                capture_output=True,
+            )
         return {
             "bootstrap": self.bootstrap,
             "input": self.input,
