@@ -1,0 +1,379 @@
+"""What the file connectors share: reading a file a block at a time, as lines,
+and writing to one a list of results at a time.
+
+A source reads a regular file with plain blocking reads of ``BLOCK`` bytes,
+giving the event loop a turn after each, and a pipe or a terminal (standard
+input, most often) through the event loop, so a source waiting for input never
+blocks the loop. ``lines`` cuts the blocks into lines and, when following a
+file, polls for what is appended to it, on the source's clock.
+
+A sink writes each list with one ``write`` and one flush (and an ``fsync`` in
+a worker thread if asked), so that when ``write`` returns another reader of the
+file sees the lines. Standard output is written from a worker thread, leaving
+its file descriptor in blocking mode for the rest of the program.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import sys
+from collections import deque
+from collections.abc import AsyncGenerator
+from datetime import timedelta
+from typing import IO, Any, Protocol
+
+from .._core._clock import SYSTEM_CLOCK, Clock
+from .._core._time import duration_seconds
+
+__all__ = [
+    "BLOCK",
+    "STDIO",
+    "Blocks",
+    "Output",
+    "check_bool",
+    "check_clock",
+    "check_path",
+    "check_poll",
+    "lines",
+    "open_blocks",
+]
+
+#: Bytes read at a time from a file.
+BLOCK = 1 << 18
+#: The path that means standard input (for a source) or standard output (for a sink).
+STDIO = "-"
+
+
+def check_path(path: object, what: str) -> str:
+    """``path`` (a ``str`` or ``os.PathLike``) as a ``str``, checked."""
+    if not isinstance(path, str | os.PathLike):
+        msg = (
+            f"{what} path must be a str or an os.PathLike, got {type(path).__name__}: {path!r:.60}"
+        )
+        raise TypeError(msg)
+    name = os.fspath(path)
+    if not isinstance(name, str):
+        msg = f"{what} path must name a file as text, got bytes: {name!r:.60}"
+        raise TypeError(msg)
+    if not name:
+        msg = f"{what} path must not be empty ('-' means standard input or output)"
+        raise ValueError(msg)
+    return name
+
+
+def check_bool(value: object, option: str) -> bool:
+    """``value``, checked as a ``bool`` option."""
+    if not isinstance(value, bool):
+        msg = f"{option} must be True or False, got {type(value).__name__}: {value!r:.60}"
+        raise TypeError(msg)
+    return value
+
+
+def check_poll(poll: timedelta | float) -> float:
+    """``poll`` (a ``timedelta`` or seconds, > 0) in seconds."""
+    return duration_seconds(poll, "poll")
+
+
+def check_clock(clock: object) -> Clock:
+    """``clock``, or the system clock for ``None``."""
+    if clock is None:
+        return SYSTEM_CLOCK
+    if isinstance(clock, type) or not isinstance(clock, Clock):
+        msg = (
+            "clock must be a Clock (monotonic(), now() and async sleep()), such as "
+            f"SystemClock() or VirtualClock(), got {clock!r:.60}"
+        )
+        raise TypeError(msg)
+    return clock
+
+
+def check_directory(name: str, what: str) -> None:
+    """Raise if the file ``name`` cannot be created for want of its directory."""
+    if name == STDIO:
+        return
+    if os.path.isdir(name):
+        msg = f"{what}: {name!r} is a directory, not a file"
+        raise IsADirectoryError(msg)
+    directory = os.path.dirname(os.path.abspath(name))
+    if not os.path.isdir(directory):
+        msg = f"{what}: the directory {directory!r} of {name!r} does not exist"
+        raise FileNotFoundError(msg)
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+class Blocks(Protocol):
+    """An open file, read a block at a time."""
+
+    #: Whether more may come after the end (a regular file may grow; a pipe ended for good).
+    growing: bool
+
+    async def read(self) -> bytes:
+        """The next bytes, ``b""`` at the end (for now, if ``growing``)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the file; closing twice does no harm."""
+        ...
+
+
+class _FileBlocks:
+    """A file read with blocking reads: a regular file, or a device that cannot be polled."""
+
+    __slots__ = ("_file", "growing")
+
+    def __init__(self, file: IO[bytes], growing: bool) -> None:
+        self._file = file
+        self.growing = growing
+
+    async def read(self) -> bytes:
+        data = self._file.read(BLOCK)
+        # A turn for the rest of the loop between blocks: a long file is read
+        # without holding up other tasks (or a cancellation).
+        await asyncio.sleep(0)
+        return data or b""
+
+    async def aclose(self) -> None:
+        self._file.close()
+
+
+class _PipeBlocks(asyncio.Protocol):
+    """A pipe, socket or terminal, read by the event loop as data arrives."""
+
+    growing = False
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._ended = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed: asyncio.Future[None] = loop.create_future()
+        self._transport: asyncio.ReadTransport | None = None
+        self._paused = False
+        self._restore: tuple[int, bool] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.ReadTransport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._size >= BLOCK and not self._paused and self._transport is not None:
+            self._transport.pause_reading()  # enough at hand: let the writer wait
+            self._paused = True
+        self._wake()
+
+    def eof_received(self) -> bool | None:
+        self._ended = True
+        self._wake()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ended = True
+        self._error = exc
+        self._wake()
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def read(self) -> bytes:
+        while not self._chunks:
+            if self._ended:
+                if self._error is not None:
+                    raise self._error
+                return b""
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        self._size = 0
+        if self._paused and self._transport is not None:
+            self._paused = False
+            self._transport.resume_reading()
+        return data
+
+    async def aclose(self) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.close()  # stops reading now; the file closes on the next turn
+        if self._restore is not None:
+            # The pipe's file description is shared with the descriptor it was
+            # duplicated from: leave it as blocking as it was.
+            fd, blocking = self._restore
+            self._restore = None
+            os.set_blocking(fd, blocking)
+        if transport is not None:
+            await asyncio.shield(self._closed)
+
+
+async def open_blocks(name: str) -> Blocks:
+    """Open ``name`` (``"-"``: standard input) for reading a block at a time.
+
+    Raises:
+        FileNotFoundError: for a missing file (as ``open`` does, naming it).
+    """
+    file = _open_input(name)
+    try:
+        mode = os.fstat(file.fileno()).st_mode
+        pollable = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(file.fileno())
+        if not pollable:
+            return _FileBlocks(file, growing=stat.S_ISREG(mode))
+        return await _connect_pipe(file)
+    except BaseException:
+        file.close()
+        raise
+
+
+def _open_input(name: str) -> IO[bytes]:
+    if name == STDIO:
+        # A descriptor of its own: closing it leaves standard input open.
+        return open(os.dup(0), "rb", buffering=0)  # closed by the Blocks
+    return open(name, "rb", buffering=0)  # closed by the Blocks
+
+
+async def _connect_pipe(file: IO[bytes]) -> _PipeBlocks:
+    loop = asyncio.get_running_loop()
+    blocks = _PipeBlocks(loop)
+    fd = file.fileno()
+    blocks._restore = (fd, os.get_blocking(fd))
+    try:
+        await loop.connect_read_pipe(lambda: blocks, file)
+    except BaseException:
+        fd_, blocking = blocks._restore
+        os.set_blocking(fd_, blocking)
+        raise
+    return blocks
+
+
+async def lines(
+    blocks: Blocks, *, follow: bool, poll: float, clock: Clock
+) -> AsyncGenerator[tuple[int, list[bytes]], None]:
+    """The lines of ``blocks`` as they are read, without their ``\\n`` or ``\\r\\n``,
+    each list with the number of its first line (from 1).
+
+    A last line without a newline is a line at the end; when following a file
+    that may grow, the end is not the end: the reader waits ``poll`` seconds on
+    ``clock`` and reads on, and a last line is held until its newline comes.
+    """
+    pending: list[bytes] = []  # the pieces of a line whose newline is yet to come
+    number = 1
+    while True:
+        data = await blocks.read()
+        if not data:
+            if follow and blocks.growing:
+                await clock.sleep(poll)
+                continue
+            if pending:
+                yield number, _without_cr([b"".join(pending)])
+            return
+        if b"\n" not in data:
+            pending.append(data)
+            continue
+        if pending:
+            pending.append(data)
+            data = b"".join(pending)
+            pending = []
+        found = data.split(b"\n")
+        tail = found.pop()
+        if tail:
+            pending.append(tail)
+        if b"\r" in data:
+            found = _without_cr(found)
+        yield number, found
+        number += len(found)
+
+
+def _without_cr(found: list[bytes]) -> list[bytes]:
+    return [line[:-1] if line.endswith(b"\r") else line for line in found]
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+class Output:
+    """A file written a list at a time: opened for appending at the first write.
+
+    ``"-"`` is standard output, written from a worker thread and never closed.
+    """
+
+    __slots__ = ("_file", "_fsync", "_name", "closed", "what")
+
+    def __init__(self, name: str, what: str, *, fsync: bool) -> None:
+        self._name = name
+        self.what = what
+        self._fsync = fsync
+        self._file: Any = None
+        self.closed = False
+
+    def open(self) -> None:
+        """Open the file for appending if it is not open yet."""
+        if self.closed:
+            msg = f"{self.what} is closed"
+            raise RuntimeError(msg)
+        if self._file is None:
+            # Standard output may be replaced (captured): it is taken as it is now.
+            self._file = sys.stdout if self._name == STDIO else open(self._name, "ab")  # noqa: SIM115  # closed in aclose(); a local open is quick
+
+    async def write(self, data: bytes) -> None:
+        """Write ``data``, flush it, and ``fsync`` it if asked; the file must be open."""
+        file = self._file
+        if self._name == STDIO:
+            file.flush()  # what was printed before comes first
+            await asyncio.to_thread(_write_stdout, file, data, self._fsync)
+            return
+        file.write(data)
+        file.flush()
+        if self._fsync:
+            await asyncio.to_thread(os.fsync, file.fileno())
+
+    def existing(self) -> IO[bytes] | None:
+        """A reader of the file as it is, if it exists and is not empty."""
+        if self._name == STDIO:
+            return None
+        try:
+            file = open(self._name, "rb")  # noqa: SIM115  # the caller closes it
+        except FileNotFoundError:
+            return None
+        if os.fstat(file.fileno()).st_size == 0:
+            file.close()
+            return None
+        return file
+
+    def aclose(self) -> None:
+        """Close the file (standard output is only flushed)."""
+        self.closed = True
+        file, self._file = self._file, None
+        if file is None:
+            return
+        if self._name == STDIO:
+            file.flush()
+        else:
+            file.close()
+
+
+def _write_stdout(text: Any, data: bytes, fsync: bool) -> None:
+    out = getattr(text, "buffer", None)
+    if out is None:  # a text-only replacement of sys.stdout
+        text.write(data.decode())
+        text.flush()
+        return
+    out.write(data)
+    out.flush()
+    if fsync:
+        try:
+            os.fsync(out.fileno())
+        except (OSError, ValueError):
+            pass  # a pipe or terminal has nothing to sync
