@@ -157,13 +157,15 @@ class CsvSource:
         record: list[bytes] = []  # the lines of a row with a quoted field still open
         quotes = start = 0
         try:
-            found = lines(blocks, follow=self._follow, poll=self._poll, clock=self._clock)
+            found = lines(
+                blocks, follow=self._follow, poll=self._poll, clock=self._clock, strip_cr=False
+            )
             async with aclosing(found):
                 async for number, block in found:
                     for line in block:
                         if record:
                             record.append(line)
-                        elif line:
+                        elif line and line != b"\r":
                             record = [line]
                             start = number
                         number += 1
@@ -172,13 +174,13 @@ class CsvSource:
                         quotes += line.count(_QUOTE)
                         if quotes % 2:
                             continue  # a quoted field goes on on the next line
-                        msg = rows.message(b"\n".join(record), start)
+                        msg = rows.message(_joined(record), start)
                         record = []
                         quotes = 0
                         if msg is not None:
                             yield msg
             if record:  # the file ends inside a quoted field
-                msg = rows.message(b"\n".join(record), start)
+                msg = rows.message(_joined(record), start)
                 if msg is not None:
                     yield msg
         finally:
@@ -193,6 +195,12 @@ class CsvSource:
     def __repr__(self) -> str:
         follow = ", follow=True" if self._follow else ""
         return f"CsvSource({self._name!r}{follow}, delimiter={self._delimiter!r})"
+
+
+def _joined(record: list[bytes]) -> bytes:
+    """The lines of a row as one, without its last ``\\r``."""
+    raw = record[0] if len(record) == 1 else b"\n".join(record)
+    return raw[:-1] if raw.endswith(b"\r") else raw
 
 
 class _Rows:

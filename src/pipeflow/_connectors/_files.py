@@ -175,6 +175,13 @@ class _PipeBlocks(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._restore is not None:
+            # The pipe's file description is shared with the descriptor it was
+            # duplicated from: leave it as blocking as it was (the transport
+            # closes the pipe after this).
+            fd, blocking = self._restore
+            self._restore = None
+            os.set_blocking(fd, blocking)
         self._ended = True
         self._error = exc
         self._wake()
@@ -209,12 +216,6 @@ class _PipeBlocks(asyncio.Protocol):
         transport = self._transport
         if transport is not None and not transport.is_closing():
             transport.close()  # stops reading now; the file closes on the next turn
-        if self._restore is not None:
-            # The pipe's file description is shared with the descriptor it was
-            # duplicated from: leave it as blocking as it was.
-            fd, blocking = self._restore
-            self._restore = None
-            os.set_blocking(fd, blocking)
         if transport is not None:
             await asyncio.shield(self._closed)
 
@@ -259,10 +260,11 @@ async def _connect_pipe(file: IO[bytes]) -> _PipeBlocks:
 
 
 async def lines(
-    blocks: Blocks, *, follow: bool, poll: float, clock: Clock
+    blocks: Blocks, *, follow: bool, poll: float, clock: Clock, strip_cr: bool = True
 ) -> AsyncGenerator[tuple[int, list[bytes]], None]:
-    """The lines of ``blocks`` as they are read, without their ``\\n`` or ``\\r\\n``,
-    each list with the number of its first line (from 1).
+    """The lines of ``blocks`` as they are read, without their ``\\n`` or ``\\r\\n``
+    (or only without their ``\\n``, if not ``strip_cr``), each list with the
+    number of its first line (from 1).
 
     A last line without a newline is a line at the end; when following a file
     that may grow, the end is not the end: the reader waits ``poll`` seconds on
@@ -277,7 +279,8 @@ async def lines(
                 await clock.sleep(poll)
                 continue
             if pending:
-                yield number, _without_cr([b"".join(pending)])
+                last = [b"".join(pending)]
+                yield number, _without_cr(last) if strip_cr else last
             return
         if b"\n" not in data:
             pending.append(data)
@@ -290,7 +293,7 @@ async def lines(
         tail = found.pop()
         if tail:
             pending.append(tail)
-        if b"\r" in data:
+        if strip_cr and b"\r" in data:
             found = _without_cr(found)
         yield number, found
         number += len(found)
