@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 import orjson
 import pytest
@@ -34,9 +35,16 @@ INPUT = b'{"a": 1}\n\nnot json\n{"a": 2}'
 OUTPUT = [{"at": 1, "a": 1}, {"at": 4, "a": 2}]
 
 
-def run(script: str, **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+def run(
+    script: str, *, input: bytes | None = None, stdin: int | IO[bytes] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, timeout=30, check=True, **kwargs
+        [sys.executable, "-c", script],
+        input=input,
+        stdin=stdin,
+        capture_output=True,
+        timeout=30,
+        check=True,
     )
 
 
