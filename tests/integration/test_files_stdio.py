@@ -75,5 +75,5 @@ def test_stdin_empty(stdin: int | None) -> None:
 def test_csv_through_stdin_and_stdout() -> None:
     """CSV rows in, a header and rows out."""
     done = run(CSV, input=b'name,n\r\nann,1\r\nbob\r\n"c, d",3\r\n')
-    assert b'name,n,at\nann,1,2\n"c, d",3,4\n' == done.stdout
+    assert b'name,n,at\r\nann,1,2\r\n"c, d",3,4\r\n' == done.stdout
     assert b"in=3 out=2 skipped=1" in done.stderr

@@ -250,7 +250,8 @@ class CsvSink:
     field) in the order of ``fieldnames``, a missing field empty. The names are
     ``fieldnames``; without them, the header of the file if it already has one,
     else the keys of the first result. A file that is new or empty gets a header
-    row first. Rows end with ``\\n``; fields are quoted where they need it.
+    row first. Rows end with ``\\r\\n``, as RFC 4180 has it; fields are quoted
+    where they need it (a delimiter, a quote, a line break).
 
     A result that is not a mapping, or that has a key outside the names, fails
     the write with ``EncodeError`` (codec ``"csv"``), and nothing of its list is
@@ -305,7 +306,7 @@ class CsvSink:
         if self._names is None:
             self._start(items[0])
         text = io.StringIO()
-        writer = csv.writer(text, delimiter=self._delimiter, lineterminator="\n")
+        writer = csv.writer(text, delimiter=self._delimiter, lineterminator="\r\n")
         rows = [self._row(result) for result in items]
         if self._header:
             writer.writerow(self._names or ())
