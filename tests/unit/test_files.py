@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import math
 import os
 import tempfile
@@ -646,6 +647,38 @@ async def test_csv_an_unclosed_quote_at_the_end(tmp_path: Path) -> None:
     path.write_text('a,b\n1,"open\nmore')
     got = await read_all(CsvSource(path))
     assert [(2, {"a": "1", "b": "open\nmore"})] == values(got)
+
+
+async def test_csv_a_quote_inside_a_field_is_a_character(tmp_path: Path) -> None:
+    """A quote that does not start a field opens nothing, as for ``csv`` itself."""
+    path = tmp_path / "in.csv"
+    path.write_text('item,size\nscreen,27"\ncable,2m\n')
+    got = await read_all(CsvSource(path))
+    assert [(2, {"item": "screen", "size": '27"'}), (3, {"item": "cable", "size": "2m"})] == (
+        values(got)
+    )
+
+
+async def test_csv_a_quoted_field_left_open_gives_up_at_the_field_size_limit(
+    tmp_path: Path,
+) -> None:
+    """A quoted field never closed is one undecodable row of at most about
+    ``csv.field_size_limit()`` bytes; the rows after it are read again."""
+    path = tmp_path / "in.csv"
+    path.write_text('a,b\n1,"never closed\n' + "filler,line\n" * 20 + "2,3\n4,5\n")
+    limit = csv.field_size_limit(100)
+    try:
+        dead: list[ps.StreamError] = []
+        out: list[Any] = []
+        pipe = ps.map(lambda m: m.value, on_error=ps.DeadLetter(dead.append))
+        await pipe.run(CsvSource(path), out)
+    finally:
+        csv.field_size_limit(limit)
+    bad = dead[0].item
+    assert (2, True) == (bad.position, bad.raw.startswith(b'1,"never closed\nfiller,line\n'))
+    assert "field limit" in str(dead[0].__cause__)
+    assert {"a": "2", "b": "3"} in out
+    assert {"a": "4", "b": "5"} == out[-1]
 
 
 async def test_csv_follow_holds_a_row_until_its_quote_closes(tmp_path: Path) -> None:

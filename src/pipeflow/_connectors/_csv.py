@@ -28,7 +28,7 @@ from ._message import Message, UndecodableMessage
 
 __all__ = ["CsvSink", "CsvSource"]
 
-_QUOTE = ord('"')
+_QUOTE = b'"'
 
 
 def _check_delimiter(delimiter: object) -> str:
@@ -71,12 +71,14 @@ def _check_unique(names: Sequence[str], what: str) -> None:
 
 
 class _Feed:
-    """An iterator handing one line to a ``csv.reader`` at a time."""
+    """An iterator handing one line to a ``csv.reader`` at a time, and telling
+    whether the reader asked for more (a quoted field is open at its end)."""
 
-    __slots__ = ("line",)
+    __slots__ = ("line", "starved")
 
     def __init__(self) -> None:
         self.line: str | None = None
+        self.starved = False
 
     def __iter__(self) -> Iterator[str]:
         return self
@@ -84,6 +86,7 @@ class _Feed:
     def __next__(self) -> str:
         line = self.line
         if line is None:
+            self.starved = True
             raise StopIteration
         self.line = None
         return line
@@ -154,8 +157,6 @@ class CsvSource:
         blocks = await open_blocks(self._name)
         self._open.add(blocks)
         rows = _Rows(self._name, self._delimiter, self._fieldnames)
-        record: list[bytes] = []  # the lines of a row with a quoted field still open
-        quotes = start = 0
         try:
             found = lines(
                 blocks, follow=self._follow, poll=self._poll, clock=self._clock, strip_cr=False
@@ -163,26 +164,13 @@ class CsvSource:
             async with aclosing(found):
                 async for number, block in found:
                     for line in block:
-                        if record:
-                            record.append(line)
-                        elif line and line != b"\r":
-                            record = [line]
-                            start = number
+                        msg = rows.take(line, number)
                         number += 1
-                        if not record:
-                            continue  # an empty line
-                        quotes += line.count(_QUOTE)
-                        if quotes % 2:
-                            continue  # a quoted field goes on on the next line
-                        msg = rows.message(_joined(record), start)
-                        record = []
-                        quotes = 0
                         if msg is not None:
                             yield msg
-            if record:  # the file ends inside a quoted field
-                msg = rows.message(_joined(record), start)
-                if msg is not None:
-                    yield msg
+            msg = rows.end()
+            if msg is not None:
+                yield msg
         finally:
             self._open.discard(blocks)
             await blocks.aclose()
@@ -197,36 +185,72 @@ class CsvSource:
         return f"CsvSource({self._name!r}{follow}, delimiter={self._delimiter!r})"
 
 
-def _joined(record: list[bytes]) -> bytes:
-    """The lines of a row as one, without its last ``\\r``."""
-    raw = record[0] if len(record) == 1 else b"\n".join(record)
-    return raw[:-1] if raw.endswith(b"\r") else raw
-
-
 class _Rows:
-    """Turns a file's rows into messages, taking the names from its header."""
+    """Turns a file's lines into rows, and rows into messages, taking the names
+    from the header.
 
-    __slots__ = ("_feed", "_name", "_names", "_reader")
+    A line with no quote in it is a whole row, unless a quoted field is open.
+    Otherwise ``csv`` decides, as it would reading the file itself: a row whose
+    quoted field is still open at the end of a line waits for the next lines
+    (up to ``csv.field_size_limit()`` bytes: then it is undecodable, and reading
+    starts again on the next line).
+    """
+
+    __slots__ = ("_feed", "_name", "_names", "_reader", "_record", "_size", "_start")
 
     def __init__(self, name: str, delimiter: str, names: tuple[str, ...] | None) -> None:
         self._name = name
         self._names = names
         self._feed = _Feed()
         self._reader = csv.reader(self._feed, delimiter=delimiter)
+        self._record: list[bytes] = []  # the lines of a row whose quoted field is open
+        self._size = 0
+        self._start = 0  # the row's first line
 
-    def message(self, raw: bytes, start: int) -> Message | None:
-        """The message of the row ``raw`` on line ``start``; ``None`` for the header."""
+    def take(self, line: bytes, number: int) -> Message | None:
+        """Read line ``number`` (with its ``\\r``, if any); the message of the
+        row it ends, if it ends one."""
+        record = self._record
+        if record:
+            record.append(line)
+            self._size += len(line) + 1
+            if _QUOTE not in line and self._size <= csv.field_size_limit():
+                return None  # an open quoted field cannot close on this line
+        elif not line or line == b"\r":
+            return None  # an empty line
+        else:
+            self._record = [line]
+            self._size = len(line)
+            self._start = number
+        return self._row(final=False)
+
+    def end(self) -> Message | None:
+        """The message of a row the file ended in, its quoted field still open."""
+        return self._row(final=True) if self._record else None
+
+    def _row(self, *, final: bool) -> Message | None:
+        record, start = self._record, self._start
+        raw = record[0] if len(record) == 1 else b"\n".join(record)
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        feed = self._feed
         try:
             text = raw.decode()
             if start == 1 and text.startswith("\ufeff"):
                 text = text[1:]
-            self._feed.line = text
+            feed.line = text
+            feed.starved = False
             row = next(self._reader, [])
         except (UnicodeDecodeError, csv.Error) as exc:
-            if self._names is None:
-                msg = f"{self._name!r} line {start}: cannot read the header: {exc}"
-                raise ValueError(msg) from exc
-            return self._undecodable(raw, start, exc)
+            self._record = []
+            return self._bad(raw, start, exc)
+        if feed.starved and not final:  # a quoted field is open at the end of the line
+            if self._size <= csv.field_size_limit():
+                return None
+            self._record = []
+            cause = ValueError(f"a quoted field is still open after {self._size} bytes")
+            return self._bad(raw, start, cause)
+        self._record = []
         names = self._names
         if names is None:
             _check_unique(row, f"the header of {self._name!r} (line {start})")
@@ -234,10 +258,13 @@ class _Rows:
             return None
         if len(row) != len(names):
             cause = ValueError(f"expected {len(names)} fields {list(names)}, got {len(row)}")
-            return self._undecodable(raw, start, cause)
+            return self._bad(raw, start, cause)
         return Message(dict(zip(names, row, strict=True)), source=self._name, position=start)
 
-    def _undecodable(self, raw: bytes, start: int, cause: Exception) -> Message:
+    def _bad(self, raw: bytes, start: int, cause: Exception) -> Message:
+        if self._names is None:
+            msg = f"{self._name!r} line {start}: cannot read the header: {cause}"
+            raise ValueError(msg) from cause
         error = DecodeError(raw, "csv", f"{self._name}[0]@{start}", cause)
         return UndecodableMessage(raw, error, source=self._name, position=start)
 
