@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeflow import streams as ps
-from pipeflow._connectors._files import BLOCK
+from pipeflow._connectors._blocks import BLOCK
 from pipeflow.connectors import (
     CsvSink,
     CsvSource,

@@ -6,90 +6,19 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from datetime import timedelta
 from typing import Any
 
 from .._core._clock import Clock
-from .._core._errors import DecodeError, EncodeError
-from ._files import (
-    Blocks,
-    Output,
-    check_bool,
-    check_clock,
-    check_directory,
-    check_path,
-    check_poll,
-    lines,
-    open_blocks,
-)
+from .._core._errors import EncodeError
+from ._blocks import Blocks, lines, open_blocks
+from ._csv_rows import Rows, check_delimiter, check_fieldnames
+from ._files import Output, check_bool, check_clock, check_directory, check_path, check_poll
 from ._message import Message, UndecodableMessage
 
 __all__ = ["CsvSink", "CsvSource"]
-
-_QUOTE = b'"'
-
-
-def _check_delimiter(delimiter: object) -> str:
-    if not isinstance(delimiter, str):
-        msg = f"delimiter must be a str of one character, got {type(delimiter).__name__}"
-        raise TypeError(msg)
-    if len(delimiter) != 1 or delimiter in '"\r\n':
-        msg = f"delimiter must be one character other than a quote or a newline, got {delimiter!r}"
-        raise ValueError(msg)
-    return delimiter
-
-
-def _check_fieldnames(fieldnames: object) -> tuple[str, ...] | None:
-    if fieldnames is None:
-        return None
-    if isinstance(fieldnames, str | bytes) or not isinstance(fieldnames, Sequence):
-        msg = (
-            "fieldnames must be a sequence of str (a list or a tuple), "
-            f"got {type(fieldnames).__name__}: {fieldnames!r:.60}"
-        )
-        raise TypeError(msg)
-    names = tuple(fieldnames)
-    odd = [name for name in names if not isinstance(name, str)]
-    if odd:
-        msg = f"fieldnames must all be str, got {odd[0]!r} ({type(odd[0]).__name__})"
-        raise TypeError(msg)
-    if not names:
-        msg = "fieldnames must name at least one field, got an empty sequence"
-        raise ValueError(msg)
-    _check_unique(names, "fieldnames")
-    return names
-
-
-def _check_unique(names: Sequence[str], what: str) -> None:
-    seen: set[str] = set()
-    repeated = [name for name in names if name in seen or seen.add(name)]  # type: ignore[func-returns-value]
-    if repeated:
-        msg = f"{what} must not repeat a name, got {repeated[0]!r} twice in {list(names)}"
-        raise ValueError(msg)
-
-
-class _Feed:
-    """An iterator handing one line to a ``csv.reader`` at a time, and telling
-    whether the reader asked for more (a quoted field is open at its end)."""
-
-    __slots__ = ("line", "starved")
-
-    def __init__(self) -> None:
-        self.line: str | None = None
-        self.starved = False
-
-    def __iter__(self) -> Iterator[str]:
-        return self
-
-    def __next__(self) -> str:
-        line = self.line
-        if line is None:
-            self.starved = True
-            raise StopIteration
-        self.line = None
-        return line
 
 
 class CsvSource:
@@ -144,8 +73,8 @@ class CsvSource:
     ) -> None:
         self._name = check_path(path, "CsvSource")
         self._follow = check_bool(follow, "follow")
-        self._delimiter = _check_delimiter(delimiter)
-        self._fieldnames = _check_fieldnames(fieldnames)
+        self._delimiter = check_delimiter(delimiter)
+        self._fieldnames = check_fieldnames(fieldnames)
         self._poll = check_poll(poll)
         self._clock = check_clock(clock)
         self._open: set[Blocks] = set()
@@ -156,7 +85,7 @@ class CsvSource:
     async def _messages(self) -> AsyncGenerator[Message, None]:
         blocks = await open_blocks(self._name)
         self._open.add(blocks)
-        rows = _Rows(self._name, self._delimiter, self._fieldnames)
+        rows = Rows(self._name, self._delimiter, self._fieldnames)
         try:
             found = lines(
                 blocks, follow=self._follow, poll=self._poll, clock=self._clock, strip_cr=False
@@ -183,90 +112,6 @@ class CsvSource:
     def __repr__(self) -> str:
         follow = ", follow=True" if self._follow else ""
         return f"CsvSource({self._name!r}{follow}, delimiter={self._delimiter!r})"
-
-
-class _Rows:
-    """Turns a file's lines into rows, and rows into messages, taking the names
-    from the header.
-
-    A line with no quote in it is a whole row, unless a quoted field is open.
-    Otherwise ``csv`` decides, as it would reading the file itself: a row whose
-    quoted field is still open at the end of a line waits for the next lines
-    (up to ``csv.field_size_limit()`` bytes: then it is undecodable, and reading
-    starts again on the next line).
-    """
-
-    __slots__ = ("_feed", "_name", "_names", "_reader", "_record", "_size", "_start")
-
-    def __init__(self, name: str, delimiter: str, names: tuple[str, ...] | None) -> None:
-        self._name = name
-        self._names = names
-        self._feed = _Feed()
-        self._reader = csv.reader(self._feed, delimiter=delimiter)
-        self._record: list[bytes] = []  # the lines of a row whose quoted field is open
-        self._size = 0
-        self._start = 0  # the row's first line
-
-    def take(self, line: bytes, number: int) -> Message | None:
-        """Read line ``number`` (with its ``\\r``, if any); the message of the
-        row it ends, if it ends one."""
-        record = self._record
-        if record:
-            record.append(line)
-            self._size += len(line) + 1
-            if _QUOTE not in line and self._size <= csv.field_size_limit():
-                return None  # an open quoted field cannot close on this line
-        elif not line or line == b"\r":
-            return None  # an empty line
-        else:
-            self._record = [line]
-            self._size = len(line)
-            self._start = number
-        return self._row(final=False)
-
-    def end(self) -> Message | None:
-        """The message of a row the file ended in, its quoted field still open."""
-        return self._row(final=True) if self._record else None
-
-    def _row(self, *, final: bool) -> Message | None:
-        record, start = self._record, self._start
-        raw = record[0] if len(record) == 1 else b"\n".join(record)
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        feed = self._feed
-        try:
-            text = raw.decode()
-            if start == 1 and text.startswith("\ufeff"):
-                text = text[1:]
-            feed.line = text
-            feed.starved = False
-            row = next(self._reader, [])
-        except (UnicodeDecodeError, csv.Error) as exc:
-            self._record = []
-            return self._bad(raw, start, exc)
-        if feed.starved and not final:  # a quoted field is open at the end of the line
-            if self._size <= csv.field_size_limit():
-                return None
-            self._record = []
-            cause = ValueError(f"a quoted field is still open after {self._size} bytes")
-            return self._bad(raw, start, cause)
-        self._record = []
-        names = self._names
-        if names is None:
-            _check_unique(row, f"the header of {self._name!r} (line {start})")
-            self._names = tuple(row)
-            return None
-        if len(row) != len(names):
-            cause = ValueError(f"expected {len(names)} fields {list(names)}, got {len(row)}")
-            return self._bad(raw, start, cause)
-        return Message(dict(zip(names, row, strict=True)), source=self._name, position=start)
-
-    def _bad(self, raw: bytes, start: int, cause: Exception) -> Message:
-        if self._names is None:
-            msg = f"{self._name!r} line {start}: cannot read the header: {cause}"
-            raise ValueError(msg) from cause
-        error = DecodeError(raw, "csv", f"{self._name}[0]@{start}", cause)
-        return UndecodableMessage(raw, error, source=self._name, position=start)
 
 
 class CsvSink:
@@ -309,8 +154,8 @@ class CsvSink:
         delimiter: str = ",",
     ) -> None:
         self._name = check_path(path, "CsvSink")
-        self._fieldnames = _check_fieldnames(fieldnames)
-        self._delimiter = _check_delimiter(delimiter)
+        self._fieldnames = check_fieldnames(fieldnames)
+        self._delimiter = check_delimiter(delimiter)
         check_directory(self._name, "CsvSink")
         self._out = Output(self._name, f"{self!r}", fsync=False)
         self._names: tuple[str, ...] | None = None

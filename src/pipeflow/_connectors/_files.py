@@ -1,11 +1,5 @@
-"""What the file connectors share: reading a file a block at a time, as lines,
-and writing to one a list of results at a time.
-
-A source reads a regular file with plain blocking reads of ``BLOCK`` bytes,
-giving the event loop a turn after each, and a pipe or a terminal (standard
-input, most often) through the event loop, so a source waiting for input never
-blocks the loop. ``lines`` cuts the blocks into lines and, when following a
-file, polls for what is appended to it, on the source's clock.
+"""What the file connectors share: their options, checked, and writing to a
+file a list of results at a time.
 
 A sink writes each list with one ``write`` and one flush (and an ``fsync`` in
 a worker thread if asked), so that when ``write`` returns another reader of the
@@ -17,31 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import os
-import stat
 import sys
-from collections import deque
-from collections.abc import AsyncGenerator
 from datetime import timedelta
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 from .._core._clock import SYSTEM_CLOCK, Clock
 from .._core._time import duration_seconds
 
 __all__ = [
-    "BLOCK",
     "STDIO",
-    "Blocks",
     "Output",
     "check_bool",
     "check_clock",
+    "check_directory",
     "check_path",
     "check_poll",
-    "lines",
-    "open_blocks",
 ]
 
-#: Bytes read at a time from a file.
-BLOCK = 1 << 18
 #: The path that means standard input (for a source) or standard output (for a sink).
 STDIO = "-"
 
@@ -100,210 +86,6 @@ def check_directory(name: str, what: str) -> None:
     if not os.path.isdir(directory):
         msg = f"{what}: the directory {directory!r} of {name!r} does not exist"
         raise FileNotFoundError(msg)
-
-
-# ---------------------------------------------------------------------------- reading
-
-
-class Blocks(Protocol):
-    """An open file, read a block at a time."""
-
-    #: Whether more may come after the end (a regular file may grow; a pipe ended for good).
-    growing: bool
-
-    async def read(self) -> bytes:
-        """The next bytes, ``b""`` at the end (for now, if ``growing``)."""
-        ...
-
-    async def aclose(self) -> None:
-        """Close the file; closing twice does no harm."""
-        ...
-
-
-class _FileBlocks:
-    """A file read with blocking reads: a regular file, or a device that cannot be polled."""
-
-    __slots__ = ("_file", "growing")
-
-    def __init__(self, file: IO[bytes], growing: bool) -> None:
-        self._file = file
-        self.growing = growing
-
-    async def read(self) -> bytes:
-        data = self._file.read(BLOCK)
-        # A turn for the rest of the loop between blocks: a long file is read
-        # without holding up other tasks (or a cancellation).
-        await asyncio.sleep(0)
-        return data or b""
-
-    async def aclose(self) -> None:
-        self._file.close()
-
-
-class _PipeBlocks(asyncio.Protocol):
-    """A pipe, socket or terminal, read by the event loop as data arrives."""
-
-    growing = False
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._chunks: deque[bytes] = deque()
-        self._size = 0
-        self._ended = False
-        self._error: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._closed: asyncio.Future[None] = loop.create_future()
-        self._transport: asyncio.ReadTransport | None = None
-        self._paused = False
-        self._restore: tuple[int, bool] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.ReadTransport)
-        self._transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self._chunks.append(data)
-        self._size += len(data)
-        if self._size >= BLOCK and not self._paused and self._transport is not None:
-            self._transport.pause_reading()  # enough at hand: let the writer wait
-            self._paused = True
-        self._wake()
-
-    def eof_received(self) -> bool | None:
-        self._ended = True
-        self._wake()
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._restore is not None:
-            # The pipe's file description is shared with the descriptor it was
-            # duplicated from: leave it as blocking as it was (the transport
-            # closes the pipe after this).
-            fd, blocking = self._restore
-            self._restore = None
-            os.set_blocking(fd, blocking)
-        self._ended = True
-        self._error = exc
-        self._wake()
-        if not self._closed.done():
-            self._closed.set_result(None)
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def read(self) -> bytes:
-        while not self._chunks:
-            if self._ended:
-                if self._error is not None:
-                    raise self._error
-                return b""
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        data = b"".join(self._chunks)
-        self._chunks.clear()
-        self._size = 0
-        if self._paused and self._transport is not None:
-            self._paused = False
-            self._transport.resume_reading()
-        return data
-
-    async def aclose(self) -> None:
-        transport = self._transport
-        if transport is not None and not transport.is_closing():
-            transport.close()  # stops reading now; the file closes on the next turn
-        if transport is not None:
-            await asyncio.shield(self._closed)
-
-
-async def open_blocks(name: str) -> Blocks:
-    """Open ``name`` (``"-"``: standard input) for reading a block at a time.
-
-    Raises:
-        FileNotFoundError: for a missing file (as ``open`` does, naming it).
-    """
-    file = _open_input(name)
-    try:
-        mode = os.fstat(file.fileno()).st_mode
-        pollable = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(file.fileno())
-        if not pollable:
-            return _FileBlocks(file, growing=stat.S_ISREG(mode))
-        return await _connect_pipe(file)
-    except BaseException:
-        file.close()
-        raise
-
-
-def _open_input(name: str) -> IO[bytes]:
-    if name == STDIO:
-        # A descriptor of its own: closing it leaves standard input open.
-        return open(os.dup(0), "rb", buffering=0)  # closed by the Blocks
-    return open(name, "rb", buffering=0)  # closed by the Blocks
-
-
-async def _connect_pipe(file: IO[bytes]) -> _PipeBlocks:
-    loop = asyncio.get_running_loop()
-    blocks = _PipeBlocks(loop)
-    fd = file.fileno()
-    blocks._restore = (fd, os.get_blocking(fd))
-    try:
-        await loop.connect_read_pipe(lambda: blocks, file)
-    except BaseException:
-        fd_, blocking = blocks._restore
-        os.set_blocking(fd_, blocking)
-        raise
-    return blocks
-
-
-async def lines(
-    blocks: Blocks, *, follow: bool, poll: float, clock: Clock, strip_cr: bool = True
-) -> AsyncGenerator[tuple[int, list[bytes]], None]:
-    """The lines of ``blocks`` as they are read, without their ``\\n`` or ``\\r\\n``
-    (or only without their ``\\n``, if not ``strip_cr``), each list with the
-    number of its first line (from 1).
-
-    A last line without a newline is a line at the end; when following a file
-    that may grow, the end is not the end: the reader waits ``poll`` seconds on
-    ``clock`` and reads on, and a last line is held until its newline comes.
-    """
-    pending: list[bytes] = []  # the pieces of a line whose newline is yet to come
-    number = 1
-    while True:
-        data = await blocks.read()
-        if not data:
-            if follow and blocks.growing:
-                await clock.sleep(poll)
-                continue
-            if pending:
-                last = [b"".join(pending)]
-                yield number, _without_cr(last) if strip_cr else last
-            return
-        if b"\n" not in data:
-            pending.append(data)
-            continue
-        if pending:
-            pending.append(data)
-            data = b"".join(pending)
-            pending = []
-        found = data.split(b"\n")
-        tail = found.pop()
-        if tail:
-            pending.append(tail)
-        if strip_cr and b"\r" in data:
-            found = _without_cr(found)
-        yield number, found
-        number += len(found)
-
-
-def _without_cr(found: list[bytes]) -> list[bytes]:
-    return [line[:-1] if line.endswith(b"\r") else line for line in found]
-
-
-# ---------------------------------------------------------------------------- writing
 
 
 class Output:

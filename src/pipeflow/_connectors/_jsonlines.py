@@ -11,18 +11,9 @@ from typing import Any
 
 from .._core._clock import Clock
 from .._core._errors import EncodeError
+from ._blocks import Blocks, lines, open_blocks
 from ._codecs import CodecLike, JsonCodec, codec_for, codec_name, decode_message, encode_result
-from ._files import (
-    Blocks,
-    Output,
-    check_bool,
-    check_clock,
-    check_directory,
-    check_path,
-    check_poll,
-    lines,
-    open_blocks,
-)
+from ._files import Output, check_bool, check_clock, check_directory, check_path, check_poll
 from ._message import Message
 
 __all__ = ["JsonLinesSink", "JsonLinesSource"]
