@@ -65,7 +65,7 @@ class _PipeBlocks(asyncio.Protocol):
 
     growing = False
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
         self._loop = loop
         self._chunks: deque[bytes] = deque()
         self._size = 0
@@ -75,7 +75,8 @@ class _PipeBlocks(asyncio.Protocol):
         self._closed: asyncio.Future[None] = loop.create_future()
         self._transport: asyncio.ReadTransport | None = None
         self._paused = False
-        self._restore: tuple[int, bool] | None = None
+        # The transport makes the descriptor non-blocking; it is put back as it was.
+        self._restore: tuple[int, bool] | None = (fd, os.get_blocking(fd))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.ReadTransport)
@@ -167,14 +168,13 @@ def _open_input(name: str) -> IO[bytes]:
 
 async def _connect_pipe(file: IO[bytes]) -> _PipeBlocks:
     loop = asyncio.get_running_loop()
-    blocks = _PipeBlocks(loop)
     fd = file.fileno()
-    blocks._restore = (fd, os.get_blocking(fd))
+    blocking = os.get_blocking(fd)
+    blocks = _PipeBlocks(loop, fd)
     try:
         await loop.connect_read_pipe(lambda: blocks, file)
     except BaseException:
-        fd_, blocking = blocks._restore
-        os.set_blocking(fd_, blocking)
+        os.set_blocking(fd, blocking)
         raise
     return blocks
 
