@@ -1,9 +1,10 @@
 """What the file connectors share: their options, checked, and writing to a
 file a list of results at a time.
 
-A sink writes each list with one ``write`` and one flush (and an ``fsync`` in
-a worker thread if asked), so that when ``write`` returns another reader of the
-file sees the lines. Standard output is written from a worker thread, leaving
+A sink writes each list with one ``write`` on an unbuffered file (and an
+``fsync`` in a worker thread if asked), so that when ``write`` returns another
+reader of the file sees the lines; a write that fails part way is cut off
+again, so the file never keeps half a list. Standard output is written from a worker thread, leaving
 its file descriptor in blocking mode for the rest of the program.
 """
 
@@ -110,7 +111,7 @@ class Output:
             raise RuntimeError(msg)
         if self._file is None:
             # Standard output may be replaced (captured): it is taken as it is now.
-            self._file = sys.stdout if self._name == STDIO else open(self._name, "ab")  # noqa: SIM115  # closed in aclose(); a local open is quick
+            self._file = sys.stdout if self._name == STDIO else open(self._name, "ab", buffering=0)  # noqa: SIM115  # closed in aclose(); a local open is quick
 
     async def write(self, data: bytes) -> None:
         """Write ``data``, flush it, and ``fsync`` it if asked; the file must be open."""
@@ -119,8 +120,7 @@ class Output:
             file.flush()  # what was printed before comes first
             await asyncio.to_thread(_write_stdout, file, data, self._fsync)
             return
-        file.write(data)
-        file.flush()
+        _append(file, data)
         if self._fsync:
             await asyncio.to_thread(os.fsync, file.fileno())
 
@@ -147,6 +147,24 @@ class Output:
             file.flush()
         else:
             file.close()
+
+
+def _append(file: Any, data: bytes) -> None:
+    """Append ``data`` to ``file`` (unbuffered), all of it or, if that fails,
+    none of it: a write that fails part way is cut off again, so that a retry
+    does not follow a partial line."""
+    fd = file.fileno()
+    size = os.fstat(fd).st_size
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[file.write(view) :]
+    except BaseException:
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            pass  # what was written stays; the failure goes on regardless
+        raise
 
 
 def _write_stdout(text: Any, data: bytes, fsync: bool) -> None:

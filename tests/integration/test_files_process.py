@@ -1,4 +1,5 @@
-"""File connectors on a real process's standard input and output: ``"-"``."""
+"""File connectors in a real process: on its standard input and output (``"-"``),
+and under a file size limit."""
 
 from __future__ import annotations
 
@@ -77,3 +78,36 @@ def test_csv_through_stdin_and_stdout() -> None:
     done = run(CSV, input=b'name,n\r\nann,1\r\nbob\r\n"c, d",3\r\n')
     assert b'name,n,at\r\nann,1,2\r\n"c, d",3,4\r\n' == done.stdout
     assert b"in=3 out=2 skipped=1" in done.stderr
+
+
+PARTIAL = """
+import asyncio, errno, resource, signal, sys
+from pipeflow.connectors import JsonLinesSink
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead
+
+async def main() -> None:
+    sink = JsonLinesSink(sys.argv[1], codec="text")
+    await sink.write(["a" * 10])
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100, resource.RLIM_INFINITY))
+    try:
+        await sink.write(["b" * 50, "c" * 50])  # 89 bytes fit, then EFBIG
+    except OSError as exc:
+        print(errno.errorcode[exc.errno])
+    await sink.aclose()
+
+asyncio.run(main())
+"""
+
+
+def test_a_write_failing_part_way_leaves_none_of_its_list(tmp_path: Path) -> None:
+    """A write cut short (here by the file size limit) is taken back: no half line stays."""
+    path = tmp_path / "out.txt"
+    done = subprocess.run(
+        [sys.executable, "-c", PARTIAL, str(path)],
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+    assert b"EFBIG\n" == done.stdout
+    assert b"a" * 10 + b"\n" == path.read_bytes()
