@@ -129,11 +129,13 @@ class JsonLinesSink:
 
     A ``Message`` result is written by its ``value`` (an ``UndecodableMessage``
     by its raw payload). Each ``write`` encodes the whole list first, then
-    writes it with one call and flushes it (and ``os.fsync`` with
+    appends it with one unbuffered write (and ``os.fsync`` with
     ``fsync=True``): when it returns, the lines are in the file for any reader.
-    A result the codec cannot encode, or whose encoding would hold a newline
-    (text with a ``"\\n"``, for the ``"text"`` codec), fails the write with
-    ``EncodeError`` and nothing of its list is written.
+    A write that fails part way (a full disk) is cut back off, so that the
+    run's retry of the list does not follow half a line. A result the codec
+    cannot encode, or whose encoding would hold a newline (text with a
+    ``"\\n"``, for the ``"text"`` codec), fails the write with ``EncodeError``
+    and nothing of its list is written.
 
     The file is created if missing, but not its directory: a missing directory
     is a ``FileNotFoundError`` from the constructor. The file itself is opened
