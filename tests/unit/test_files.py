@@ -332,6 +332,18 @@ async def test_aclose_closes_an_iteration_left_open(jsonl: Path) -> None:
     await source.aclose()  # twice does no harm
 
 
+async def test_file_closed_after_a_bare_loop_is_left(jsonl: Path) -> None:
+    """Leaving a plain ``async for`` over the source closes its file within a few
+    turns of the loop, as the event loop finalizes the abandoned iteration."""
+    jsonl.write_text("1\n2\n")
+    async for msg in JsonLinesSource(jsonl):
+        assert 1 == msg.value
+        break
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert not is_open(jsonl)
+
+
 async def test_file_is_opened_only_when_iteration_starts(jsonl: Path) -> None:
     """Constructing a source opens nothing."""
     jsonl.write_text("1\n")
@@ -402,6 +414,26 @@ async def test_stdin_source_closed_when_cancelled() -> None:
         assert before == len(open_paths())
         assert blocking == os.get_blocking(0)
         os.close(write)
+
+
+async def test_stdin_terminal_is_read_through_the_loop() -> None:
+    """A terminal on standard input is read line by line as typed; Ctrl-D ends it."""
+    saved = os.dup(0)
+    master, slave = os.openpty()
+    os.dup2(slave, 0)
+    os.close(slave)
+    try:
+        sink = Collect()
+        run = asyncio.create_task(ps.map(lambda m: m.value).run(JsonLinesSource("-"), sink))
+        os.write(master, b'{"typed": 1}\n')
+        await sink.wait_for(1)
+        os.write(master, b"2\n\x04")
+        await run
+        assert [{"typed": 1}, 2] == sink.items
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+        os.close(master)
 
 
 async def test_stdin_regular_file(jsonl: Path) -> None:
