@@ -65,7 +65,7 @@ def test_stdin_regular_file_to_stdout(tmp_path: Path) -> None:
     assert OUTPUT == [orjson.loads(line) for line in done.stdout.splitlines()]
 
 
-@pytest.mark.parametrize("stdin", [subprocess.DEVNULL, None])
+@pytest.mark.parametrize("stdin", [subprocess.DEVNULL, None], ids=["devnull", "closed-pipe"])
 def test_stdin_empty(stdin: int | None) -> None:
     """Nothing on standard input (``/dev/null``, or a pipe closed at once): nothing out."""
     done = run(JSON, stdin=stdin) if stdin is not None else run(JSON, input=b"")
