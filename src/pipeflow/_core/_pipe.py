@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ._clock import Clock
     from ._stage import FusedOp
     from ._stats import StatsSink
+    from ._stop import StopEvent
 
 __all__ = ["Pipeable", "Pipeline", "StreamPipe"]
 
@@ -64,6 +65,7 @@ class Pipeable(Generic[In, Out]):
         source: Iterable[In] | AsyncIterable[In],
         *,
         clock: Clock | None = None,
+        stop: StopEvent | None = None,
     ) -> Stream[Out]:
         """Run this pipe over ``source``.
 
@@ -75,15 +77,22 @@ class Pipeable(Generic[In, Out]):
                 all been delivered; one implementing ``Pausable`` is paused while
                 the first pipe's buffer is in backpressure.
             clock: the clock for all timing; ``SystemClock`` by default.
+            stop: an ``asyncio.Event`` that ends the run gracefully once set: the
+                source is read no further (a read that is waiting is cancelled),
+                and what was read goes on to the consumer and is acknowledged,
+                as at the end of a finite source. Open windows do not fire if the
+                source takes acknowledgements: their items stay unacknowledged,
+                to be delivered again. Partial batches go out.
 
         Returns:
             An async iterator of results (a ``Stream``) and an async context
             manager that closes everything the run opened.
 
         Raises:
-            TypeError: at once, if ``source`` is not iterable.
+            TypeError: at once, if ``source`` is not iterable, or ``stop`` is
+                not an event.
         """
-        stream: Stream[Out] = Stream(self, source, clock)
+        stream: Stream[Out] = Stream(self, source, clock, stop)
         return stream
 
     async def run(
@@ -93,6 +102,7 @@ class Pipeable(Generic[In, Out]):
         *,
         clock: Clock | None = None,
         write_retry: Retry = DEFAULT_WRITE_RETRY,
+        stop: StopEvent | None = None,
     ) -> RunSummary:
         """Run this pipe over ``source`` and write its results to ``sink``.
 
@@ -114,14 +124,19 @@ class Pipeable(Generic[In, Out]):
             clock: as for ``stream()``.
             write_retry: how a failed write is tried again (``then`` must be
                 ``"raise"``); five attempts with backoff from 0.1 s by default.
+            stop: an ``asyncio.Event`` that drains the run once set, as for
+                ``stream()``: reading stops, what was read is written and
+                acknowledged, the sink is closed, and ``run`` returns with
+                ``stopped`` true in its summary. To stop at once instead,
+                cancel the task awaiting ``run``.
 
         Returns:
             A ``RunSummary``: items in and out, skipped, dead-lettered, late,
             dropped, writes and their retries, and the duration.
 
         Raises:
-            TypeError: at once, for a source that is not iterable, or a sink or
-                ``write_retry`` of the wrong kind.
+            TypeError: at once, for a source that is not iterable, or a sink,
+                ``write_retry`` or ``stop`` of the wrong kind.
             ValueError: for a ``write_retry`` whose ``then`` is not ``"raise"``.
 
         Examples:
@@ -134,7 +149,7 @@ class Pipeable(Generic[In, Out]):
         """
         target = as_sink(sink)
         check_write_retry(write_retry)
-        stream = self.stream(source, clock=clock)
+        stream = self.stream(source, clock=clock, stop=stop)
         return await run_into(stream, target, write_retry=write_retry)
 
     def set_monitor(self, monitor: StatsSink | None) -> None:

@@ -42,6 +42,7 @@ from ._sources import (
 from ._stage import Stage
 from ._stages import StageContext
 from ._stats import RunStats, StageStats, StatsSink
+from ._stop import StoppingSource
 from ._stream_stage import ProcessStream, stream_stage
 
 __all__ = ["Run", "feed", "fused_ops", "process_streams"]
@@ -76,8 +77,10 @@ class Run:
         "stages",
         "started",
         "stats",
+        "stopping",
         "tail_chain",
         "tasks",
+        "unread_at_stop",
         "watchers",
     )
 
@@ -120,6 +123,12 @@ class Run:
         self.delivering: Iterator[Any] | None = None
         #: The process_stream overrides the consumer's generator chains itself.
         self.tail_chain: list[tuple[ProcessStream, StageContext]] = []
+        #: The source, when it is read until a stop (``stop=``).
+        self.stopping = source if isinstance(source, StoppingSource) else None
+        #: Items read and not yet delivered when the stop came (``None``: no stop came).
+        self.unread_at_stop: int | None = None
+        if self.stopping is not None:
+            self.stopping.on_stop = self._stop_noted
 
     def open(self, tail: int, *, items: bool = False) -> tuple[AsyncIterator[Any], FusedOps | None]:
         """Start the stages before ``tail`` and return the chunks they put out.
@@ -235,7 +244,21 @@ class Run:
         ctx = StageContext(pipe.name, stats, self.clock, errors, config, buffer)
         ctx.acking = self._ack is not None
         ctx.source_idle = self.source_idle
+        ctx.stopping = self.stopping
         return ctx
+
+    def read(self) -> int:
+        """How many items have been read from the source."""
+        return max(self.reading.read, self.stats.stages[0].items_in if self.stats.stages else 0)
+
+    def unacknowledged(self) -> int:
+        """Items read whose acknowledgement has not completed (0 for a source that
+        takes none): a broker delivers them again."""
+        return self.read() - self._calls.acked if self._ack is not None else 0
+
+    def _stop_noted(self) -> None:
+        self.flush()
+        self.unread_at_stop = self.read() - self._last_mark
 
     def flush(self) -> None:
         """Bring the metrics up to date with counters kept live by the consumer."""
@@ -293,7 +316,7 @@ class Run:
     def _abandon(self, stopped_by: BaseException | None) -> None:
         """The run stops before its end: count what its stages hold, which will not
         be delivered, and say so in one line."""
-        read = max(self.reading.read, self.stats.stages[0].items_in if self.stats.stages else 0)
+        read = self.read()
         untaken = length_hint(self.delivering) if self.delivering is not None else 0
         unacked = read - self._calls.acked if self._ack is not None else None
         report_abandoned(self.stats, stopped_by, read=read, untaken=untaken, unacked=unacked)

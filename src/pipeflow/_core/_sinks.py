@@ -72,6 +72,12 @@ class RunSummary:
         writes: the lists written (each one call of ``write`` that succeeded).
         write_retries: the extra attempts failed writes took.
         duration: seconds on the run's clock, from start to the sink closed.
+        stopped: whether the run's ``stop`` event ended it before its source ran out.
+        in_flight_at_stop: the items read and not yet written when the stop
+            came (0 without a stop).
+        unacknowledged: the items read whose acknowledgement did not complete:
+            a source that acknowledges (a broker) delivers them again. Items
+            held in open windows at a stop are among them.
     """
 
     items_in: int
@@ -83,6 +89,9 @@ class RunSummary:
     writes: int
     write_retries: int
     duration: float
+    stopped: bool = False
+    in_flight_at_stop: int = 0
+    unacknowledged: int = 0
 
 
 class _ListSink:
@@ -224,4 +233,7 @@ async def run_into(stream: Stream[Any], sink: Sink, *, write_retry: Retry) -> Ru
         writes=writer.writes,
         write_retries=writer.retries,
         duration=clock.monotonic() - started,
+        stopped=stream.stopped,
+        in_flight_at_stop=stream._run.unread_at_stop or 0,
+        unacknowledged=stream._run.unacknowledged(),
     )

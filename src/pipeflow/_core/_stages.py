@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from ._idle import SourceIdle
     from ._policies import ErrorHandler
     from ._stats import StageStats
+    from ._stop import StoppingSource
 
 __all__ = [
     "Kind",
@@ -82,6 +83,8 @@ class StageContext:
     acking: bool = False
     #: When the run's source has been waiting for its next item (see ``SourceIdle``).
     source_idle: SourceIdle | None = None
+    #: The run's source when it reads until a stop (``stop=``; see ``_stop``).
+    stopping: StoppingSource | None = None
 
 
 def _emit(kind: Kind, out: list[Any], item: Any, result: Any) -> None:

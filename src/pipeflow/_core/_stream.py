@@ -19,6 +19,7 @@ from ._run import Run
 from ._sources import check_source, close_source
 from ._stage import Composition
 from ._stats import RunStats, StageMetrics, StageStats
+from ._stop import StopEvent, check_stop, stopping
 
 __all__ = ["Stream"]
 
@@ -44,9 +45,11 @@ class Stream(Generic[T]):
         pipe: Composition,
         source: Iterable[Any] | AsyncIterable[Any],
         clock: Clock | None,
+        stop: StopEvent | None = None,
     ) -> None:
         check_source(source)
         clock = _check_clock(clock)
+        read: Any = source if stop is None else stopping(source, check_stop(stop))
         stages = pipe._stages()
         # The pipe's monitor sees the whole run; the monitor of a pipe or pipeline
         # composed into it sees the stages that part covers.
@@ -59,7 +62,7 @@ class Stream(Generic[T]):
             (monitor, stats if p is pipe else stats.view(p.name, start, stop))
             for monitor, p, start, stop in watched
         ]
-        self._run = Run(stages, source, clock, stats, watchers)
+        self._run = Run(stages, read, clock, stats, watchers)
         self._chunked = self._closed = False
         #: The consumer generator: results one by one, or lists of them after ``chunks()``.
         self._agen: AsyncGenerator[Any, None] = consumer_for(self._run, timed=timed)
@@ -128,6 +131,12 @@ class Stream(Generic[T]):
             run.stats.finish()
             await close_source(run.source)
         await self._agen.aclose()
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the run's ``stop`` event ended reading before the source ran out."""
+        stopping = self._run.stopping
+        return stopping is not None and stopping.requested
 
     @property
     def clock(self) -> Clock:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterable
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 from ._buffer import wait_input
 
@@ -45,8 +45,20 @@ class TimedStage(ABC):
     ``run_fused()``.
     """
 
+    #: Whether what the stage holds is state rather than work in flight: at a
+    #: stop (``stop=``) with a source that takes acknowledgements, it is left
+    #: unacknowledged for the source to deliver again instead of put out
+    #: (windows; see ``_stop``).
+    keeps_on_stop: ClassVar[bool] = False
+
     def __init__(self, ctx: StageContext) -> None:
         self.ctx = ctx
+
+    def _kept_at_stop(self) -> bool:
+        """Whether the input ended at a stop and what the stage holds stays unemitted."""
+        ctx = self.ctx
+        stopping = ctx.stopping
+        return self.keeps_on_stop and ctx.acking and stopping is not None and stopping.requested
 
     @abstractmethod
     async def on_chunk(self, items: list[Any], mark: int) -> Step:
@@ -93,6 +105,8 @@ class TimedStage(ABC):
                 yield out, acked
             if error is not None:
                 raise error
+        if self._kept_at_stop():
+            return
         out, last, error = await self.on_end()
         yield out, last
         if error is not None:
@@ -106,6 +120,8 @@ class TimedStage(ABC):
                 yield out, acked
             if error is not None:
                 raise error
+        if self._kept_at_stop():
+            return
         out, last, error = await self.on_end()
         yield out, last
         if error is not None:

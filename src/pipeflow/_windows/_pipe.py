@@ -236,6 +236,9 @@ class WindowedStreamPipe(StreamPipe[In, Out]):
 class _WindowRun(TimedStage):
     """The state of one windowed pipe in one run."""
 
+    # Open windows are state: at a stop their items are delivered again, not fired early.
+    keeps_on_stop = True
+
     def __init__(self, pipe: WindowedStreamPipe[Any, Any], ctx: StageContext) -> None:
         super().__init__(ctx)
         self.pipe = pipe
