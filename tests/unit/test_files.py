@@ -259,6 +259,27 @@ async def test_follow_reads_appended_lines_and_holds_a_partial_line(jsonl: Path)
     assert not is_open(jsonl)
 
 
+async def test_follow_ends_when_the_run_is_stopped(jsonl: Path) -> None:
+    """A following source ends gracefully with the run's ``stop`` event: what was
+    read is written, and the file is closed."""
+    jsonl.write_bytes(b"1\n2\n")
+    clock = VirtualClock()
+    sink = Collect()
+    stop = asyncio.Event()
+    source = JsonLinesSource(jsonl, follow=True, poll=1, clock=clock)
+    run = asyncio.create_task(ps.map(lambda m: m.value).run(source, sink, stop=stop))
+    await sink.wait_for(2)
+    with jsonl.open("ab") as f:
+        f.write(b"3\n")
+    await sink.wait_for(3)
+    await clock.sleep(10)
+    stop.set()
+    summary = await run
+    assert [1, 2, 3] == sink.items
+    assert (True, 3, 3) == (summary.stopped, summary.items_in, summary.items_out)
+    assert not is_open(jsonl)
+
+
 async def test_follow_waits_for_the_first_line_of_an_empty_file(jsonl: Path) -> None:
     """An empty file is followed until lines come."""
     jsonl.write_bytes(b"")

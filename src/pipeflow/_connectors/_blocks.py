@@ -51,13 +51,29 @@ class _FileBlocks:
 
     async def read(self) -> bytes:
         data = self._file.read(BLOCK)
-        # A turn for the rest of the loop between blocks: a long file is read
-        # without holding up other tasks (or a cancellation).
-        await asyncio.sleep(0)
+        await _turn()
         return data or b""
 
     async def aclose(self) -> None:
         self._file.close()
+
+
+async def _turn() -> None:
+    """A turn for the rest of the loop between blocks, so that a long file is
+    read without holding up other tasks (or a cancellation).
+
+    The wait is on a future, as every wait of a source is, so that a run's
+    ``stop`` can cancel it like any other.
+    """
+    loop = asyncio.get_running_loop()
+    turn: asyncio.Future[None] = loop.create_future()
+    loop.call_soon(_release, turn)
+    await turn
+
+
+def _release(turn: asyncio.Future[None]) -> None:
+    if not turn.done():
+        turn.set_result(None)
 
 
 class _PipeBlocks(asyncio.Protocol):
