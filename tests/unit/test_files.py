@@ -773,8 +773,14 @@ async def test_csv_sink_appends_under_the_existing_header(tmp_path: Path) -> Non
     await sink.write([{"a": "x", "b": "y"}])
     assert b"b,a\n1,2\ny,x\r\n" == path.read_bytes()
     await sink.aclose()
+    with pytest.raises(ValueError, match=r"header is \['b', 'a'\], not the fieldnames"):
+        CsvSink(path, fieldnames=["a", "b"])
+    late = tmp_path / "late.csv"
+    sink = CsvSink(late, fieldnames=["a", "b"])
+    late.write_text("b,a\n")
     with pytest.raises(ValueError, match="header is"):
-        await CsvSink(path, fieldnames=["a", "b"]).write([{"a": 1}])
+        await sink.write([{"a": 1}])
+    await sink.aclose()
 
 
 async def test_csv_sink_fieldnames_and_flush(tmp_path: Path) -> None:

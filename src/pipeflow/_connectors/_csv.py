@@ -138,8 +138,9 @@ class CsvSink:
     Raises:
         TypeError: for an option of the wrong type.
         ValueError: for an empty path, a delimiter that is not one ordinary
-            character, or empty or repeated ``fieldnames``; at the first write,
-            for a file whose header is not ``fieldnames``.
+            character, or empty or repeated ``fieldnames``; for a file whose
+            header is not ``fieldnames`` (here, or at the first write if the
+            file appeared meanwhile).
         FileNotFoundError: if the file's directory does not exist.
         IsADirectoryError: if ``path`` is a directory.
     """
@@ -161,6 +162,8 @@ class CsvSink:
         self._names: tuple[str, ...] | None = None
         self._known: frozenset[str] = frozenset()
         self._header = False  # a header row goes before the next rows
+        if self._fieldnames is not None:
+            self._check_header(self._existing_header())  # early, if the file is there
 
     async def write(self, items: list[Any]) -> None:
         """Append one row per result; return once they are written and flushed.
@@ -191,12 +194,7 @@ class CsvSink:
         """Settle the names, and whether a header goes first."""
         header = self._existing_header()
         if header is not None:
-            if self._fieldnames is not None and header != self._fieldnames:
-                msg = (
-                    f"{self!r}: the file's header is {list(header)}, "
-                    f"not the fieldnames {list(self._fieldnames)}"
-                )
-                raise ValueError(msg)
+            self._check_header(header)
             names = header
         elif self._fieldnames is not None:
             names = self._fieldnames
@@ -210,6 +208,15 @@ class CsvSink:
         self._header = header is None
         self._names = names
         self._known = frozenset(names)
+
+    def _check_header(self, header: tuple[str, ...] | None) -> None:
+        """Raise if the file has a header and it is not the ``fieldnames`` given."""
+        wanted = self._fieldnames
+        if header is not None and wanted is not None and header != wanted:
+            msg = (
+                f"{self!r}: the file's header is {list(header)}, not the fieldnames {list(wanted)}"
+            )
+            raise ValueError(msg)
 
     def _existing_header(self) -> tuple[str, ...] | None:
         file = self._out.existing()
