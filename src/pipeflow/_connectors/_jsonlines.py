@@ -25,7 +25,7 @@ class JsonLinesSource:
     Each message's ``source`` is the path as given, its ``partition`` 0, its
     ``position`` the line's number (from 1) and its ``timestamp`` ``None``.
     Lines end with ``\\n`` or ``\\r\\n``; a last line without a newline is a
-    line too. Blank lines (empty, or only spaces and tabs) are skipped and still
+    line too. Blank lines (empty, or only whitespace) are skipped and still
     counted. A line the codec cannot decode (not JSON, not UTF-8) becomes an
     ``UndecodableMessage`` at its position, for the first pipe's error policy:
     the source never fails for what a line holds.
