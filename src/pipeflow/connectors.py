@@ -16,6 +16,8 @@ from ._connectors._codecs import RawCodec as RawCodec
 from ._connectors._codecs import TextCodec as TextCodec
 from ._connectors._message import Message as Message
 from ._connectors._message import UndecodableMessage as UndecodableMessage
+from ._connectors._nats import NatsSink as NatsSink
+from ._connectors._nats import NatsSource as NatsSource
 from ._core._errors import DecodeError as DecodeError
 from ._core._errors import EncodeError as EncodeError
 
@@ -25,6 +27,8 @@ __all__ = [
     "EncodeError",
     "JsonCodec",
     "Message",
+    "NatsSink",
+    "NatsSource",
     "RawCodec",
     "TextCodec",
     "UndecodableMessage",
