@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -267,6 +267,7 @@ class NatsSource:
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
         self._iterated = False
+        self._gen: AsyncGenerator[Message, None] | None = None
         self._sub: Any = None
         #: Messages still to come for the open pull request (0: none open).
         self._expected = 0
@@ -286,7 +287,8 @@ class NatsSource:
             msg = "a NatsSource can be iterated only once; make a new one for another run"
             raise RuntimeError(msg)
         self._iterated = True
-        return self._messages()
+        self._gen = self._messages()
+        return self._gen
 
     async def ack(self, count: int) -> None:
         """Acknowledge the messages the first ``count`` items newly cover, one by one.
@@ -327,6 +329,10 @@ class NatsSource:
 
     async def aclose(self) -> None:
         """Give back held messages and close the connection."""
+        gen, self._gen = self._gen, None
+        if gen is not None:
+            with contextlib.suppress(RuntimeError):  # it is running: its reader closes it
+                await gen.aclose()
         nc = self._client.nc
         if nc is not None and not nc.is_closed and self._held:
             with contextlib.suppress(Exception):
@@ -338,7 +344,7 @@ class NatsSource:
 
     # -- reading ---------------------------------------------------------------------------
 
-    async def _messages(self) -> AsyncIterator[Message]:
+    async def _messages(self) -> AsyncGenerator[Message, None]:
         nc = await self._client.connect()
         js = nc.jetstream(timeout=API_TIMEOUT)
         await self._ensure_consumer(js)
