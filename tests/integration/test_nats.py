@@ -517,3 +517,17 @@ async def test_nothing_is_left_open_after_cancellation(
     assert before == await open_tasks()
     assert src._client.nc is None
     assert sink._client.nc is None
+
+
+async def test_a_consumer_deleted_under_the_source_fails_the_run(
+    nats_url: str, js: Any, names: Names
+) -> None:
+    await publish(js, names.inp, numbered(10))
+
+    async def delete_consumer(m: Message) -> Message:
+        if m.value["id"] == 9:
+            await js.delete_consumer(names.stream, names.durable)
+        return m
+
+    with pytest.raises(LookupError, match=f"consumer '{names.durable}'"):
+        await ps.map(delete_consumer).run(source(nats_url, names, stop_at_end=False), [])

@@ -55,8 +55,7 @@ MAX_ACK_PENDING_BATCHES = 20
 _ACK = b"+ACK"
 _NAK = b"-NAK"
 _STATUS = "Status"
-# Status codes a pull request ends with: no messages (no_wait), request expired, conflict.
-_END_STATUS = frozenset({"404", "408", "409"})
+_DESCRIPTION = "Description"
 
 
 def _positive_int(value: object, option: str) -> int:
@@ -366,8 +365,7 @@ class NatsSource:
             msg = inbox.popleft()
             reply = msg.reply
             if not reply:  # a status message: the pull request is over
-                status = (msg.headers or {}).get(_STATUS)
-                if status in _END_STATUS:
+                if self._request_over(msg.headers or {}):
                     self._expected = 0
                     if end is not None:
                         settled = await self._settled(js, end)
@@ -403,6 +401,21 @@ class NatsSource:
         """After a reconnection the open pull request is gone: ask again."""
         self._expected = 0
         self._wake()
+
+    def _request_over(self, headers: dict[str, str]) -> bool:
+        """Whether a status message ends the pull request; raises for a consumer gone wrong."""
+        status, description = headers.get(_STATUS), headers.get(_DESCRIPTION, "")
+        if status == "100":  # a heartbeat
+            return False
+        if status == "503" or (
+            status == "409" and description.startswith(("Consumer", "Exceeded MaxRequest"))
+        ):
+            msg = (
+                f"NatsSource: fetching from consumer {self._durable!r} on stream "
+                f"{self._stream!r} failed: {status} {description or 'no responders'}"
+            )
+            raise LookupError(msg)
+        return True
 
     async def _request(self, nc: Any, subject: str, *, no_wait: bool) -> None:
         expires = self._fetch_timeout
