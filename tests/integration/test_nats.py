@@ -531,3 +531,48 @@ async def test_a_consumer_deleted_under_the_source_fails_the_run(
 
     with pytest.raises(LookupError, match=f"consumer '{names.durable}'"):
         await ps.map(delete_consumer).run(source(nats_url, names, stop_at_end=False), [])
+
+
+async def test_no_server_is_a_clear_error() -> None:
+    url = f"nats://{HOST}:{free_port()}"
+    retry = Retry(attempts=2, backoff=0.05, jitter=0)
+    src = NatsSource(url, "s.in", stream="s", durable="d", reconnect=retry)
+    with pytest.raises(ConnectionError, match=r"could not connect to nats://.* in 2 attempts"):
+        await ps.map(lambda m: m).run(src, [])
+    with pytest.raises(ConnectionError, match=r"NatsSink\(s.out\): could not connect"):
+        await NatsSink(url, "s.out", reconnect=retry).write([1])
+
+
+async def test_a_server_gone_for_good_fails_the_run(tmp_path: Path) -> None:
+    import nats
+    from nats.js.api import StorageType
+
+    port = free_port()
+    url = f"nats://{HOST}:{port}"
+    argv = ["nats-server", "-a", HOST, "-p", str(port), "-js", "-sd", str(tmp_path / "store")]
+    server = ExitStack()
+    ready = lambda: nats_jetstream_answers(port)  # noqa: E731
+    server.enter_context(server_process("nats-server", argv, ready, tmp_path / "log"))
+    try:
+        nc = await nats.connect(url)
+        js = nc.jetstream()
+        await js.add_stream(name="gone", subjects=["gone.>"], storage=StorageType.MEMORY)
+        await publish(js, "gone.in", numbered(10))
+        await nc.close()
+        names = Names("gone", "gone.in", "gone.out", "worker")
+        src = source(url, names, stop_at_end=False, reconnect=Retry(attempts=2, backoff=0.05))
+        got: list[Message] = []
+        all_read = asyncio.Event()
+
+        def keep(m: Message) -> None:
+            got.append(m)
+            if len(got) == 10:
+                all_read.set()
+
+        run = asyncio.create_task(ps.map(lambda m: m).run(src, keep))
+        await all_read.wait()
+        await asyncio.to_thread(server.close)
+        with pytest.raises(ConnectionError, match="2 reconnect attempts failed"):
+            await asyncio.wait_for(run, 20)
+    finally:
+        await asyncio.to_thread(server.close)

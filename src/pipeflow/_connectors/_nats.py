@@ -95,8 +95,13 @@ class _Client:
 
     def lost(self) -> tuple[type[BaseException], ...]:
         errors = self.nats.errors
+        # Not ConnectionError itself: that is what the source and sink raise once the client
+        # gave up, which no retry mends.
         return (
-            OSError,
+            ConnectionRefusedError,
+            ConnectionResetError,
+            ConnectionAbortedError,
+            BrokenPipeError,
             TimeoutError,
             errors.NoServersError,
             errors.ConnectionClosedError,
@@ -123,9 +128,12 @@ class _Client:
                 closed_cb=self._on_closed,
             )
 
-        self.nc = await reconnecting(
-            connect, retry=retry, lost=self.lost(), what=f"{self.what}: connecting to {self.url}"
-        )
+        # nats-py makes the attempts itself, logging each failure through ``error_cb``.
+        try:
+            self.nc = await connect()
+        except self.lost() as exc:
+            msg = f"{self.what}: could not connect to {self.url} in {retry.attempts} attempts"
+            raise ConnectionError(msg) from exc
         return self.nc
 
     def gave_up(self) -> ConnectionError:
@@ -371,9 +379,11 @@ class NatsSource:
                         settled = await self._settled(js, end)
                         ended, no_wait = settled is None, bool(settled)
                 continue
-            self._expected -= 1
-            if self._expected == 0 and not self._paused:
-                await self._request(nc, next_subject, no_wait=no_wait)
+            expected = self._expected
+            if expected > 0:  # else a straggler of a request given up on
+                self._expected = expected - 1
+                if expected == 1 and not self._paused:  # the batch is in: ask for the next
+                    await self._request(nc, next_subject, no_wait=no_wait)
             seq, stamp = _metadata(reply)
             if end is not None and seq > end:
                 self._held[seq] = reply
@@ -664,7 +674,10 @@ class NatsSink:
                 f"NatsSink: no JetStream stream captures subject {self._subject!r} on {self._url}"
             )
         else:
-            reply = orjson.loads(msg.data)
+            try:
+                reply = orjson.loads(msg.data)
+            except orjson.JSONDecodeError:
+                reply = {"error": {"description": f"unexpected reply {msg.data[:80]!r} {headers}"}}
             error = reply.get("error") if isinstance(reply, dict) else None
             if error is None:
                 del self._unconfirmed[i]
