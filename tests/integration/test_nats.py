@@ -576,3 +576,25 @@ async def test_a_server_gone_for_good_fails_the_run(tmp_path: Path) -> None:
             await asyncio.wait_for(run, 20)
     finally:
         await asyncio.to_thread(server.close)
+
+
+async def test_ack_returns_once_the_server_has_the_acks(
+    nats_url: str, js: Any, names: Names
+) -> None:
+    await publish(js, names.inp, numbered(8))
+    src = source(nats_url, names, stop_at_end=False)
+    it = aiter(src)
+    try:
+        got = [await anext(it) for _ in range(8)]
+        await src.ack(3)
+        info = await js.consumer_info(names.stream, names.durable)
+        assert (3, 5) == (info.ack_floor.stream_seq, info.num_ack_pending)
+        await src.ack(3)  # nothing new
+        await src.ack(8)
+        info = await js.consumer_info(names.stream, names.durable)
+        assert (8, 0) == (info.ack_floor.stream_seq, info.num_ack_pending)
+        with pytest.raises(ValueError, match="acknowledged 9 items, but only 8"):
+            await src.ack(9)
+    finally:
+        await src.aclose()
+    assert list(range(1, 9)) == [m.position for m in got]

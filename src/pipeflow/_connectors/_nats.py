@@ -526,7 +526,8 @@ class NatsSource:
         whether the next pull should be ``no_wait`` (False: wait for redeliveries)."""
         info = await js.consumer_info(self._stream, self._durable)
         delivered_all = info.num_pending == 0 or info.delivered.stream_seq >= end
-        mine = len(self._positions) + len(self._held)
+        # The messages this source holds, each once (one may have come twice).
+        mine = len({_metadata(reply)[0] for reply in self._positions._pending}) + len(self._held)
         if delivered_all and info.num_ack_pending <= mine:
             return None
         return False
