@@ -598,3 +598,18 @@ async def test_ack_returns_once_the_server_has_the_acks(
     finally:
         await src.aclose()
     assert list(range(1, 9)) == [m.position for m in got]
+
+
+async def test_sink_keeps_order_with_few_publishes_in_flight(
+    nats_url: str, js: Any, names: Names
+) -> None:
+    sink = NatsSink(nats_url, names.out, codec="text", max_in_flight=3)
+    try:
+        await sink.write([f"line {i}" for i in range(50)])
+        await sink.write([Message("last", headers={"n": 50})])
+        await sink.write([])
+    finally:
+        await sink.aclose()
+    out = await read_all(js, names.stream, names.out)
+    assert [f"line {i}" for i in range(50)] + ["last"] == [m.data.decode() for m in out]
+    assert {"n": "50"} == out[-1].headers
