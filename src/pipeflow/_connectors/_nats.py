@@ -279,6 +279,11 @@ class NatsSource:
         #: Messages still to come for the open pull request (0: none open).
         self._expected = 0
         self._request_deadline = 0.0
+        #: Set when the connection is re-established while an ``ack()`` awaits the server.
+        self._reconnected: asyncio.Future[None] | None = None
+        #: Clear while an ``ack()`` is under way.
+        self._acks_done = asyncio.Event()
+        self._acks_done.set()
         self._held: dict[int, str] = {}  # stop_at_end: messages past the end, given back at the end
 
     def __repr__(self) -> str:
@@ -312,18 +317,42 @@ class NatsSource:
         last = replies.pop()
 
         async def send() -> None:
+            self._client.check_open()
             publish = nc.publish
             for reply in replies:
                 await publish(reply, _ACK)
-            # The server answers this one only once it has processed the ones before it.
-            await nc.request(last, _ACK, timeout=API_TIMEOUT)
+            await self._confirm(nc, last)
 
-        await reconnecting(
-            send,
-            retry=self._client.reconnect,
-            lost=self._client.lost(),
-            what=f"{self._client.what}: acknowledging {len(replies) + 1} messages",
-        )
+        self._acks_done.clear()
+        try:
+            await reconnecting(
+                send,
+                retry=self._client.reconnect,
+                lost=self._client.lost(),
+                what=f"{self._client.what}: acknowledging {len(replies) + 1} messages",
+            )
+        finally:
+            self._acks_done.set()
+
+    async def _confirm(self, nc: Any, reply: str) -> None:
+        """Acknowledge ``reply`` and wait for the server's answer, which comes once it has
+        processed everything this connection sent before (a connection is served in order).
+
+        A reconnection meanwhile loses the answer: ``ConnectionResetError``, to send again.
+        """
+        loop = asyncio.get_running_loop()
+        lost = self._reconnected = loop.create_future()
+        request = asyncio.ensure_future(nc.request(reply, _ACK, timeout=API_TIMEOUT))
+        try:
+            await asyncio.wait((request, lost), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._reconnected = None
+            if not request.done():
+                request.cancel()
+        if not request.done() or request.cancelled():
+            msg = "the connection was re-established before the server confirmed the acks"
+            raise ConnectionResetError(msg)
+        request.result()
 
     def pause(self) -> None:
         """Ask for no more messages until ``resume()``."""
@@ -408,9 +437,13 @@ class NatsSource:
             waiter.set_result(None)
 
     def _request_lost(self) -> None:
-        """After a reconnection the open pull request is gone: ask again."""
+        """After a reconnection the open pull request is gone: ask again; and the answer to
+        acknowledgements under way is gone: send them again."""
         self._expected = 0
         self._wake()
+        lost = self._reconnected
+        if lost is not None and not lost.done():
+            lost.set_result(None)
 
     def _request_over(self, headers: dict[str, str]) -> bool:
         """Whether a status message ends the pull request; raises for a consumer gone wrong."""
@@ -524,6 +557,8 @@ class NatsSource:
     async def _settled(self, js: Any, end: int) -> bool | None:
         """After a pull came back short: ``None`` if the source is at its end, else
         whether the next pull should be ``no_wait`` (False: wait for redeliveries)."""
+        # Acknowledgements under way are not counted as held, so wait until the server has them.
+        await self._acks_done.wait()
         info = await js.consumer_info(self._stream, self._durable)
         delivered_all = info.num_pending == 0 or info.delivered.stream_seq >= end
         # The messages this source holds, each once (one may have come twice).
