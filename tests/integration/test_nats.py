@@ -570,10 +570,15 @@ async def test_a_server_gone_for_good_fails_the_run(tmp_path: Path) -> None:
                 all_read.set()
 
         run = asyncio.create_task(ps.map(lambda m: m).run(src, keep))
+        sink = NatsSink(url, "gone.out", reconnect=Retry(attempts=2, backoff=0.05))
+        await sink.write([1])
         await all_read.wait()
         await asyncio.to_thread(server.close)
         with pytest.raises(ConnectionError, match="2 reconnect attempts failed"):
             await asyncio.wait_for(run, 20)
+        with pytest.raises(ConnectionError, match=r"NatsSink\(gone.out\): the connection"):
+            await asyncio.wait_for(sink.write([2]), 20)
+        await sink.aclose()
     finally:
         await asyncio.to_thread(server.close)
 
