@@ -618,3 +618,29 @@ async def test_sink_keeps_order_with_few_publishes_in_flight(
     out = await read_all(js, names.stream, names.out)
     assert [f"line {i}" for i in range(50)] + ["last"] == [m.data.decode() for m in out]
     assert {"n": "50"} == out[-1].headers
+
+
+async def test_a_consumer_of_another_subject_is_refused(
+    nats_url: str, js: Any, names: Names
+) -> None:
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    await js.add_consumer(
+        names.stream, ConsumerConfig(durable_name=names.durable, ack_policy=AckPolicy.EXPLICIT)
+    )
+    with pytest.raises(ValueError, match="filters 'all \\(no filter\\)'"):
+        await ps.map(lambda m: m).run(source(nats_url, names), [])
+
+
+async def test_an_existing_consumer_keeps_its_ack_wait(
+    nats_url: str, js: Any, names: Names, caplog: pytest.LogCaptureFixture
+) -> None:
+    await publish(js, names.inp, numbered(3))
+    await ps.map(lambda m: m).run(source(nats_url, names, ack_wait=5), [])
+    await publish(js, names.inp, numbered(2))
+    got: list[Message] = []
+    await ps.map(lambda m: m).run(source(nats_url, names, ack_wait=7), got)
+    assert [4, 5] == [m.position for m in got]
+    assert "has ack_wait=5.0s; keeping it (the source was given 7.0s)" in caplog.text
+    info = await js.consumer_info(names.stream, names.durable)
+    assert 5.0 == info.config.ack_wait

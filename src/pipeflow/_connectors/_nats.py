@@ -25,9 +25,9 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -42,6 +42,8 @@ from ._reconnect import DEFAULT_RECONNECT, check_reconnect, reconnecting
 __all__ = ["NatsSink", "NatsSource"]
 
 log = logging.getLogger("pipeflow.connectors")
+
+T = TypeVar("T")
 
 #: How long a JetStream API call (stream or consumer info, an acknowledgement's reply) may take.
 API_TIMEOUT = 10.0
@@ -383,8 +385,8 @@ class NatsSource:
     async def _messages(self) -> AsyncGenerator[Message, None]:
         nc = await self._client.connect()
         js = nc.jetstream(timeout=API_TIMEOUT)
-        await self._ensure_consumer(js)
-        end = await self._end_sequence(js) if self._stop_at_end else None
+        await self._api(lambda: self._ensure_consumer(js), "setting up the consumer")
+        end = await self._api(lambda: self._end_sequence(js), "reading the stream's end")
         self._sub = await nc.subscribe(nc.new_inbox(), cb=self._on_message)
         next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{self._durable}"
         inbox = self._inbox
@@ -522,8 +524,12 @@ class NatsSource:
                 filter_subject=self._subject,
                 max_ack_pending=MAX_ACK_PENDING_BATCHES * self._batch_size,
             )
-            await js.add_consumer(self._stream, config=config)
-            return
+            try:
+                await js.add_consumer(self._stream, config=config)
+                return
+            except nats.js.errors.BadRequestError:
+                # Another worker made it meanwhile, with other settings: check them.
+                info = await js.consumer_info(self._stream, self._durable)
         self._check_consumer(info.config)
 
     def _check_consumer(self, config: Any) -> None:
@@ -534,13 +540,9 @@ class NatsSource:
                 f"it has ack_policy={config.ack_policy!r}"
             )
             raise ValueError(msg)
-        if config.filter_subject not in (self._subject, None) or (
-            config.filter_subject is None and config.filter_subjects
-        ):
-            msg = (
-                f"NatsSource was given subject={self._subject!r} but {where} "
-                f"filters {config.filter_subject or config.filter_subjects!r}"
-            )
+        if config.filter_subject != self._subject:
+            filters = config.filter_subject or config.filter_subjects or "all (no filter)"
+            msg = f"NatsSource was given subject={self._subject!r} but {where} filters {filters!r}"
             raise ValueError(msg)
         if config.ack_wait is not None and abs(config.ack_wait - self._ack_wait) > 1e-3:
             log.warning(
@@ -550,7 +552,17 @@ class NatsSource:
                 self._ack_wait,
             )
 
-    async def _end_sequence(self, js: Any) -> int:
+    async def _api(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        """``await call()``, a JetStream API call, tried again across a reconnection."""
+        client = self._client
+        return await reconnecting(
+            call, retry=client.reconnect, lost=client.lost(), what=f"{client.what}: {what}"
+        )
+
+    async def _end_sequence(self, js: Any) -> int | None:
+        """``stop_at_end``: the stream's last sequence now; else ``None``."""
+        if not self._stop_at_end:
+            return None
         info = await js.stream_info(self._stream)
         return int(info.state.last_seq)
 
@@ -559,7 +571,9 @@ class NatsSource:
         whether the next pull should be ``no_wait`` (False: wait for redeliveries)."""
         # Acknowledgements under way are not counted as held, so wait until the server has them.
         await self._acks_done.wait()
-        info = await js.consumer_info(self._stream, self._durable)
+        info = await self._api(
+            lambda: js.consumer_info(self._stream, self._durable), "reading the consumer's state"
+        )
         delivered_all = info.num_pending == 0 or info.delivered.stream_seq >= end
         # The messages this source holds, each once (one may have come twice).
         mine = len({_metadata(reply)[0] for reply in self._positions._pending}) + len(self._held)
