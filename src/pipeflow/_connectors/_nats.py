@@ -196,8 +196,8 @@ class NatsSource:
     acknowledgements, ``ack_wait``, ``subject`` as its filter, delivery from the
     stream's first message, and up to ``20 * batch_size`` messages out
     unacknowledged. A consumer that exists is used as it is: if it does not
-    acknowledge explicitly or filters another subject the source refuses it
-    (``ValueError``); another ``ack_wait`` is logged and the consumer's own is
+    acknowledge explicitly or does not filter exactly ``subject`` the source
+    refuses it (``ValueError``); another ``ack_wait`` is logged and the consumer's own is
     kept (several workers may share it). A missing stream is an error
     (``LookupError``): the source does not create streams, whose storage and
     limits are for their owner to decide.
