@@ -106,6 +106,9 @@ class _Client:
             BrokenPipeError,
             TimeoutError,
             errors.NoServersError,
+            # JetStream answers nothing for a moment after the server restarts.
+            errors.NoRespondersError,
+            self.nats.js.errors.ServiceUnavailableError,
             errors.ConnectionClosedError,
             errors.ConnectionReconnectingError,
             errors.OutboundBufferLimitError,
@@ -278,6 +281,7 @@ class NatsSource:
         self._iterated = False
         self._gen: AsyncGenerator[Message, None] | None = None
         self._sub: Any = None
+        self._js: Any = None
         #: Messages still to come for the open pull request (0: none open).
         self._expected = 0
         self._request_deadline = 0.0
@@ -332,9 +336,21 @@ class NatsSource:
                 retry=self._client.reconnect,
                 lost=self._client.lost(),
                 what=f"{self._client.what}: acknowledging {len(replies) + 1} messages",
+                before_retry=self._consumer_exists,
             )
         finally:
             self._acks_done.set()
+
+    async def _consumer_exists(self) -> None:
+        """Raise ``LookupError`` if the consumer is gone (acknowledgements then go nowhere)."""
+        try:
+            await self._js.consumer_info(self._stream, self._durable)
+        except self._client.nats.js.errors.NotFoundError:
+            msg = (
+                f"NatsSource: consumer {self._durable!r} on stream {self._stream!r} no longer "
+                "exists; its messages cannot be acknowledged"
+            )
+            raise LookupError(msg) from None
 
     async def _confirm(self, nc: Any, reply: str) -> None:
         """Acknowledge ``reply`` and wait for the server's answer, which comes once it has
@@ -384,7 +400,7 @@ class NatsSource:
 
     async def _messages(self) -> AsyncGenerator[Message, None]:
         nc = await self._client.connect()
-        js = nc.jetstream(timeout=API_TIMEOUT)
+        js = self._js = nc.jetstream(timeout=API_TIMEOUT)
         await self._api(lambda: self._ensure_consumer(js), "setting up the consumer")
         end = await self._api(lambda: self._end_sequence(js), "reading the stream's end")
         self._sub = await nc.subscribe(nc.new_inbox(), cb=self._on_message)
@@ -721,7 +737,8 @@ class NatsSink:
         headers = msg.headers
         if headers and headers.get(_STATUS) == "503":
             self._failure = LookupError(
-                f"NatsSink: no JetStream stream captures subject {self._subject!r} on {self._url}"
+                f"NatsSink: no JetStream stream captures subject {self._subject!r} on "
+                f"{self._url} (or JetStream is not ready yet)"
             )
         else:
             try:
