@@ -52,6 +52,8 @@ PUBLISH_TIMEOUT = 10.0
 #: A pull request that got no answer this long after its expiry is given up (the connection
 #: dropped meanwhile) and asked again.
 FETCH_GRACE = 2.0
+#: Seconds between the client's pings; three unanswered ones drop the connection (to reconnect).
+PING_INTERVAL = 10
 #: How many unacknowledged messages a consumer the source creates lets out at once, in batches.
 MAX_ACK_PENDING_BATCHES = 20
 _ACK = b"+ACK"
@@ -127,6 +129,9 @@ class _Client:
                 max_reconnect_attempts=retry.attempts,
                 reconnect_time_wait=_reconnect_wait(retry),
                 connect_timeout=2,
+                # A connection gone silent (no reset) is found within half a minute.
+                ping_interval=PING_INTERVAL,
+                max_outstanding_pings=3,
                 error_cb=self._on_error,
                 disconnected_cb=self._on_disconnected,
                 reconnected_cb=self._on_reconnected,
