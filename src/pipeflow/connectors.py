@@ -14,6 +14,8 @@ from ._connectors._codecs import Codec as Codec
 from ._connectors._codecs import JsonCodec as JsonCodec
 from ._connectors._codecs import RawCodec as RawCodec
 from ._connectors._codecs import TextCodec as TextCodec
+from ._connectors._kafka import KafkaSink as KafkaSink
+from ._connectors._kafka import KafkaSource as KafkaSource
 from ._connectors._message import Message as Message
 from ._connectors._message import UndecodableMessage as UndecodableMessage
 from ._core._errors import DecodeError as DecodeError
@@ -24,6 +26,8 @@ __all__ = [
     "DecodeError",
     "EncodeError",
     "JsonCodec",
+    "KafkaSink",
+    "KafkaSource",
     "Message",
     "RawCodec",
     "TextCodec",
