@@ -22,7 +22,11 @@ from brokers import KafkaTopic, free_port, port_answers, server_process, tansu_b
 from pipeflow import streams as ps
 from pipeflow.connectors import DecodeError, EncodeError, KafkaSink, KafkaSource, Message
 
-pytestmark = pytest.mark.timeout(60, method="thread")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+
+import kafka_orders  # examples/, on the path from the line above
+
+pytestmark = pytest.mark.timeout(60)
 
 SESSION = 2.0
 QUICK = ps.Retry(attempts=3, backoff=0.01, max_backoff=0.05, jitter=0.0)
@@ -820,3 +824,37 @@ def test_a_source_is_iterated_once() -> None:
         aiter(src)
     assert "KafkaSource('t', group='g')" == repr(src)
     del it
+
+
+# -- the example program -----------------------------------------------------------
+
+
+async def test_the_orders_example_moves_the_large_orders(
+    kafka_bootstrap: str,
+    kafka_topic: KafkaTopic,
+    out_topic: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """examples/kafka_orders.py: sample orders in, the large ones out keyed by customer,
+    the malformed ones set aside and committed."""
+    n = 200
+    argv = [kafka_bootstrap, "--in", kafka_topic.name, "--out", out_topic]
+    argv += ["--group", kafka_topic.group, "--sample", str(n), "--session-timeout", "2"]
+    assert 0 == await kafka_orders.main(argv)
+
+    orders = kafka_orders.sample_orders(n)
+    good = [o for o in orders if isinstance(o.get("customer"), str)]
+    large = [o for o in good if o["amount"] > kafka_orders.LARGE]
+    printed = capsys.readouterr().out
+    assert f"{n} orders read from {kafka_topic.name!r}: {len(large)} large ones written" in printed
+    assert f"{n - len(good)} malformed set aside" in printed
+    assert "set aside: " in printed
+
+    import orjson
+
+    records = await read_topic(kafka_bootstrap, out_topic, len(large))
+    expected = {o["id"]: {**o, "cents": o["amount"] * 100} for o in large}
+    assert expected == {orjson.loads(r.value)["id"]: orjson.loads(r.value) for r in records}
+    assert all(r.key == orjson.loads(r.value)["customer"].encode() for r in records)
+    total = sum((await committed(kafka_bootstrap, kafka_topic.group, kafka_topic.name)).values())
+    assert n == total
