@@ -758,6 +758,7 @@ async def test_a_result_the_sink_cannot_encode_fails_the_write(
             ValueError,
             "auto_offset_reset must be 'earliest' or 'latest'",
         ),
+        ({"commit_interval": -0.5}, ValueError, "commit_interval"),
         ({"codec": "yaml"}, ValueError, "codec must be one of"),
         ({"key_codec": 3}, TypeError, "key_codec must be"),
         ({"timeout": 0}, ValueError, "timeout"),

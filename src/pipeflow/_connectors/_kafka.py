@@ -17,12 +17,15 @@ from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any, Literal
 
+import orjson
+
 from .._core._errors import DecodeError, EncodeError
 from .._core._policies import Retry
 from .._core._time import duration_seconds
 from ._codecs import (
     Codec,
     CodecLike,
+    JsonCodec,
     RawCodec,
     codec_for,
     codec_name,
@@ -65,6 +68,8 @@ _PRODUCER_OWN = frozenset(
 )
 #: How long one wait for messages lasts before the source looks around (stop at end).
 _POLL_MS = 500
+#: How many batches (of one partition each) the source decodes ahead of the pipeline.
+_AHEAD = 2
 #: Largest batch of messages the sink sends to a partition in one request.
 _MAX_BATCH_BYTES = 1 << 20
 
@@ -163,6 +168,11 @@ class KafkaSource:
             handing its partitions to others (a ``timedelta`` or seconds).
         auto_offset_reset: where a group with no committed offset starts:
             ``"earliest"`` (all messages) or ``"latest"`` (new ones only).
+        commit_interval: the least time between two commits (a ``timedelta``
+            or seconds; 0 commits at every acknowledgement). What is
+            acknowledged meanwhile is committed when it is over, before
+            partitions are given up, and when the source closes; a crash
+            delivers it again.
         codec: decodes payloads (see ``codec_for``); a payload it refuses
             becomes an ``UndecodableMessage``.
         key_codec: decodes keys; ``"raw"`` (the default) keeps the bytes.
@@ -190,6 +200,7 @@ class KafkaSource:
         batch_size: int = 500,
         session_timeout: float | timedelta = 10.0,
         auto_offset_reset: Literal["earliest", "latest"] = "earliest",
+        commit_interval: float | timedelta = 0.5,
         codec: CodecLike = "json",
         key_codec: CodecLike = "raw",
         timeout: float | timedelta = 30.0,
@@ -214,6 +225,9 @@ class KafkaSource:
             msg = f"auto_offset_reset must be 'earliest' or 'latest', got {auto_offset_reset!r:.60}"
             raise ValueError(msg)
         self._auto_offset_reset = auto_offset_reset
+        self._commit_interval = duration_seconds(
+            commit_interval, "commit_interval", allow_zero=True
+        )
         self._codec = codec_for(codec)
         key = codec_for(key_codec, "key_codec")
         self._key_codec: Codec | None = None if isinstance(key, RawCodec) else key
@@ -240,8 +254,18 @@ class KafkaSource:
         #: Per partition, the offset to commit that is acknowledged and not yet committed.
         self._uncommitted: dict[int, int] = {}
         self._lock = asyncio.Lock()
+        #: When offsets were last committed (event loop time), and the task that
+        #: commits what is acknowledged meanwhile once ``commit_interval`` is over.
+        self._last_commit = float("-inf")
+        self._flusher: asyncio.Task[None] | None = None
+        self._failure: Exception | None = None
         #: stop_at_end: per partition, the offset it ends at.
         self._ends: dict[int, int] = {}
+        #: Batches fetched and decoded, not yet handed over: (generation, records, messages).
+        self._ahead: deque[tuple[int, list[Any], list[Message]]] = deque()
+        self._ready = asyncio.Event()  # something in ``_ahead``, or fetching stopped
+        self._room = asyncio.Event()  # room in ``_ahead``
+        self._fetching: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"KafkaSource({self._topic!r}, group={self._group!r})"
@@ -259,52 +283,105 @@ class KafkaSource:
         return self._messages()
 
     async def _messages(self) -> AsyncIterator[Message]:
+        """Hand over the batches the fetching task has ready, recording their records."""
         consumer = self._consumer or await self._start()
+        ahead = self._ahead
+        ready, room = self._ready, self._room
+        fetching = self._fetching = asyncio.get_running_loop().create_task(
+            self._fetch(consumer), name=f"pipeflow: fetching {self._topic!r}"
+        )
         positions = self._positions
-        topic = self._topic
-        decode = self._codec.decode
-        keyed = self._key_codec
-        batch_size = self._batch_size
-        stop_at_end = self._stop_at_end
-        poll_ms = _POLL_MS if stop_at_end else 1000
-        # Records of one batch mostly share their millisecond: one datetime each.
-        last_ts: int | None = None
-        stamp: datetime | None = None
-        while True:
-            if stop_at_end and await self._at_end(consumer):
-                return
-            batches = await consumer.getmany(timeout_ms=poll_ms, max_records=batch_size)
-            generation = self._generation
-            for tp, records in batches.items():
-                if self._generation != generation:
-                    break  # partitions were revoked: the rest is their new owners'
+        try:
+            while True:
+                while not ahead:
+                    if fetching.done():
+                        fetching.result()  # raises what stopped it
+                        return  # stop_at_end: all there was is handed over
+                    ready.clear()
+                    await ready.wait()
+                generation, records, messages = ahead.popleft()
+                room.set()
+                if generation != self._generation:
+                    continue  # fetched before a revocation: the partitions' new owners read it
                 # Recorded all at once; those handed over after a revocation are
                 # never committed (see ``_revoked``).
                 positions.extend(records)
-                partition = tp.partition
-                for r in records:
-                    ts = r.timestamp
-                    if ts != last_ts:
-                        last_ts = ts
-                        stamp = _stamp(ts)
-                    headers = r.headers
-                    key = r.key
-                    try:
-                        if keyed is not None and key is not None:
-                            key = keyed.decode(key)
-                        value = decode(r.value)
-                    except Exception:
-                        yield self._undecodable(r)
-                        continue
-                    yield Message(
-                        value,
-                        key=key,
-                        headers=dict(headers) if headers else None,
-                        timestamp=stamp,
-                        source=topic,
-                        partition=partition,
-                        position=r.offset,
-                    )
+                for message in messages:
+                    yield message
+        finally:
+            await self._stop_fetching()
+
+    async def _fetch(self, consumer: Any) -> None:
+        """Fetch batches and decode them, a few batches ahead of what is handed over.
+
+        Decoding here, in a task of its own, lets it go on while the pipeline
+        waits for its sink.
+        """
+        ahead, ready, room = self._ahead, self._ready, self._room
+        batch_size = self._batch_size
+        stop_at_end = self._stop_at_end
+        poll_ms = _POLL_MS if stop_at_end else 1000
+        try:
+            while True:
+                if len(ahead) >= _AHEAD:
+                    room.clear()
+                    await room.wait()
+                    continue
+                if stop_at_end and await self._at_end(consumer):
+                    return
+                batches = await consumer.getmany(timeout_ms=poll_ms, max_records=batch_size)
+                generation = self._generation
+                for tp, records in batches.items():
+                    ahead.append((generation, records, self._decode(tp.partition, records)))
+                if batches:
+                    ready.set()
+        finally:
+            ready.set()
+
+    async def _stop_fetching(self) -> None:
+        fetching, self._fetching = self._fetching, None
+        if fetching is not None and not fetching.done():
+            fetching.cancel()
+            await asyncio.gather(fetching, return_exceptions=True)
+
+    def _decode(self, partition: int, records: list[Any]) -> list[Message]:
+        """The messages of one partition's records."""
+        topic = self._topic
+        codec = self._codec
+        # The built-in JSON codec's decode is orjson.loads: called directly, a call less.
+        decode = orjson.loads if type(codec) is JsonCodec else codec.decode
+        keyed = self._key_codec
+        messages: list[Message] = []
+        append = messages.append
+        # Records of one batch mostly share their millisecond: one datetime each.
+        last_ts: int | None = None
+        stamp: datetime | None = None
+        for r in records:
+            ts = r.timestamp
+            if ts != last_ts:
+                last_ts = ts
+                stamp = _stamp(ts)
+            headers = r.headers
+            key = r.key
+            try:
+                if keyed is not None and key is not None:
+                    key = keyed.decode(key)
+                value = decode(r.value)
+            except Exception:
+                append(self._undecodable(r))
+                continue
+            append(
+                Message(
+                    value,
+                    key=key,
+                    headers=dict(headers) if headers else None,
+                    timestamp=stamp,
+                    source=topic,
+                    partition=partition,
+                    position=r.offset,
+                )
+            )
+        return messages
 
     def _undecodable(self, r: Any) -> Message:
         fields: dict[str, Any] = {
@@ -423,6 +500,7 @@ class KafkaSource:
         last message among them. Messages of partitions given up in a
         rebalance are not committed.
         """
+        self._check()
         async with self._lock:
             positions = self._positions
             base = positions.acked
@@ -442,10 +520,34 @@ class KafkaSource:
                     uncommitted[r.partition] = r.offset + 1
             while revoked and revoked[0][0] <= count:
                 revoked.popleft()
-            if uncommitted:
+            if not uncommitted:
+                return
+            loop = asyncio.get_running_loop()
+            wait = self._last_commit + self._commit_interval - loop.time()
+            if wait <= 0:
                 await self._commit_uncommitted()
+            elif self._flusher is None:
+                self._flusher = loop.create_task(
+                    self._commit_later(wait), name=f"pipeflow: committing {self._topic!r}"
+                )
+
+    async def _commit_later(self, wait: float) -> None:
+        """Commit what is acknowledged once ``wait`` seconds have passed."""
+        await asyncio.sleep(wait)
+        async with self._lock:
+            self._flusher = None
+            try:
+                await self._commit_uncommitted()
+            except Exception as exc:
+                self._failure = exc  # for the next acknowledgement, or closing
+
+    def _check(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
 
     async def _commit_uncommitted(self) -> None:
+        self._last_commit = asyncio.get_running_loop().time()
         owned = self._owned
         offsets = {p: o for p, o in self._uncommitted.items() if p in owned}
         self._uncommitted = {}
@@ -505,9 +607,22 @@ class KafkaSource:
         if self._closed:
             return
         self._closed = True
-        consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            await consumer.stop()
+        await self._stop_fetching()
+        self._ahead.clear()
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None:
+            flusher.cancel()
+            await asyncio.gather(flusher, return_exceptions=True)
+        consumer = self._consumer
+        try:
+            if consumer is not None and self._uncommitted:
+                async with self._lock:
+                    await self._commit_uncommitted()
+            self._check()
+        finally:
+            self._consumer = None
+            if consumer is not None:
+                await consumer.stop()
 
     async def __aenter__(self) -> KafkaSource:
         return self
@@ -654,7 +769,7 @@ class KafkaSink:
         known: dict[bytes, int] = {}
         murmur2 = self._aiokafka.partitioner.murmur2
         codec = self._codec
-        encode = codec.encode
+        encode = _json_dumps if type(codec) is JsonCodec else codec.encode
         pick = self._key
         for result in items:
             headers = None
@@ -745,6 +860,11 @@ class KafkaSink:
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
+
+
+def _json_dumps(value: Any) -> bytes:
+    """What ``JsonCodec().encode`` gives, without the method call."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
 
 
 def _key_bytes(result: Any, key: Any) -> bytes | None:
