@@ -516,8 +516,16 @@ class KafkaSource:
                     if not any(index < at and r.partition in gone for at, gone in revoked):
                         uncommitted[r.partition] = r.offset + 1
             else:
-                for r in records:
-                    uncommitted[r.partition] = r.offset + 1
+                # The last record of each partition is the one to commit: looking
+                # from the end, stop once every partition owned is seen.
+                seen: dict[int, int] = {}
+                owned = len(self._owned)
+                for r in reversed(records):
+                    if r.partition not in seen:
+                        seen[r.partition] = r.offset + 1
+                        if len(seen) >= owned:
+                            break
+                uncommitted.update(seen)
             while revoked and revoked[0][0] <= count:
                 revoked.popleft()
             if not uncommitted:
