@@ -139,8 +139,10 @@ class KafkaSource:
 
     Offsets are committed only by the run's acknowledgements: for each
     partition, the offset after the last message whose results are all
-    written (or filtered, skipped, dead-lettered). Auto-commit is off. Messages
-    are fetched ``batch_size`` at a time. When the group rebalances, what is
+    written (or filtered, skipped, dead-lettered), at most once every
+    ``commit_interval``. Auto-commit is off. Messages are fetched
+    ``batch_size`` at a time, and decoded a couple of batches ahead of the
+    pipeline in a task of the source's own. When the group rebalances, what is
     acknowledged of the partitions given up is committed first; messages of
     those partitions still on their way through the pipeline are never
     committed by this member, and the partition's new owner reads them again
