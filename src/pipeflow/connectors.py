@@ -14,22 +14,40 @@ from ._connectors._codecs import Codec as Codec
 from ._connectors._codecs import JsonCodec as JsonCodec
 from ._connectors._codecs import RawCodec as RawCodec
 from ._connectors._codecs import TextCodec as TextCodec
+from ._connectors._csv import CsvSink as CsvSink
+from ._connectors._csv import CsvSource as CsvSource
+from ._connectors._jsonlines import JsonLinesSink as JsonLinesSink
+from ._connectors._jsonlines import JsonLinesSource as JsonLinesSource
 from ._connectors._kafka import KafkaSink as KafkaSink
 from ._connectors._kafka import KafkaSource as KafkaSource
 from ._connectors._message import Message as Message
 from ._connectors._message import UndecodableMessage as UndecodableMessage
+from ._connectors._nats import NatsSink as NatsSink
+from ._connectors._nats import NatsSource as NatsSource
+from ._connectors._redis import RedisSourceStatistics as RedisSourceStatistics
+from ._connectors._redis import RedisStreamSink as RedisStreamSink
+from ._connectors._redis import RedisStreamSource as RedisStreamSource
 from ._core._errors import DecodeError as DecodeError
 from ._core._errors import EncodeError as EncodeError
 
 __all__ = [
     "Codec",
+    "CsvSink",
+    "CsvSource",
     "DecodeError",
     "EncodeError",
     "JsonCodec",
+    "JsonLinesSink",
+    "JsonLinesSource",
     "KafkaSink",
     "KafkaSource",
     "Message",
+    "NatsSink",
+    "NatsSource",
     "RawCodec",
+    "RedisSourceStatistics",
+    "RedisStreamSink",
+    "RedisStreamSource",
     "TextCodec",
     "UndecodableMessage",
 ]
