@@ -114,7 +114,8 @@ class RunRecord:
 
     @property
     def steady(self) -> float:
-        return 0.9 * self.n / (self.t1 - self.t10)
+        # Never less than one poll: a small run can be done by the first poll that sees 10 %.
+        return 0.9 * self.n / max(self.t1 - self.t10, POLL)
 
     @property
     def startup(self) -> float:
