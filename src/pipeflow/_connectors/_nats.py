@@ -31,9 +31,10 @@ from typing import Any, TypeVar
 
 import orjson
 
+from .._core._errors import EncodeError
 from .._core._policies import Retry
 from .._core._time import duration_seconds
-from ._codecs import CodecLike, codec_for, decode_message, encode_result
+from ._codecs import CodecLike, codec_for, codec_name, decode_message, encode_result
 from ._extras import require
 from ._message import Message
 from ._positions import Positions
@@ -669,7 +670,8 @@ class NatsSink:
         """Publish ``items``; return once JetStream has stored every one.
 
         Raises:
-            EncodeError: for a result the codec cannot encode (nothing is published).
+            EncodeError: for a result the codec cannot encode, or whose payload is
+                over the server's ``max_payload`` (nothing is published).
             ConnectionError: if the client gave up reconnecting.
             RuntimeError: if JetStream refused a publish.
         """
@@ -688,6 +690,13 @@ class NatsSink:
             nc = await self._client.connect()
             self._inbox = nc.new_inbox()
             await nc.subscribe(f"{self._inbox}.>", cb=self._on_ack)
+        limit = nc.max_payload
+        for result, payload in zip(items, payloads, strict=True):
+            if len(payload) > limit:  # the server would refuse it, every time
+                cause = ValueError(
+                    f"{len(payload)} bytes is over the server's max_payload of {limit} bytes"
+                )
+                raise EncodeError(result, codec_name(codec), cause)
         self._unconfirmed = dict(enumerate(zip(payloads, headers, strict=True)))
         client = self._client
         await reconnecting(
