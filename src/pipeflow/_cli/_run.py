@@ -16,7 +16,7 @@ import signal
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -25,6 +25,9 @@ from .._monitoring._monitor import StreamMonitor
 from ._load import LoadError, load_pipeline
 from ._status import StatusLine
 from ._urls import ConnectorSpec, UrlError, build, parse_sink, parse_source
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["cli", "execute"]
 
@@ -150,20 +153,24 @@ def run(
         if log_level == "debug" and exc.__cause__ is not None:
             traceback.print_exception(exc.__cause__)
         raise click.BadParameter(str(exc), param_hint="'MODULE:ATTR'") from None
+    debug = log_level == "debug"
+    sys.exit(asyncio.run(_connect_and_execute(pipeline, source_spec, sink_spec, status, debug)))
+
+
+async def _connect_and_execute(
+    pipeline: Any, source_spec: ConnectorSpec, sink_spec: ConnectorSpec, status: bool, debug: bool
+) -> int:
+    """Build the connectors (in the loop, where some may need one) and run."""
     from rich.console import Console
 
-    console = Console(stderr=True)
-    code = asyncio.run(
-        execute(
-            pipeline,
-            source_spec,
-            sink_spec,
-            status=status,
-            console=console,
-            debug=log_level == "debug",
-        )
-    )
-    sys.exit(code)
+    source = _build(source_spec, "--source")
+    try:
+        sink = _build(sink_spec, "--sink")
+    except BaseException:
+        await _close(source)
+        raise
+    console = Console(stderr=True) if status else None
+    return await execute(pipeline, source, sink, console=console, debug=debug)
 
 
 @dataclass
@@ -176,25 +183,24 @@ class _Signals:
 
 
 async def execute(
-    pipeline: Any,
-    source_spec: ConnectorSpec,
-    sink_spec: ConnectorSpec,
-    *,
-    status: bool,
-    console: Any,
-    debug: bool = False,
+    pipeline: Any, source: Any, sink: Any, *, console: Console | None, debug: bool = False
 ) -> int:
-    """Build the connectors, run the pipeline with signal handling; the exit code.
+    """Run ``pipeline`` from ``source`` to ``sink`` until it ends, fails or is stopped.
 
-    Raises:
-        click.BadParameter: if a connector rejects the options its URL gave.
+    The first SIGINT or SIGTERM drains the run, a second cancels it. Messages and
+    the summary go to standard error.
+
+    Args:
+        pipeline: what ``load_pipeline`` returned.
+        source, sink: the connectors.
+        console: where the live status line goes (drawn only on a terminal), or
+            ``None`` for none.
+        debug: print the traceback of a failure.
+
+    Returns:
+        The exit code: 0 when the run ended or drained, 1 when it failed, 130
+        (143) when a second SIGINT (SIGTERM) cancelled it.
     """
-    source = _build(source_spec, "--source")
-    try:
-        sink = _build(sink_spec, "--sink")
-    except BaseException:
-        await _close(source)
-        raise
     monitor = StreamMonitor()
     if callable(getattr(pipeline, "set_monitor", None)):
         pipeline.set_monitor(monitor)
@@ -204,7 +210,7 @@ async def execute(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, _on_signal, signals, task, signum)
     try:
-        if status:
+        if console is not None:
             async with StatusLine(monitor, console):
                 await asyncio.wait([task])
         else:

@@ -115,7 +115,7 @@ class StatusLine:
             transient=True,
             redirect_stdout=False,
         )
-        self._live.start()
+        self._live.start(refresh=True)
         self._task = asyncio.get_running_loop().create_task(
             self._redraw(), name="pipeflow: status line"
         )

@@ -1,0 +1,424 @@
+"""``pipeflow run``: loading MODULE:ATTR, option and URL errors, help, the run with its
+signals, summary, status line and exit codes, and end-to-end runs of the command.
+
+The run itself (``execute``) is tested in-process with plain sources and sinks;
+the command is tested with click's runner for its errors and in a subprocess,
+as users run it, for the end-to-end runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from rich.console import Console
+
+from pipeflow import streams as ps
+from pipeflow._cli._load import LoadError, load_pipeline
+from pipeflow._cli._run import cli, execute, summary_line
+from pipeflow._cli._status import Rates, StatusLine, status_text
+from pipeflow.monitoring import StageMetrics, StreamMetrics, StreamMonitor
+from pipeflow.streams import RunSummary
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").is_dir() else sys.executable
+
+
+# MODULE:ATTR
+
+
+@pytest.fixture
+def modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleMaker]:
+    """Write modules into a fresh current directory; forget them afterwards."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", os.getcwd())])
+    maker = ModuleMaker(tmp_path)
+    yield maker
+    for name in maker.names:
+        sys.modules.pop(name, None)
+
+
+class ModuleMaker:
+    def __init__(self, where: Path) -> None:
+        self.where = where
+        self.names: list[str] = []
+
+    def __call__(self, code: str) -> str:
+        """A new module holding ``code``; its name."""
+        name = f"job_{uuid.uuid4().hex[:8]}"
+        (self.where / f"{name}.py").write_text(code, encoding="utf-8")
+        self.names.append(name)
+        return name
+
+
+PIPELINE = """
+from pipeflow import streams as ps
+
+pipeline = ps.map(lambda x: x, name="same")
+number = 3
+
+def make():
+    return ps.map(str, name="made")
+
+def needs(x):
+    return pipeline
+
+def not_one():
+    return 42
+
+def broken():
+    raise RuntimeError("no config")
+
+class Holder:
+    inner = ps.map(str, name="inner")
+"""
+
+
+def test_a_pipeline_is_found_in_a_module_of_the_current_directory(modules: ModuleMaker) -> None:
+    """MODULE is imported from the current directory, as python -m would."""
+    name = modules(PIPELINE)
+    assert "same" == load_pipeline(f"{name}:pipeline").name
+
+
+def test_a_function_of_no_arguments_is_called_for_the_pipeline(modules: ModuleMaker) -> None:
+    """ATTR may be a factory."""
+    name = modules(PIPELINE)
+    assert "made" == load_pipeline(f"{name}:make").name
+
+
+def test_a_dotted_attribute(modules: ModuleMaker) -> None:
+    """ATTR may reach into an object."""
+    name = modules(PIPELINE)
+    assert "inner" == load_pipeline(f"{name}:Holder.inner").name
+
+
+LOAD_ERRORS = [
+    ("{m}", "expected MODULE:ATTR (for example jobs.orders:pipeline), got '{m}'"),
+    ("{m}:", "expected MODULE:ATTR"),
+    (":pipeline", "expected MODULE:ATTR"),
+    ("nosuchmodule_x:pipeline", "no module named 'nosuchmodule_x' (looked in the current"),
+    ("{m}:missing", "{m} has no attribute 'missing'; its pipelines: pipeline"),
+    ("{m}:Holder.missing", "{m}:Holder has no attribute 'missing'; its pipelines: inner"),
+    ("{m}:number", "{m}:number is a int (3), not a pipeline: expected a pipe or pipeline"),
+    ("{m}:needs", "{m}:needs is a function that takes arguments"),
+    ("{m}:not_one", "{m}:not_one() returned a int (42), not a pipeline"),
+    ("{m}:broken", "calling {m}:broken() failed: RuntimeError: no config"),
+]
+
+
+@pytest.mark.parametrize(("target", "message"), LOAD_ERRORS)
+def test_load_errors(modules: ModuleMaker, target: str, message: str) -> None:
+    """Each way MODULE:ATTR can miss says what it found and what was expected."""
+    name = modules(PIPELINE)
+    with pytest.raises(LoadError) as caught:
+        load_pipeline(target.format(m=name))
+    assert message.format(m=name) in str(caught.value)
+
+
+def test_a_module_that_fails_to_import(modules: ModuleMaker) -> None:
+    """An error inside the module (its own missing import too) is reported as such."""
+    bad = modules("import nosuchdependency_y\n")
+    with pytest.raises(LoadError, match=r"importing module '.*' failed: ModuleNotFoundError"):
+        load_pipeline(f"{bad}:pipeline")
+    worse = modules("1 / 0\n")
+    with pytest.raises(LoadError, match=r"failed: ZeroDivisionError: division by zero"):
+        load_pipeline(f"{worse}:pipeline")
+
+
+# The command's errors and help
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Any:
+    return CliRunner().invoke(cli, list(args), env=env, prog_name="pipeflow")
+
+
+def test_help_explains_each_option_with_an_example() -> None:
+    """`pipeflow run --help` covers every option, its environment variable, the URL forms
+    and the signals."""
+    result = invoke("run", "--help")
+    assert 0 == result.exit_code
+    text = result.output
+    for option, envvar in [
+        ("--source URL", "PIPEFLOW_SOURCE"),
+        ("--sink URL", "PIPEFLOW_SINK"),
+        ("--stop-at-end", "PIPEFLOW_STOP_AT_END"),
+        ("--status / --no-status", "PIPEFLOW_STATUS"),
+        ("--log-level", "PIPEFLOW_LOG_LEVEL"),
+    ]:
+        assert option in text
+        assert envvar in text
+    assert 5 <= text.count("Example:")
+    for form in ("redis://HOST:PORT/DB?stream=S&group=G", "nats://", "kafka://", "file:PATH"):
+        assert form in text
+    assert "SIGTERM drains the run" in text
+    assert "exit 130" in text
+
+
+def test_a_bad_source_url_is_a_usage_error_naming_the_option(modules: ModuleMaker) -> None:
+    """Exit code 2; the message names --source, the URL, the problem and the form."""
+    name = modules(PIPELINE)
+    result = invoke("run", f"{name}:pipeline", "--source", "redis://h:1/0?stream=s", "--sink", "-")
+    assert 2 == result.exit_code
+    assert (
+        "Invalid value for '--source': 'redis://h:1/0?stream=s': missing group=; "
+        "expected redis://HOST:PORT/DB?stream=STREAM&group=GROUP"
+    ) in " ".join(result.stderr.split())
+
+
+def test_a_bad_sink_url_is_a_usage_error(modules: ModuleMaker) -> None:
+    """The sink is checked against a sink's parameters."""
+    name = modules(PIPELINE)
+    result = invoke("run", f"{name}:pipeline", "--source", "-", "--sink", "kafka://k:1/t?group=g")
+    assert 2 == result.exit_code
+    assert "Invalid value for '--sink'" in result.stderr
+    assert "unknown query parameter 'group' for a kafka sink (known: codec)" in result.stderr
+
+
+def test_a_missing_module_is_a_usage_error() -> None:
+    """Exit code 2 with the loader's message."""
+    result = invoke("run", "nosuchmodule_z:pipeline", "--source", "-", "--sink", "-")
+    assert 2 == result.exit_code
+    assert "Invalid value for 'MODULE:ATTR': no module named 'nosuchmodule_z'" in result.stderr
+
+
+def test_not_a_pipeline_is_a_usage_error(modules: ModuleMaker) -> None:
+    """Exit code 2 naming what was found."""
+    name = modules(PIPELINE)
+    result = invoke("run", f"{name}:number", "--source", "-", "--sink", "-")
+    assert 2 == result.exit_code
+    assert f"{name}:number is a int (3), not a pipeline" in result.stderr
+
+
+def test_source_and_sink_are_required() -> None:
+    """Without --source (or PIPEFLOW_SOURCE) the command says which is missing."""
+    result = invoke("run", "x:y", "--sink", "-", env={"PIPEFLOW_SOURCE": ""})
+    assert 2 == result.exit_code
+    assert "Missing option '--source'" in result.stderr
+
+
+def test_options_come_from_the_environment(modules: ModuleMaker) -> None:
+    """PIPEFLOW_SOURCE and PIPEFLOW_SINK stand for the options (checked as they are)."""
+    name = modules(PIPELINE)
+    env = {"PIPEFLOW_SOURCE": "redis://h:1/0?stream=s", "PIPEFLOW_SINK": "-"}
+    result = invoke("run", f"{name}:pipeline", env=env)
+    assert 2 == result.exit_code
+    assert "Invalid value for '--source': 'redis://h:1/0?stream=s': missing group=" in (
+        " ".join(result.stderr.split())
+    )
+    env = {"PIPEFLOW_SOURCE": "-", "PIPEFLOW_SINK": "-", "PIPEFLOW_LOG_LEVEL": "loud"}
+    result = invoke("run", f"{name}:pipeline", env=env)
+    assert 2 == result.exit_code
+    assert "Invalid value for '--log-level'" in result.stderr
+
+
+def test_without_the_extra_the_command_names_what_to_install() -> None:
+    """With click missing, `pipeflow` prints one line and exits 1."""
+    code = "import sys; sys.modules['click'] = None; from pipeflow._cli import main; main()"
+    done = run_python("-c", code)
+    assert 1 == done.returncode
+    assert (
+        "pipeflow: the command needs click, which is not installed: "
+        "pip install 'pipeflow-streams[cli]'\n"
+    ) == done.stderr
+
+
+# The run: summary, failure, signals
+
+
+async def counting(stop_after: int | None = None, *, signals: int = 1) -> AsyncIterator[int]:
+    """0, 1, 2, ... forever, sending this process SIGTERM after ``stop_after`` items."""
+    n = 0
+    while True:
+        if n == stop_after:
+            for _ in range(signals):
+                os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(0)
+        yield n
+        n += 1
+
+
+async def test_a_run_that_ends_prints_its_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    """Exit code 0 and one line of counts on standard error; nothing on standard output."""
+    written: list[int] = []
+    pipeline = ps.filter(lambda x: x % 2 == 0, name="even")
+    code = await execute(pipeline, range(10), written, console=None)
+    assert 0 == code
+    assert [0, 2, 4, 6, 8] == written
+    out, err = capsys.readouterr()
+    assert "" == out
+    assert err.startswith("pipeflow: done: 10 in, 5 out, 0 skipped, 0 dead-lettered, 0 late in ")
+
+
+async def test_sigterm_drains_the_run(capsys: pytest.CaptureFixture[str]) -> None:
+    """The first signal stops reading; what was read is written; exit code 0."""
+    written: list[int] = []
+    code = await execute(ps.map(lambda x: x, name="same"), counting(50), written, console=None)
+    assert 0 == code
+    assert 50 <= len(written)
+    assert list(range(len(written))) == written
+    err = capsys.readouterr().err
+    assert "pipeflow: stopping: draining the run (SIGTERM); send it again to stop at once\n" in err
+    assert f"pipeflow: stopped: {len(written)} in, {len(written)} out, " in err
+    assert "0 left unacknowledged for redelivery" in err
+
+
+class StuckSink:
+    """A sink whose first write signals this process ``count`` times, then never returns."""
+
+    def __init__(self, signum: int, count: int) -> None:
+        self.signum = signum
+        self.count = count
+        self.closed = False
+
+    async def write(self, items: list[Any]) -> None:
+        for _ in range(self.count):
+            os.kill(os.getpid(), self.signum)
+        await asyncio.Event().wait()
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize(("signum", "expected"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+async def test_a_second_signal_stops_at_once(
+    capsys: pytest.CaptureFixture[str], signum: signal.Signals, expected: int
+) -> None:
+    """A run that cannot drain is cancelled by the second signal: exit 130 after SIGINT,
+    143 after SIGTERM; the sink is closed all the same."""
+    sink = StuckSink(signum, 2)
+    code = await execute(ps.map(str), counting(), sink, console=None)
+    assert expected == code
+    assert sink.closed
+    err = capsys.readouterr().err
+    assert f"pipeflow: stopping: draining the run ({signum.name})" in err
+    assert f"pipeflow: stopping at once ({signum.name}): what the run holds" in err
+    assert "pipeflow: cancelled after " in err
+
+
+def fail_on_3(x: int) -> int:
+    if x == 3:
+        raise ValueError("three is not allowed")
+    return x
+
+
+async def test_a_failed_run_exits_1_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """The error in one line, no traceback unless asked for."""
+    code = await execute(ps.map(fail_on_3, name="check"), range(10), [], console=None)
+    assert 1 == code
+    err = capsys.readouterr().err
+    assert 1 == len(err.splitlines())
+    assert err.startswith("pipeflow: run failed after ")
+    assert "ValueError: three is not allowed (--log-level debug shows the traceback)" in err
+
+
+async def test_a_failed_run_with_debug_prints_the_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--log-level debug adds the traceback."""
+    code = await execute(ps.map(fail_on_3), range(10), [], console=None, debug=True)
+    assert 1 == code
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    assert "in fail_on_3" in err
+
+
+def test_summary_line_says_what_a_stop_left_unacknowledged() -> None:
+    """After a stop, the summary says how many items a broker will deliver again."""
+    summary = RunSummary(
+        items_in=1200,
+        items_out=1100,
+        skipped=3,
+        dead_lettered=2,
+        late=1,
+        dropped=0,
+        writes=12,
+        write_retries=0,
+        duration=2.25,
+        stopped=True,
+        in_flight_at_stop=40,
+        unacknowledged=95,
+    )
+    assert (
+        "stopped: 1,200 in, 1,100 out, 3 skipped, 2 dead-lettered, 1 late in 2.2 s; "
+        "95 left unacknowledged for redelivery"
+    ) == summary_line(summary)
+
+
+# The status line
+
+
+def stage(name: str, backpressure: float) -> StageMetrics:
+    return StageMetrics(name=name, backpressure=backpressure)
+
+
+def test_status_text_shows_rates_the_busiest_stage_and_the_counts() -> None:
+    """One line: time, counts and rates in and out, the stage with the most
+    backpressure, errors, skipped and dead-lettered."""
+    metrics = StreamMetrics(
+        items_in=12345,
+        items_out=12000,
+        errors=7,
+        skipped=5,
+        dead_lettered=2,
+        stages=(stage("parse", 0.1), stage("enrich", 0.73), stage("write", 0.0)),
+    )
+    assert (
+        "12 s | in 12,345 (1,500/s) | out 12,000 (4.5/s) | backpressure 73% (enrich) "
+        "| errors 7  skipped 5  dead-lettered 2"
+    ) == status_text(metrics, (1500.0, 4.5), 12.4)
+
+
+def test_rates_are_taken_over_the_last_seconds() -> None:
+    """Items per second over a sliding window of about three seconds."""
+    rates = Rates(window=3.0)
+    assert (0.0, 0.0) == rates.add(0.0, 0, 0)
+    assert (100.0, 50.0) == rates.add(1.0, 100, 50)
+    assert (100.0, 50.0) == rates.add(2.0, 200, 100)
+    assert (100.0, 50.0) == rates.add(3.0, 300, 150)
+    # The sample at 0 s leaves: the rates are over 1 s to 4 s.
+    assert (400.0, 50.0) == rates.add(4.0, 1300, 200)
+
+
+async def test_status_line_is_drawn_on_a_terminal() -> None:
+    """On a terminal the line appears; it is removed at the end."""
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=200)
+    monitor = StreamMonitor()
+    pipeline = ps.map(str, name="stringify")
+    pipeline.set_monitor(monitor)
+    async with StatusLine(monitor, console, refresh=0.01):
+        await pipeline.run(range(100), [])
+        await asyncio.sleep(0.05)
+    text = out.getvalue()
+    assert "in 100 (" in text
+    assert "| backpressure " in text
+
+
+async def test_status_line_is_not_drawn_elsewhere() -> None:
+    """On a file or a pipe nothing is drawn."""
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False)
+    monitor = StreamMonitor()
+    async with StatusLine(monitor, console, refresh=0.01):
+        await asyncio.sleep(0.05)
+    assert "" == out.getvalue()
+
+
+# End to end, as users run it
+
+
+def run_python(*args: str, **kwargs: Any) -> Any:
+    import subprocess
+
+    return subprocess.run(
+        [PYTHON, *args], capture_output=True, text=True, timeout=60, check=False, **kwargs
+    )
