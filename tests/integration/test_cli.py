@@ -373,8 +373,17 @@ def test_status_text_shows_rates_the_busiest_stage_and_the_counts() -> None:
     )
     assert (
         "12 s | in 12,345 (1,500/s) | out 12,000 (4.5/s) | backpressure 73% (enrich) "
-        "| errors 7  skipped 5  dead-lettered 2"
+        "| errors 7, skipped 5, dead-lettered 2"
     ) == status_text(metrics, (1500.0, 4.5), 12.4)
+
+
+def test_status_text_without_errors_is_short() -> None:
+    """Before any error the counts take two words."""
+    metrics = StreamMetrics(items_in=1_000_000, items_out=999_000, stages=(stage("parse", 0.5),))
+    assert (
+        "3600 s | in 1,000,000 (25,000/s) | out 999,000 (24,990/s) | backpressure 50% (parse) "
+        "| no errors"
+    ) == status_text(metrics, (25_000.0, 24_990.0), 3600.0)
 
 
 def test_rates_are_taken_over_the_last_seconds() -> None:
@@ -422,3 +431,249 @@ def run_python(*args: str, **kwargs: Any) -> Any:
     return subprocess.run(
         [PYTHON, *args], capture_output=True, text=True, timeout=60, check=False, **kwargs
     )
+
+
+JOB = """
+from typing import Any
+
+from pipeflow import streams as ps
+
+
+def double(message: Any) -> dict[str, int]:
+    return {"n": message.value["n"] * 2}
+
+
+pipeline = ps.map(double, name="double") | ps.filter(lambda r: r["n"] % 4 == 0, name="fours")
+"""
+
+
+def records(count: int, start: int = 0) -> str:
+    """``count`` JSON Lines records ``{"n": i}``."""
+    return "".join(f'{{"n": {i}}}\n' for i in range(start, start + count))
+
+
+def results(text: str) -> list[int]:
+    """The ``n`` of each JSON Lines result."""
+    import json
+
+    return [json.loads(line)["n"] for line in text.splitlines()]
+
+
+def expected(count: int) -> list[int]:
+    """What JOB makes of ``records(count)``."""
+    return [2 * i for i in range(count) if (2 * i) % 4 == 0]
+
+
+def needs_connector(name: str) -> pytest.MarkDecorator:
+    import pipeflow.connectors
+
+    return pytest.mark.skipif(
+        not hasattr(pipeflow.connectors, name), reason=f"pipeflow.connectors has no {name}"
+    )
+
+
+@pytest.fixture
+def job(tmp_path: Path) -> Path:
+    """A directory holding the module ``job`` with a pipeline, to run the command in."""
+    (tmp_path / "job.py").write_text(JOB, encoding="utf-8")
+    return tmp_path
+
+
+def pipeflow_run(where: Path, *args: str, env: dict[str, str] | None = None, **kwargs: Any) -> Any:
+    """``python -m pipeflow._cli run`` in ``where``, its output captured."""
+    return run_python("-m", "pipeflow._cli", "run", *args, cwd=where, env=clean_env(env), **kwargs)
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without PIPEFLOW_ options or settings that force a terminal."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PIPEFLOW_") and k not in ("FORCE_COLOR", "TTY_COMPATIBLE")
+    }
+    return {**env, **(extra or {})}
+
+
+@needs_connector("JsonLinesSource")
+def test_file_to_file(job: Path) -> None:
+    """A JSON Lines file through the pipeline into another; the summary on standard
+    error, and no status line since standard error is not a terminal."""
+    (job / "in.jsonl").write_text(records(100), encoding="utf-8")
+    done = pipeflow_run(
+        job, "job:pipeline", "--source", "file:in.jsonl", "--sink", "file:out.jsonl"
+    )
+    assert 0 == done.returncode, done.stderr
+    assert expected(100) == results((job / "out.jsonl").read_text(encoding="utf-8"))
+    assert "" == done.stdout
+    [line] = done.stderr.splitlines()
+    assert line.startswith("pipeflow: done: 100 in, 50 out, 0 skipped, 0 dead-lettered, 0 late in ")
+    assert " | in " not in done.stderr
+    assert "\x1b" not in done.stderr  # no terminal control sequences either
+
+
+@needs_connector("JsonLinesSource")
+def test_options_from_environment_variables(job: Path) -> None:
+    """PIPEFLOW_SOURCE and PIPEFLOW_SINK stand for --source and --sink; absolute file URLs."""
+    (job / "in.jsonl").write_text(records(10), encoding="utf-8")
+    env = {
+        "PIPEFLOW_SOURCE": f"file://{job / 'in.jsonl'}",
+        "PIPEFLOW_SINK": f"file://{job / 'out.jsonl'}",
+        "PIPEFLOW_STATUS": "false",
+    }
+    done = pipeflow_run(job, "job:pipeline", env=env)
+    assert 0 == done.returncode, done.stderr
+    assert expected(10) == results((job / "out.jsonl").read_text(encoding="utf-8"))
+
+
+@needs_connector("JsonLinesSource")
+def test_stdin_to_stdout_with_the_console_script(job: Path) -> None:
+    """`-` reads standard input and writes standard output; messages stay on standard error."""
+    script = Path(PYTHON).parent / "pipeflow"
+    if not script.exists():
+        pytest.skip("the pipeflow console script is not installed in this environment")
+    import subprocess
+
+    done = subprocess.run(
+        [str(script), "run", "job:pipeline", "--source", "-", "--sink", "-"],
+        input=records(40),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=job,
+        env=clean_env(),
+        check=False,
+    )
+    assert 0 == done.returncode, done.stderr
+    assert expected(40) == results(done.stdout)
+    assert "pipeflow: done: 40 in, 20 out" in done.stderr
+
+
+@needs_connector("JsonLinesSource")
+def test_a_failing_pipeline_exits_1(job: Path) -> None:
+    """A run that fails prints its error in one line and exits 1."""
+    (job / "bad.jsonl").write_text('{"n": 1}\n{"x": 2}\n', encoding="utf-8")
+    done = pipeflow_run(job, "job:pipeline", "--source", "file:bad.jsonl", "--sink", "-")
+    assert 1 == done.returncode
+    [line] = done.stderr.splitlines()
+    assert line.startswith("pipeflow: run failed after ")
+    assert "KeyError: 'n'" in line
+
+
+@needs_connector("CsvSource")
+def test_csv_to_json_lines(job: Path) -> None:
+    """A .csv file is read as CSV: each row a dict of strings."""
+    (job / "conv.py").write_text(
+        "from pipeflow import streams as ps\n"
+        "pipeline = ps.map(lambda m: {'n': int(m.value['n']) * 2})\n",
+        encoding="utf-8",
+    )
+    (job / "in.csv").write_text("n\n1\n2\n3\n", encoding="utf-8")
+    done = pipeflow_run(job, "conv:pipeline", "--source", "file:in.csv", "--sink", "-")
+    assert 0 == done.returncode, done.stderr
+    assert [2, 4, 6] == results(done.stdout)
+
+
+def wait_for(condition: Any, what: str, timeout: float = 20.0) -> None:
+    """Poll ``condition`` until it holds, or fail naming ``what``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@needs_connector("JsonLinesSource")
+def test_sigterm_drains_a_followed_file(job: Path) -> None:
+    """With follow=true the run waits for more lines; SIGTERM drains it: exit 0, every
+    line read was written whole, and the summary says it stopped."""
+    import subprocess
+
+    source = job / "in.jsonl"
+    out = job / "out.jsonl"
+    source.write_text(records(100), encoding="utf-8")
+    args = [
+        "run",
+        "job:pipeline",
+        "--source",
+        "file:in.jsonl?follow=true",
+        "--sink",
+        "file:out.jsonl",
+    ]
+    with subprocess.Popen(
+        [PYTHON, "-m", "pipeflow._cli", *args],
+        cwd=job,
+        env=clean_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+
+            def written() -> int:
+                return len(out.read_text().splitlines()) if out.exists() else 0
+
+            wait_for(lambda: written() == 50, "the first 50 results")
+            with source.open("a", encoding="utf-8") as f:
+                f.write(records(100, start=100))
+            wait_for(lambda: written() == 100, "the results of the lines added")
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert 0 == process.returncode, err
+    assert expected(200) == results(out.read_text(encoding="utf-8"))
+    assert "pipeflow: stopping: draining the run (SIGTERM)" in err
+    assert "pipeflow: stopped: 200 in, 100 out, " in err
+
+
+@needs_connector("JsonLinesSource")
+def test_the_status_line_on_a_terminal(job: Path) -> None:
+    """With standard error on a terminal the status line is drawn while the run goes on;
+    messages print above it and the summary replaces it."""
+    import pty
+    import subprocess
+    import threading
+
+    (job / "in.jsonl").write_text(records(10), encoding="utf-8")
+    master, slave = pty.openpty()
+    shown = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the terminal's other side is closed
+                return
+            if not chunk:
+                return
+            shown.extend(chunk)
+
+    args = ["run", "job:pipeline", "--source", "file:in.jsonl?follow=true", "--sink", "-"]
+    with subprocess.Popen(
+        [PYTHON, "-m", "pipeflow._cli", *args],
+        cwd=job,
+        env=clean_env({"COLUMNS": "200"}),
+        stdout=subprocess.PIPE,
+        stderr=slave,
+    ) as process:
+        os.close(slave)
+        reader = threading.Thread(target=read)
+        reader.start()
+        try:
+            wait_for(lambda: b"| in 10 (" in shown, "the status line with the items read")
+            process.send_signal(signal.SIGTERM)
+            out, _ = process.communicate(timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            reader.join(timeout=10)
+            os.close(master)
+    assert 0 == process.returncode
+    assert expected(10) == results(out.decode())
+    text = shown.decode()
+    assert "| out 5 (" in text
+    assert "| no errors" in text
+    assert "pipeflow: stopping: draining the run (SIGTERM)" in text
+    assert text.rstrip().endswith("left unacknowledged for redelivery")

@@ -299,7 +299,10 @@ async def _close(connector: Any) -> None:
 
 
 def _say(line: str) -> None:
-    click.echo(f"pipeflow: {line}", err=True)
+    # Through ``sys.stderr`` as it is now: while the status line is drawn, rich
+    # has replaced it, to print the message above the line.
+    sys.stderr.write(f"pipeflow: {line}\n")
+    sys.stderr.flush()
 
 
 class _StderrHandler(logging.Handler):

@@ -55,7 +55,12 @@ class Rates:
 
 
 def status_text(metrics: StreamMetrics, rates: tuple[float, float], elapsed: float) -> str:
-    """The status line for ``metrics``, with the rates in and out and the time so far."""
+    """The status line for ``metrics``, with the rates in and out and the time so far.
+
+    The counts of errors, skipped and dead-lettered items are there once one of
+    them is not zero ("no errors" before), to keep the line short on a terminal
+    of 80 columns.
+    """
     rate_in, rate_out = rates
     parts = [
         f"{elapsed:.0f} s",
@@ -65,10 +70,13 @@ def status_text(metrics: StreamMetrics, rates: tuple[float, float], elapsed: flo
     busiest = max(metrics.stages, key=lambda s: s.backpressure, default=None)
     if busiest is not None:
         parts.append(f"backpressure {busiest.backpressure:.0%} ({busiest.name})")
-    parts.append(
-        f"errors {metrics.errors:,}  skipped {metrics.skipped:,}  "
-        f"dead-lettered {metrics.dead_lettered:,}"
-    )
+    if metrics.errors or metrics.skipped or metrics.dead_lettered:
+        parts.append(
+            f"errors {metrics.errors:,}, skipped {metrics.skipped:,}, "
+            f"dead-lettered {metrics.dead_lettered:,}"
+        )
+    else:
+        parts.append("no errors")
     return " | ".join(parts)
 
 
