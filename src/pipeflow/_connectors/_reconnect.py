@@ -62,13 +62,15 @@ async def reconnecting(
     except lost as exc:
         first = exc
 
+    last: list[BaseException] = [first]
+
     def worth_it(exc: BaseException) -> bool:
-        if not (isinstance(exc, lost) and isinstance(exc, retry.on)):
-            return False
-        log.warning("pipeflow: %s failed (%s: %s); trying again", what, type(exc).__name__, exc)
-        return True
+        last[0] = exc
+        return isinstance(exc, lost) and isinstance(exc, retry.on)
 
     async def again() -> T:
+        exc = last[0]
+        log.warning("pipeflow: %s failed (%s: %s); trying again", what, type(exc).__name__, exc)
         if before_retry is not None:
             await before_retry()
         return await call()
