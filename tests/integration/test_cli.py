@@ -263,6 +263,7 @@ async def test_sigterm_drains_the_run(capsys: pytest.CaptureFixture[str]) -> Non
     written: list[int] = []
     code = await execute(ps.map(lambda x: x, name="same"), counting(50), written, console=None)
     assert 0 == code
+    assert {asyncio.current_task()} == asyncio.all_tasks()
     assert 50 <= len(written)
     assert list(range(len(written))) == written
     err = capsys.readouterr().err
@@ -298,6 +299,7 @@ async def test_a_second_signal_stops_at_once(
     code = await execute(ps.map(str), counting(), sink, console=None)
     assert expected == code
     assert sink.closed
+    assert {asyncio.current_task()} == asyncio.all_tasks()  # nothing left running
     err = capsys.readouterr().err
     assert f"pipeflow: stopping: draining the run ({signum.name})" in err
     assert f"pipeflow: stopping at once ({signum.name}): what the run holds" in err
@@ -314,6 +316,7 @@ async def test_a_failed_run_exits_1_with_one_line(capsys: pytest.CaptureFixture[
     """The error in one line, no traceback unless asked for."""
     code = await execute(ps.map(fail_on_3, name="check"), range(10), [], console=None)
     assert 1 == code
+    assert {asyncio.current_task()} == asyncio.all_tasks()
     err = capsys.readouterr().err
     assert 1 == len(err.splitlines())
     assert err.startswith("pipeflow: run failed after ")
@@ -677,3 +680,93 @@ def test_the_status_line_on_a_terminal(job: Path) -> None:
     assert "| no errors" in text
     assert "pipeflow: stopping: draining the run (SIGTERM)" in text
     assert text.rstrip().endswith("left unacknowledged for redelivery")
+
+
+async def add_records(redis_url: str, key: str, count: int) -> None:
+    """``records(count)`` as entries of the Redis stream ``key``, in the field ``value``."""
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            for i in range(count):
+                pipe.xadd(key, {"value": f'{{"n": {i}}}'})
+            await pipe.execute()
+    finally:
+        await client.aclose()
+
+
+async def pending(redis_url: str, key: str, group: str) -> int:
+    """How many entries ``group`` has read from ``key`` and not acknowledged."""
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        summary = await client.xpending(key, group)
+        return int(summary["pending"])
+    finally:
+        await client.aclose()
+
+
+async def start_command(where: Path, *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        PYTHON,
+        "-m",
+        "pipeflow._cli",
+        "run",
+        *args,
+        cwd=where,
+        env=clean_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+@needs_connector("RedisStreamSource")
+async def test_redis_to_file_to_the_end(job: Path, redis_url: str, redis_stream: Any) -> None:
+    """--stop-at-end: the command works through what the stream holds, acknowledges it
+    all and exits 0."""
+    await add_records(redis_url, redis_stream.key, 300)
+    source = f"{redis_url}/0?stream={redis_stream.key}&group={redis_stream.group}&batch_size=50"
+    process = await start_command(
+        job, "job:pipeline", "--source", source, "--sink", "file:out.jsonl", "--stop-at-end"
+    )
+    _, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert 0 == process.returncode, err
+    assert expected(300) == results((job / "out.jsonl").read_text(encoding="utf-8"))
+    assert "pipeflow: done: 300 in, 150 out, " in err.decode()
+    assert 0 == await pending(redis_url, redis_stream.key, redis_stream.group)
+
+
+@needs_connector("RedisStreamSource")
+async def test_sigterm_drains_a_redis_source(job: Path, redis_url: str, redis_stream: Any) -> None:
+    """A run waiting on a Redis stream drains on SIGTERM: every entry read is written and
+    acknowledged (none pending in the group), and the command exits 0."""
+    await add_records(redis_url, redis_stream.key, 200)
+    source = f"{redis_url}/0?stream={redis_stream.key}&group={redis_stream.group}"
+    out = job / "out.jsonl"
+    process = await start_command(
+        job, "job:pipeline", "--source", source, "--sink", "file:out.jsonl"
+    )
+    try:
+
+        def written() -> int:
+            return len(out.read_text().splitlines()) if out.exists() else 0
+
+        for _ in range(1000):  # until the results of the 200 entries are written
+            if written() == 100:
+                break
+            await asyncio.sleep(0.02)
+        assert 100 == written()
+        process.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(process.communicate(), timeout=30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert 0 == process.returncode, err
+    assert expected(200) == results(out.read_text(encoding="utf-8"))
+    text = err.decode()
+    assert "pipeflow: stopped: 200 in, 100 out, " in text
+    assert "0 left unacknowledged for redelivery" in text
+    assert 0 == await pending(redis_url, redis_stream.key, redis_stream.group)
