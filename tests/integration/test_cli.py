@@ -334,6 +334,29 @@ async def test_a_failed_run_with_debug_prints_the_traceback(
     assert "in fail_on_3" in err
 
 
+async def test_the_pipelines_own_monitor_is_kept() -> None:
+    """A pipeline whose module set a StreamMonitor keeps it (for its exporters); the
+    status line reads it."""
+    monitor = StreamMonitor()
+    pipeline = ps.map(str, name="own")
+    pipeline.set_monitor(monitor)
+    assert 0 == await execute(pipeline, range(5), [], console=None)
+    assert 5 == monitor.get_metrics().items_in
+
+
+def test_logging_is_set_for_the_run_only(modules: ModuleMaker) -> None:
+    """The command's log handler and level are undone when it returns."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    name = modules(PIPELINE)
+    invoke(
+        "run", f"{name}:pipeline", "--source", "-", "--sink", "nats://h:1", "--log-level", "debug"
+    )
+    assert (handlers, level) == (root.handlers, root.level)
+
+
 def test_summary_line_says_what_a_stop_left_unacknowledged() -> None:
     """After a stop, the summary says how many items a broker will deliver again."""
     summary = RunSummary(

@@ -15,6 +15,8 @@ import logging
 import signal
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -138,7 +140,6 @@ def run(
     of no arguments that returns one. Every option can also be set by the
     environment variable shown beside it.
     """
-    _configure_logging(log_level)
     try:
         source_spec = parse_source(source, stop_at_end=stop_at_end)
     except UrlError as exc:
@@ -147,14 +148,16 @@ def run(
         sink_spec = parse_sink(sink)
     except UrlError as exc:
         raise click.BadParameter(str(exc), param_hint="'--sink'") from None
-    try:
-        pipeline = load_pipeline(target)
-    except LoadError as exc:
-        if log_level == "debug" and exc.__cause__ is not None:
-            traceback.print_exception(exc.__cause__)
-        raise click.BadParameter(str(exc), param_hint="'MODULE:ATTR'") from None
     debug = log_level == "debug"
-    sys.exit(asyncio.run(_connect_and_execute(pipeline, source_spec, sink_spec, status, debug)))
+    with _logging(log_level):
+        try:
+            pipeline = load_pipeline(target)
+        except LoadError as exc:
+            if debug and exc.__cause__ is not None:
+                traceback.print_exception(exc.__cause__)
+            raise click.BadParameter(str(exc), param_hint="'MODULE:ATTR'") from None
+        code = asyncio.run(_connect_and_execute(pipeline, source_spec, sink_spec, status, debug))
+    sys.exit(code)
 
 
 async def _connect_and_execute(
@@ -201,16 +204,14 @@ async def execute(
         The exit code: 0 when the run ended or drained, 1 when it failed, 130
         (143) when a second SIGINT (SIGTERM) cancelled it.
     """
-    monitor = StreamMonitor()
-    if callable(getattr(pipeline, "set_monitor", None)):
-        pipeline.set_monitor(monitor)
+    monitor = _monitor_for(pipeline)
     signals = _Signals(asyncio.Event())
     loop = asyncio.get_running_loop()
     task = loop.create_task(pipeline.run(source, sink, stop=signals.stop), name="pipeflow: run")
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, _on_signal, signals, task, signum)
     try:
-        if console is not None:
+        if console is not None and monitor is not None:
             async with StatusLine(monitor, console):
                 await asyncio.wait([task])
         else:
@@ -236,13 +237,34 @@ def _on_signal(signals: _Signals, task: asyncio.Task[Any], signum: int) -> None:
         task.cancel()
 
 
+def _monitor_for(pipeline: Any) -> StreamMonitor | None:
+    """The monitor to read the status from: the pipeline's own ``StreamMonitor`` if it
+    has one, else a new one set on it; ``None`` if it has a monitor of another kind,
+    which is left in place."""
+    own = getattr(pipeline, "_monitor", None)
+    if isinstance(own, StreamMonitor):
+        return own
+    if own is not None or not callable(getattr(pipeline, "set_monitor", None)):
+        return None
+    monitor = StreamMonitor()
+    pipeline.set_monitor(monitor)
+    return monitor
+
+
+def _so_far(monitor: StreamMonitor | None) -> str:
+    """`` after N in, M out`` from the monitor, or nothing without one."""
+    if monitor is None:
+        return ""
+    metrics = monitor.get_metrics()
+    return f" after {metrics.items_in:,} in, {metrics.items_out:,} out"
+
+
 def _report(
-    task: asyncio.Task[Any], signals: _Signals, monitor: StreamMonitor, *, debug: bool
+    task: asyncio.Task[Any], signals: _Signals, monitor: StreamMonitor | None, *, debug: bool
 ) -> int:
     if task.cancelled():
-        metrics = monitor.get_metrics()
         _say(
-            f"cancelled after {metrics.items_in:,} in, {metrics.items_out:,} out: "
+            f"cancelled{_so_far(monitor)}: "
             "items not yet acknowledged are delivered again by a broker source"
         )
         return CANCELLED.get(signals.second or signal.SIGINT, 130)
@@ -250,10 +272,9 @@ def _report(
     if error is not None:
         if debug:
             traceback.print_exception(error)
-        metrics = monitor.get_metrics()
         first_line = str(error).splitlines()[0] if str(error) else ""
         _say(
-            f"run failed after {metrics.items_in:,} in, {metrics.items_out:,} out: "
+            f"run failed{_so_far(monitor)}: "
             f"{type(error).__name__}: {first_line}"
             + ("" if debug else " (--log-level debug shows the traceback)")
         )
@@ -316,9 +337,17 @@ class _StderrHandler(logging.Handler):
             self.handleError(record)
 
 
-def _configure_logging(level: str) -> None:
+@contextmanager
+def _logging(level: str) -> Iterator[None]:
+    """Log records of ``level`` and above to standard error while the block runs."""
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
+    before = root.level
     root.addHandler(handler)
     root.setLevel(level.upper())
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(before)
