@@ -231,6 +231,23 @@ def test_without_the_extra_the_command_names_what_to_install() -> None:
     ) == done.stderr
 
 
+def test_the_console_script_is_declared() -> None:
+    """The distribution installs `pipeflow`, calling pipeflow._cli:main."""
+    from importlib.metadata import entry_points
+
+    (script,) = entry_points(group="console_scripts", name="pipeflow")
+    assert "pipeflow._cli:main" == script.value
+
+
+def test_version() -> None:
+    """`pipeflow --version` names the package's version."""
+    import pipeflow
+
+    result = invoke("--version")
+    assert 0 == result.exit_code
+    assert f"pipeflow, version {pipeflow.__version__}\n" == result.output
+
+
 # The run: summary, failure, signals
 
 
