@@ -810,3 +810,32 @@ async def test_sigterm_drains_a_redis_source(job: Path, redis_url: str, redis_st
     assert "pipeflow: stopped: 200 in, 100 out, " in text
     assert "0 left unacknowledged for redelivery" in text
     assert 0 == await pending(redis_url, redis_stream.key, redis_stream.group)
+
+
+@needs_connector("NatsSource")
+async def test_nats_to_file_to_the_end(job: Path, nats_url: str, nats_stream: Any) -> None:
+    """--stop-at-end on a JetStream durable: what the stream holds is processed and
+    acknowledged, and the command exits 0."""
+    import nats
+
+    client = await nats.connect(nats_url)
+    try:
+        js = client.jetstream()
+        await js.add_stream(name=nats_stream.name, subjects=[nats_stream.subject])
+        for i in range(100):
+            await js.publish(nats_stream.subject, f'{{"n": {i}}}'.encode())
+        source = (
+            f"{nats_url}?subject={nats_stream.subject}&stream={nats_stream.name}"
+            f"&durable={nats_stream.durable}"
+        )
+        process = await start_command(
+            job, "job:pipeline", "--source", source, "--sink", "file:out.jsonl", "--stop-at-end"
+        )
+        _, err = await asyncio.wait_for(process.communicate(), timeout=60)
+        assert 0 == process.returncode, err
+        assert expected(100) == results((job / "out.jsonl").read_text(encoding="utf-8"))
+        assert "pipeflow: done: 100 in, 50 out, " in err.decode()
+        info = await js.consumer_info(nats_stream.name, nats_stream.durable)
+        assert (0, 0) == (info.num_ack_pending, info.num_pending)
+    finally:
+        await client.close()
