@@ -839,3 +839,31 @@ async def test_nats_to_file_to_the_end(job: Path, nats_url: str, nats_stream: An
         assert (0, 0) == (info.num_ack_pending, info.num_pending)
     finally:
         await client.close()
+
+
+@needs_connector("KafkaSource")
+async def test_file_to_kafka_and_back(job: Path, kafka_bootstrap: str, kafka_topic: Any) -> None:
+    """Records written to a Kafka topic by one command are read back by another, to the
+    end of the topic with --stop-at-end."""
+    (job / "in.jsonl").write_text(records(60), encoding="utf-8")
+    topic = f"kafka://{kafka_bootstrap}/{kafka_topic.name}"
+    process = await start_command(job, "job:pipeline", "--source", "file:in.jsonl", "--sink", topic)
+    _, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert 0 == process.returncode, err
+    (job / "same.py").write_text(
+        "from pipeflow import streams as ps\npipeline = ps.map(lambda m: m.value)\n",
+        encoding="utf-8",
+    )
+    process = await start_command(
+        job,
+        "same:pipeline",
+        "--source",
+        f"{topic}?group={kafka_topic.group}",
+        "--sink",
+        "file:back.jsonl",
+        "--stop-at-end",
+    )
+    _, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert 0 == process.returncode, err
+    assert expected(60) == sorted(results((job / "back.jsonl").read_text(encoding="utf-8")))
+    assert "pipeflow: done: 30 in, 30 out, " in err.decode()
