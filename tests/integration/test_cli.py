@@ -697,7 +697,7 @@ def test_the_status_line_on_a_terminal(job: Path) -> None:
     with subprocess.Popen(
         [PYTHON, "-m", "pipeflow._cli", *args],
         cwd=job,
-        env=clean_env({"COLUMNS": "200"}),
+        env=clean_env({"COLUMNS": "200", "TERM": "xterm"}),
         stdout=subprocess.PIPE,
         stderr=slave,
     ) as process:
