@@ -16,6 +16,9 @@ from ._connectors._codecs import RawCodec as RawCodec
 from ._connectors._codecs import TextCodec as TextCodec
 from ._connectors._message import Message as Message
 from ._connectors._message import UndecodableMessage as UndecodableMessage
+from ._connectors._redis import RedisSourceStatistics as RedisSourceStatistics
+from ._connectors._redis import RedisStreamSink as RedisStreamSink
+from ._connectors._redis import RedisStreamSource as RedisStreamSource
 from ._core._errors import DecodeError as DecodeError
 from ._core._errors import EncodeError as EncodeError
 
@@ -26,6 +29,9 @@ __all__ = [
     "JsonCodec",
     "Message",
     "RawCodec",
+    "RedisSourceStatistics",
+    "RedisStreamSink",
+    "RedisStreamSource",
     "TextCodec",
     "UndecodableMessage",
 ]

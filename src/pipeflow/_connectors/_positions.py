@@ -10,7 +10,7 @@ into the positions it newly covers.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Generic, TypeVar
 
 __all__ = ["Positions"]
@@ -54,6 +54,10 @@ class Positions(Generic[P]):
             raise ValueError(msg)
         self._acked = count
         return [pending.popleft() for _ in range(n)]
+
+    def pending(self) -> Collection[P]:
+        """The positions handed over and not yet acknowledged, oldest first (read only)."""
+        return self._pending
 
     @property
     def acked(self) -> int:
