@@ -507,11 +507,12 @@ def expected(count: int) -> list[int]:
     return [2 * i for i in range(count) if (2 * i) % 4 == 0]
 
 
-def needs_connector(name: str) -> pytest.MarkDecorator:
+def needs_connector(*names: str) -> pytest.MarkDecorator:
     import pipeflow.connectors
 
+    missing = [name for name in names if not hasattr(pipeflow.connectors, name)]
     return pytest.mark.skipif(
-        not hasattr(pipeflow.connectors, name), reason=f"pipeflow.connectors has no {name}"
+        bool(missing), reason=f"pipeflow.connectors has no {', '.join(missing)}"
     )
 
 
@@ -762,7 +763,7 @@ async def start_command(where: Path, *args: str) -> asyncio.subprocess.Process:
     )
 
 
-@needs_connector("RedisStreamSource")
+@needs_connector("RedisStreamSource", "JsonLinesSink")
 async def test_redis_to_file_to_the_end(job: Path, redis_url: str, redis_stream: Any) -> None:
     """--stop-at-end: the command works through what the stream holds, acknowledges it
     all and exits 0."""
@@ -778,7 +779,7 @@ async def test_redis_to_file_to_the_end(job: Path, redis_url: str, redis_stream:
     assert 0 == await pending(redis_url, redis_stream.key, redis_stream.group)
 
 
-@needs_connector("RedisStreamSource")
+@needs_connector("RedisStreamSource", "JsonLinesSink")
 async def test_sigterm_drains_a_redis_source(job: Path, redis_url: str, redis_stream: Any) -> None:
     """A run waiting on a Redis stream drains on SIGTERM: every entry read is written and
     acknowledged (none pending in the group), and the command exits 0."""
@@ -812,7 +813,7 @@ async def test_sigterm_drains_a_redis_source(job: Path, redis_url: str, redis_st
     assert 0 == await pending(redis_url, redis_stream.key, redis_stream.group)
 
 
-@needs_connector("NatsSource")
+@needs_connector("NatsSource", "JsonLinesSink")
 async def test_nats_to_file_to_the_end(job: Path, nats_url: str, nats_stream: Any) -> None:
     """--stop-at-end on a JetStream durable: what the stream holds is processed and
     acknowledged, and the command exits 0."""
@@ -841,7 +842,7 @@ async def test_nats_to_file_to_the_end(job: Path, nats_url: str, nats_stream: An
         await client.close()
 
 
-@needs_connector("KafkaSource")
+@needs_connector("KafkaSource", "JsonLinesSource")
 async def test_file_to_kafka_and_back(job: Path, kafka_bootstrap: str, kafka_topic: Any) -> None:
     """Records written to a Kafka topic by one command are read back by another, to the
     end of the topic with --stop-at-end."""
@@ -867,3 +868,54 @@ async def test_file_to_kafka_and_back(job: Path, kafka_bootstrap: str, kafka_top
     assert 0 == process.returncode, err
     assert expected(60) == sorted(results((job / "back.jsonl").read_text(encoding="utf-8")))
     assert "pipeflow: done: 30 in, 30 out, " in err.decode()
+
+
+async def stream_values(redis_url: str, key: str) -> list[int]:
+    """The ``n`` of each JSON value in the Redis stream ``key``."""
+    import json
+
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        entries: list[Any] = await client.xrange(key) or []
+        return [json.loads(fields[b"value"])["n"] for _, fields in entries]
+    finally:
+        await client.aclose()
+
+
+@needs_connector("RedisStreamSource", "RedisStreamSink")
+async def test_sigterm_drains_redis_to_redis(job: Path, redis_url: str, redis_stream: Any) -> None:
+    """From one Redis stream to another: SIGTERM while the source waits for more drains
+    the run; every result is in the output stream once, nothing is left pending."""
+    await add_records(redis_url, redis_stream.key, 200)
+    source = f"{redis_url}/0?stream={redis_stream.key}&group={redis_stream.group}&batch_size=64"
+    target = f"{redis_stream.key}-out"
+    sink = f"{redis_url}/0?stream={target}&maxlen=1000000&approximate=false"
+    process = await start_command(job, "job:pipeline", "--source", source, "--sink", sink)
+    try:
+        for _ in range(1000):  # until the results of the 200 entries are written
+            if len(await stream_values(redis_url, target)) == 100:
+                break
+            await asyncio.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(process.communicate(), timeout=30)
+        assert 0 == process.returncode, err
+        assert expected(200) == await stream_values(redis_url, target)
+        assert "pipeflow: stopped: 200 in, 100 out, " in err.decode()
+        assert 0 == await pending(redis_url, redis_stream.key, redis_stream.group)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await delete_key(redis_url, target)
+
+
+async def delete_key(redis_url: str, key: str) -> None:
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        await client.delete(key)
+    finally:
+        await client.aclose()

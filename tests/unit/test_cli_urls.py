@@ -56,8 +56,17 @@ def test_rediss_and_credentials_are_kept_in_the_connection_url() -> None:
 
 def test_redis_sink_takes_maxlen_field_and_codec() -> None:
     """A sink needs only the stream."""
-    expected = spec("RedisStreamSink", "redis://h:6379/0", "s", maxlen=5, field="f", codec="raw")
-    assert expected == parse_sink("redis://h:6379/0?stream=s&maxlen=5&field=f&codec=raw")
+    expected = spec(
+        "RedisStreamSink",
+        "redis://h:6379/0",
+        "s",
+        maxlen=5,
+        approximate=False,
+        field="f",
+        codec="raw",
+    )
+    url = "redis://h:6379/0?stream=s&approximate=false&maxlen=5&field=f&codec=raw"
+    assert expected == parse_sink(url)
 
 
 def test_a_redis_sink_has_no_group() -> None:
@@ -66,8 +75,8 @@ def test_a_redis_sink_has_no_group() -> None:
         parse_sink("redis://h:6379/0?stream=s&group=g")
     assert (
         "'redis://h:6379/0?stream=s&group=g': unknown query parameter 'group' for a redis sink "
-        "(known: codec, field, maxlen, stream); expected "
-        "redis://HOST:PORT/DB?stream=STREAM[&maxlen=N&field=F&codec=C]"
+        "(known: approximate, codec, field, maxlen, stream); expected "
+        "redis://HOST:PORT/DB?stream=STREAM[&maxlen=N&approximate=BOOL&field=F&codec=C]"
     ) == str(caught.value)
 
 

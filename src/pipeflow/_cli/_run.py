@@ -59,7 +59,7 @@ EPILOG = """\b
 Source and sink URLs (query parameters in [] are optional):
   redis://HOST:PORT/DB?stream=S&group=G   source [consumer, batch_size, block,
                                           claim_idle (seconds), field, codec]
-  redis://HOST:PORT/DB?stream=S           sink [maxlen, field, codec]
+  redis://HOST:PORT/DB?stream=S           sink [maxlen, approximate, field, codec]
   nats://HOST:PORT?subject=S&stream=N&durable=D
                                           source [batch_size, ack_wait, codec]
   nats://HOST:PORT?subject=S              sink [codec]

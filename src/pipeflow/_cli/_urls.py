@@ -34,7 +34,9 @@ FORMS: dict[tuple[str, Role], str] = {
         "redis://HOST:PORT/DB?stream=STREAM&group=GROUP"
         "[&consumer=NAME&batch_size=N&block=SECONDS&claim_idle=SECONDS&field=F&codec=C]"
     ),
-    ("redis", "sink"): "redis://HOST:PORT/DB?stream=STREAM[&maxlen=N&field=F&codec=C]",
+    ("redis", "sink"): (
+        "redis://HOST:PORT/DB?stream=STREAM[&maxlen=N&approximate=BOOL&field=F&codec=C]"
+    ),
     ("nats", "source"): (
         "nats://HOST:PORT?subject=SUBJECT&stream=STREAM&durable=NAME"
         "[&batch_size=N&ack_wait=SECONDS&codec=C]"
@@ -285,6 +287,7 @@ _REDIS_SOURCE: dict[str, _Convert] = {
 _REDIS_SINK: dict[str, _Convert] = {
     "stream": _text,
     "maxlen": _positive_int,
+    "approximate": _bool,
     "field": _text,
     "codec": _codec,
 }
