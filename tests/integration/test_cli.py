@@ -919,3 +919,21 @@ async def delete_key(redis_url: str, key: str) -> None:
         await client.delete(key)
     finally:
         await client.aclose()
+
+
+@needs_connector("RedisStreamSource")
+def test_a_missing_broker_extra_is_named(job: Path) -> None:
+    """A URL whose connector needs a client that is not installed: one line naming the
+    extra to install, exit code 1."""
+    code = (
+        "import sys; sys.modules['redis'] = None; "
+        "sys.argv = ['pipeflow', 'run', 'job:pipeline', '--source', "
+        "'redis://127.0.0.1:1/0?stream=s&group=g', '--sink', '-']; "
+        "from pipeflow._cli import main; main()"
+    )
+    done = run_python("-c", code, cwd=job, env=clean_env())
+    assert 1 == done.returncode
+    assert (
+        "Error: RedisStreamSource needs the 'redis' extra, which is not installed: "
+        "pip install 'pipeflow-streams[redis]'\n"
+    ) == done.stderr
