@@ -14,6 +14,10 @@ from ._connectors._codecs import Codec as Codec
 from ._connectors._codecs import JsonCodec as JsonCodec
 from ._connectors._codecs import RawCodec as RawCodec
 from ._connectors._codecs import TextCodec as TextCodec
+from ._connectors._csv import CsvSink as CsvSink
+from ._connectors._csv import CsvSource as CsvSource
+from ._connectors._jsonlines import JsonLinesSink as JsonLinesSink
+from ._connectors._jsonlines import JsonLinesSource as JsonLinesSource
 from ._connectors._message import Message as Message
 from ._connectors._message import UndecodableMessage as UndecodableMessage
 from ._connectors._redis import RedisSourceStatistics as RedisSourceStatistics
@@ -24,9 +28,13 @@ from ._core._errors import EncodeError as EncodeError
 
 __all__ = [
     "Codec",
+    "CsvSink",
+    "CsvSource",
     "DecodeError",
     "EncodeError",
     "JsonCodec",
+    "JsonLinesSink",
+    "JsonLinesSource",
     "Message",
     "RawCodec",
     "RedisSourceStatistics",

@@ -256,3 +256,19 @@ async def test_no_task_is_left_behind() -> None:
 def test_stop_must_be_an_event(bad: object) -> None:
     with pytest.raises(TypeError, match=r"stop must be an asyncio\.Event"):
         ps.map(lambda x: x).stream([1], stop=bad)  # type: ignore[arg-type]
+
+
+async def test_a_stop_that_comes_between_two_waits_cancels_the_next() -> None:
+    stop = asyncio.Event()
+
+    async def source() -> AsyncIterator[int]:
+        yield 1
+        stop.set()
+        await asyncio.sleep(0)  # not parked on a future when the stop comes
+        await asyncio.Event().wait()
+        yield 2
+
+    out: list[int] = []
+    summary = await asyncio.wait_for(ps.map(lambda x: x).run(source(), out, stop=stop), 5)
+    assert [1] == out
+    assert summary.stopped

@@ -195,7 +195,12 @@ class _Read:
             if not watching:
                 owner.watch()
                 watching = True
-            owner.parked = signal if isinstance(signal, asyncio.Future) else None
+            parked = signal if isinstance(signal, asyncio.Future) else None
+            if parked is not None and owner.stopped():
+                # The stop came while the read was not parked (the watcher found
+                # nothing to cancel): this wait is cancelled before it begins.
+                parked.cancel()
+            owner.parked = parked
             try:
                 sent, thrown = (yield signal), None
             except BaseException as exc:  # passed on into the read, as ``await`` does
