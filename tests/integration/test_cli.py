@@ -538,7 +538,6 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**env, **(extra or {})}
 
 
-@needs_connector("JsonLinesSource")
 def test_file_to_file(job: Path) -> None:
     """A JSON Lines file through the pipeline into another; the summary on standard
     error, and no status line since standard error is not a terminal."""
@@ -555,7 +554,6 @@ def test_file_to_file(job: Path) -> None:
     assert "\x1b" not in done.stderr  # no terminal control sequences either
 
 
-@needs_connector("JsonLinesSource")
 def test_options_from_environment_variables(job: Path) -> None:
     """PIPEFLOW_SOURCE and PIPEFLOW_SINK stand for --source and --sink; absolute file URLs."""
     (job / "in.jsonl").write_text(records(10), encoding="utf-8")
@@ -569,7 +567,6 @@ def test_options_from_environment_variables(job: Path) -> None:
     assert expected(10) == results((job / "out.jsonl").read_text(encoding="utf-8"))
 
 
-@needs_connector("JsonLinesSource")
 def test_stdin_to_stdout_with_the_console_script(job: Path) -> None:
     """`-` reads standard input and writes standard output; messages stay on standard error."""
     script = Path(PYTHON).parent / "pipeflow"
@@ -592,7 +589,6 @@ def test_stdin_to_stdout_with_the_console_script(job: Path) -> None:
     assert "pipeflow: done: 40 in, 20 out" in done.stderr
 
 
-@needs_connector("JsonLinesSource")
 def test_a_failing_pipeline_exits_1(job: Path) -> None:
     """A run that fails prints its error in one line and exits 1."""
     (job / "bad.jsonl").write_text('{"n": 1}\n{"x": 2}\n', encoding="utf-8")
@@ -603,7 +599,6 @@ def test_a_failing_pipeline_exits_1(job: Path) -> None:
     assert "KeyError: 'n'" in line
 
 
-@needs_connector("CsvSource")
 def test_csv_to_json_lines(job: Path) -> None:
     """A .csv file is read as CSV: each row a dict of strings."""
     (job / "conv.py").write_text(
@@ -628,7 +623,6 @@ def wait_for(condition: Any, what: str, timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
-@needs_connector("JsonLinesSource")
 def test_sigterm_drains_a_followed_file(job: Path) -> None:
     """With follow=true the run waits for more lines; SIGTERM drains it: exit 0, every
     line read was written whole, and the summary says it stopped."""
@@ -672,7 +666,6 @@ def test_sigterm_drains_a_followed_file(job: Path) -> None:
     assert "pipeflow: stopped: 200 in, 100 out, " in err
 
 
-@needs_connector("JsonLinesSource")
 def test_the_status_line_on_a_terminal(job: Path) -> None:
     """With standard error on a terminal the status line is drawn while the run goes on;
     messages print above it and the summary replaces it."""
@@ -763,7 +756,6 @@ async def start_command(where: Path, *args: str) -> asyncio.subprocess.Process:
     )
 
 
-@needs_connector("RedisStreamSource", "JsonLinesSink")
 async def test_redis_to_file_to_the_end(job: Path, redis_url: str, redis_stream: Any) -> None:
     """--stop-at-end: the command works through what the stream holds, acknowledges it
     all and exits 0."""
@@ -779,7 +771,6 @@ async def test_redis_to_file_to_the_end(job: Path, redis_url: str, redis_stream:
     assert 0 == await pending(redis_url, redis_stream.key, redis_stream.group)
 
 
-@needs_connector("RedisStreamSource", "JsonLinesSink")
 async def test_sigterm_drains_a_redis_source(job: Path, redis_url: str, redis_stream: Any) -> None:
     """A run waiting on a Redis stream drains on SIGTERM: every entry read is written and
     acknowledged (none pending in the group), and the command exits 0."""
@@ -813,7 +804,7 @@ async def test_sigterm_drains_a_redis_source(job: Path, redis_url: str, redis_st
     assert 0 == await pending(redis_url, redis_stream.key, redis_stream.group)
 
 
-@needs_connector("NatsSource", "JsonLinesSink")
+@needs_connector("NatsSource")
 async def test_nats_to_file_to_the_end(job: Path, nats_url: str, nats_stream: Any) -> None:
     """--stop-at-end on a JetStream durable: what the stream holds is processed and
     acknowledged, and the command exits 0."""
@@ -842,7 +833,7 @@ async def test_nats_to_file_to_the_end(job: Path, nats_url: str, nats_stream: An
         await client.close()
 
 
-@needs_connector("KafkaSource", "JsonLinesSource")
+@needs_connector("KafkaSource")
 async def test_file_to_kafka_and_back(job: Path, kafka_bootstrap: str, kafka_topic: Any) -> None:
     """Records written to a Kafka topic by one command are read back by another, to the
     end of the topic with --stop-at-end."""
@@ -884,7 +875,6 @@ async def stream_values(redis_url: str, key: str) -> list[int]:
         await client.aclose()
 
 
-@needs_connector("RedisStreamSource", "RedisStreamSink")
 async def test_sigterm_drains_redis_to_redis(job: Path, redis_url: str, redis_stream: Any) -> None:
     """From one Redis stream to another: SIGTERM while the source waits for more drains
     the run; every result is in the output stream once, nothing is left pending."""
@@ -921,7 +911,6 @@ async def delete_key(redis_url: str, key: str) -> None:
         await client.aclose()
 
 
-@needs_connector("RedisStreamSource")
 def test_a_missing_broker_extra_is_named(job: Path) -> None:
     """A URL whose connector needs a client that is not installed: one line naming the
     extra to install, exit code 1."""

@@ -151,10 +151,20 @@ def test_file_follow_and_codec() -> None:
     )
 
 
+def test_file_poll_and_fsync() -> None:
+    """A followed file is polled every poll= seconds; a sink may fsync each write."""
+    expected = spec("JsonLinesSource", "in.jsonl", follow=True, poll=0.5)
+    assert expected == parse_source("file:in.jsonl?poll=0.5&follow=true")
+    assert spec("JsonLinesSink", "o.jsonl", fsync=True) == parse_sink("file:o.jsonl?fsync=yes")
+
+
 def test_csv_files() -> None:
-    """A .csv file is read and written as CSV."""
+    """A .csv file is read and written as CSV, with a delimiter of choice."""
     assert spec("CsvSource", "in.CSV", follow=True) == parse_source("file:in.CSV?follow=1")
     assert spec("CsvSink", "/out.csv") == parse_sink("file:///out.csv")
+    expected = spec("CsvSource", "in.csv", delimiter="\t")
+    assert expected == parse_source("file:in.csv?delimiter=%09")
+    assert spec("CsvSink", "o.csv", delimiter=";") == parse_sink("file:o.csv?delimiter=;")
 
 
 def test_a_dash_is_standard_input_or_output() -> None:
@@ -199,7 +209,13 @@ BAD_SOURCES = [
     ("kafka://k:9092,j/t?group=g", "the broker address 'j' is not HOST:PORT"),
     ("kafka://u@k:9092/t?group=g", "credentials in a Kafka URL are not supported"),
     ("file:in.jsonl?follow=maybe", "follow must be true or false, got 'maybe'"),
-    ("file:in.csv?codec=json", "unknown query parameter 'codec' for a file source (known: follow)"),
+    (
+        "file:in.csv?codec=json",
+        "unknown query parameter 'codec' for a file source (known: delimiter, follow, poll)",
+    ),
+    ("file:in.csv?delimiter=ab", "delimiter must be one character (%09 for a tab), got 'ab'"),
+    ("file:in.jsonl?delimiter=;", "unknown query parameter 'delimiter'"),
+    ("file:in.jsonl?poll=0", "poll must be a positive number of seconds"),
     ("file://server/in.jsonl", "a file URL names no host ('server')"),
     ("file:", "no file name"),
     ("file:///data/", "no file name"),
@@ -234,7 +250,9 @@ BAD_SINKS = [
     ("nats://h:4222?subject=x&durable=d", "unknown query parameter 'durable'"),
     ("kafka://k:9092/t?group=g", "unknown query parameter 'group' for a kafka sink (known: codec)"),
     ("file:out.jsonl?follow=true", "unknown query parameter 'follow'"),
-    ("file:out.csv?x=1", "unknown query parameter 'x' for a file sink (known: none)"),
+    ("file:out.csv?x=1", "unknown query parameter 'x' for a file sink (known: delimiter)"),
+    ("file:out.csv?fsync=true", "unknown query parameter 'fsync'"),
+    ("file:out.jsonl?fsync=sometimes", "fsync must be true or false"),
 ]
 
 

@@ -66,8 +66,10 @@ Source and sink URLs (query parameters in [] are optional):
   kafka://HOST:PORT[,HOST:PORT]/TOPIC?group=G
                                           source [batch_size, codec]
   kafka://HOST:PORT[,HOST:PORT]/TOPIC     sink [codec]
-  file:PATH.jsonl, file:///ABS/PATH.jsonl JSON Lines [follow=true (source), codec]
-  file:PATH.csv, file:///ABS/PATH.csv     CSV [follow=true (source)]
+  file:PATH.jsonl, file:///ABS/PATH.jsonl JSON Lines; source [follow, poll, codec],
+                                          sink [codec, fsync]
+  file:PATH.csv, file:///ABS/PATH.csv     CSV; source [follow, poll, delimiter],
+                                          sink [delimiter]
   -                                       JSON Lines on standard input or output
 codec is json (the default), text or raw.
 

@@ -47,8 +47,14 @@ FORMS: dict[tuple[str, Role], str] = {
         "source",
     ): "kafka://HOST:PORT[,HOST:PORT...]/TOPIC?group=GROUP[&batch_size=N&codec=C]",
     ("kafka", "sink"): "kafka://HOST:PORT[,HOST:PORT...]/TOPIC[?codec=C]",
-    ("file", "source"): "file:PATH.jsonl or file:///ABSOLUTE/PATH.csv [?follow=true&codec=C]",
-    ("file", "sink"): "file:PATH.jsonl or file:///ABSOLUTE/PATH.csv [?codec=C]",
+    ("file", "source"): (
+        "file:PATH.jsonl or file:///ABSOLUTE/PATH.csv "
+        "[?follow=BOOL&poll=SECONDS&codec=C (JSON Lines)&delimiter=CHAR (CSV)]"
+    ),
+    ("file", "sink"): (
+        "file:PATH.jsonl or file:///ABSOLUTE/PATH.csv "
+        "[?codec=C&fsync=BOOL (JSON Lines)&delimiter=CHAR (CSV)]"
+    ),
 }
 
 SCHEMES = {"redis": "redis", "rediss": "redis", "nats": "nats", "kafka": "kafka", "file": "file"}
@@ -358,10 +364,17 @@ def _kafka(url: _Url) -> ConnectorSpec:
     return ConnectorSpec("KafkaSink", (url.netloc, topic), _options(params, _KAFKA_SINK))
 
 
-_JSONL_SOURCE: dict[str, _Convert] = {"follow": _bool, "codec": _codec}
-_JSONL_SINK: dict[str, _Convert] = {"codec": _codec}
-_CSV_SOURCE: dict[str, _Convert] = {"follow": _bool}
-_CSV_SINK: dict[str, _Convert] = {}
+def _character(name: str, value: str) -> str:
+    if len(value) != 1:
+        msg = f"{name} must be one character (%09 for a tab), got {value!r}"
+        raise ValueError(msg)
+    return value
+
+
+_JSONL_SOURCE: dict[str, _Convert] = {"follow": _bool, "poll": _seconds, "codec": _codec}
+_JSONL_SINK: dict[str, _Convert] = {"codec": _codec, "fsync": _bool}
+_CSV_SOURCE: dict[str, _Convert] = {"follow": _bool, "poll": _seconds, "delimiter": _character}
+_CSV_SINK: dict[str, _Convert] = {"delimiter": _character}
 
 
 def _file(url: _Url) -> ConnectorSpec:
