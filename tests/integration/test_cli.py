@@ -214,6 +214,10 @@ def test_options_come_from_the_environment(modules: ModuleMaker) -> None:
     assert "Invalid value for '--source': 'redis://h:1/0?stream=s': missing group=" in (
         " ".join(result.stderr.split())
     )
+    env = {"PIPEFLOW_SOURCE": "file:in.jsonl?follow=true", "PIPEFLOW_STOP_AT_END": "true"}
+    result = invoke("run", f"{name}:pipeline", "--sink", "-", env=env)
+    assert 2 == result.exit_code
+    assert "--stop-at-end is for broker sources" in result.stderr
     env = {"PIPEFLOW_SOURCE": "-", "PIPEFLOW_SINK": "-", "PIPEFLOW_LOG_LEVEL": "loud"}
     result = invoke("run", f"{name}:pipeline", env=env)
     assert 2 == result.exit_code
