@@ -20,6 +20,8 @@ from ._connectors._jsonlines import JsonLinesSink as JsonLinesSink
 from ._connectors._jsonlines import JsonLinesSource as JsonLinesSource
 from ._connectors._message import Message as Message
 from ._connectors._message import UndecodableMessage as UndecodableMessage
+from ._connectors._nats import NatsSink as NatsSink
+from ._connectors._nats import NatsSource as NatsSource
 from ._connectors._redis import RedisSourceStatistics as RedisSourceStatistics
 from ._connectors._redis import RedisStreamSink as RedisStreamSink
 from ._connectors._redis import RedisStreamSource as RedisStreamSource
@@ -36,6 +38,8 @@ __all__ = [
     "JsonLinesSink",
     "JsonLinesSource",
     "Message",
+    "NatsSink",
+    "NatsSource",
     "RawCodec",
     "RedisSourceStatistics",
     "RedisStreamSink",
