@@ -808,7 +808,6 @@ async def test_sigterm_drains_a_redis_source(job: Path, redis_url: str, redis_st
     assert 0 == await pending(redis_url, redis_stream.key, redis_stream.group)
 
 
-@needs_connector("NatsSource")
 async def test_nats_to_file_to_the_end(job: Path, nats_url: str, nats_stream: Any) -> None:
     """--stop-at-end on a JetStream durable: what the stream holds is processed and
     acknowledged, and the command exits 0."""

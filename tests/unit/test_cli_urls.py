@@ -110,6 +110,15 @@ def test_nats_sink_takes_subject() -> None:
     assert spec("NatsSink", "nats://h:4222", "out") == parse_sink("nats://h:4222?subject=out")
 
 
+def test_nats_fetch_timeout_and_max_in_flight() -> None:
+    """A source's fetch timeout in seconds; a sink's cap on publishes awaiting acks."""
+    url = "nats://h:4222?subject=x&stream=S&durable=d&fetch_timeout=0.25"
+    expected = spec("NatsSource", "nats://h:4222", "x", stream="S", durable="d", fetch_timeout=0.25)
+    assert expected == parse_source(url)
+    expected = spec("NatsSink", "nats://h:4222", "out", max_in_flight=64)
+    assert expected == parse_sink("nats://h:4222?subject=out&max_in_flight=64")
+
+
 # Kafka
 
 
@@ -248,6 +257,7 @@ BAD_SINKS = [
     ("redis://h:6379/0?stream=s&maxlen=-3", "maxlen must be a positive whole number"),
     ("nats://h:4222", "missing subject="),
     ("nats://h:4222?subject=x&durable=d", "unknown query parameter 'durable'"),
+    ("nats://h:4222?subject=x&max_in_flight=0", "max_in_flight must be a positive whole number"),
     ("kafka://k:9092/t?group=g", "unknown query parameter 'group' for a kafka sink (known: codec)"),
     ("file:out.jsonl?follow=true", "unknown query parameter 'follow'"),
     ("file:out.csv?x=1", "unknown query parameter 'x' for a file sink (known: delimiter)"),

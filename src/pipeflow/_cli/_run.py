@@ -61,8 +61,9 @@ Source and sink URLs (query parameters in [] are optional):
                                           claim_idle (seconds), field, codec]
   redis://HOST:PORT/DB?stream=S           sink [maxlen, approximate, field, codec]
   nats://HOST:PORT?subject=S&stream=N&durable=D
-                                          source [batch_size, ack_wait, codec]
-  nats://HOST:PORT?subject=S              sink [codec]
+                                          source [batch_size, fetch_timeout, ack_wait,
+                                          codec]
+  nats://HOST:PORT?subject=S              sink [codec, max_in_flight]
   kafka://HOST:PORT[,HOST:PORT]/TOPIC?group=G
                                           source [batch_size, codec]
   kafka://HOST:PORT[,HOST:PORT]/TOPIC     sink [codec]

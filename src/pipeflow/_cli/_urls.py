@@ -39,9 +39,9 @@ FORMS: dict[tuple[str, Role], str] = {
     ),
     ("nats", "source"): (
         "nats://HOST:PORT?subject=SUBJECT&stream=STREAM&durable=NAME"
-        "[&batch_size=N&ack_wait=SECONDS&codec=C]"
+        "[&batch_size=N&fetch_timeout=SECONDS&ack_wait=SECONDS&codec=C]"
     ),
-    ("nats", "sink"): "nats://HOST:PORT?subject=SUBJECT[&codec=C]",
+    ("nats", "sink"): "nats://HOST:PORT?subject=SUBJECT[&codec=C&max_in_flight=N]",
     (
         "kafka",
         "source",
@@ -321,10 +321,15 @@ _NATS_SOURCE: dict[str, _Convert] = {
     "stream": _text,
     "durable": _text,
     "batch_size": _positive_int,
+    "fetch_timeout": _seconds,
     "ack_wait": _seconds,
     "codec": _codec,
 }
-_NATS_SINK: dict[str, _Convert] = {"subject": _text, "codec": _codec}
+_NATS_SINK: dict[str, _Convert] = {
+    "subject": _text,
+    "codec": _codec,
+    "max_in_flight": _positive_int,
+}
 
 
 def _nats(url: _Url) -> ConnectorSpec:
