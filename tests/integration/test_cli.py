@@ -108,9 +108,9 @@ LOAD_ERRORS = [
     ("nosuchmodule_x:pipeline", "no module named 'nosuchmodule_x' (looked in the current"),
     ("{m}:missing", "{m} has no attribute 'missing'; its pipelines: pipeline"),
     ("{m}:Holder.missing", "{m}:Holder has no attribute 'missing'; its pipelines: inner"),
-    ("{m}:number", "{m}:number is a int (3), not a pipeline: expected a pipe or pipeline"),
+    ("{m}:number", "{m}:number is an int (3), not a pipeline: expected a pipe or pipeline"),
     ("{m}:needs", "{m}:needs is a function that takes arguments"),
-    ("{m}:not_one", "{m}:not_one() returned a int (42), not a pipeline"),
+    ("{m}:not_one", "{m}:not_one() returned an int (42), not a pipeline"),
     ("{m}:broken", "calling {m}:broken() failed: RuntimeError: no config"),
 ]
 
@@ -195,7 +195,7 @@ def test_not_a_pipeline_is_a_usage_error(modules: ModuleMaker) -> None:
     name = modules(PIPELINE)
     result = invoke("run", f"{name}:number", "--source", "-", "--sink", "-")
     assert 2 == result.exit_code
-    assert f"{name}:number is a int (3), not a pipeline" in result.stderr
+    assert f"{name}:number is an int (3), not a pipeline" in result.stderr
 
 
 def test_source_and_sink_are_required() -> None:

@@ -118,7 +118,9 @@ def _missing(where: str, name: str, holder: object) -> str:
 def _kind(obj: object) -> str:
     if isinstance(obj, type):
         return f"the class {obj.__name__}"
-    return f"a {type(obj).__name__} ({_short(obj)})"
+    name = type(obj).__name__
+    article = "an" if name[:1].lower() in "aeiou" else "a"
+    return f"{article} {name} ({_short(obj)})"
 
 
 def _short(obj: object) -> str:
