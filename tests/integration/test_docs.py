@@ -71,8 +71,15 @@ def test_fragments_are_rare() -> None:
 
 
 @pytest.mark.parametrize("block", PROGRAMS, ids=[b.id for b in PROGRAMS])
-def test_block_runs(block: Block) -> None:
-    """A documentation example runs without error in a fresh namespace, as a script."""
+def test_block_runs(
+    block: Block, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A documentation example runs without error in a fresh namespace, as a script.
+
+    A Kafka example reads the broker's address from ``KAFKA_BOOTSTRAP``: the test's broker.
+    """
+    if "KAFKA_BOOTSTRAP" in block.code:
+        monkeypatch.setenv("KAFKA_BOOTSTRAP", request.getfixturevalue("kafka_bootstrap"))
     # Padded so that tracebacks point at the block's own lines in its page.
     source = "\n" * (block.line - 1) + block.code
     exec(compile(source, str(block.path), "exec"), {"__name__": "__main__"})

@@ -25,8 +25,9 @@ def sections(text: str) -> list[str]:
 
 
 def test_readme_is_short() -> None:
-    """The README introduces; the documentation pages hold the rest."""
-    assert len(TEXT.encode("utf-8")) < 8 * 1024
+    """The README introduces, with one example of the library and one per connector;
+    the documentation pages hold the rest."""
+    assert len(TEXT.encode("utf-8")) < 14 * 1024
 
 
 def test_quick_start_comes_first() -> None:
