@@ -136,8 +136,23 @@ def test_kafka_source_with_stop_at_end() -> None:
 
 def test_kafka_sink_takes_servers_and_topic() -> None:
     """A sink needs no group."""
-    expected = spec("KafkaSink", "k:9092", "out", codec="text")
-    assert expected == parse_sink("kafka://k:9092/out?codec=text")
+    expected = spec("KafkaSink", "k:9092", "out", codec="text", timeout=5.0)
+    assert expected == parse_sink("kafka://k:9092/out?timeout=5&codec=text")
+
+
+def test_kafka_source_timings_and_offset_reset() -> None:
+    """Session timeout and commit interval in seconds; where a new group starts."""
+    url = "kafka://k:9092/t?group=g&auto_offset_reset=latest&session_timeout=20&commit_interval=0.2"
+    expected = spec(
+        "KafkaSource",
+        "k:9092",
+        "t",
+        group="g",
+        session_timeout=20.0,
+        auto_offset_reset="latest",
+        commit_interval=0.2,
+    )
+    assert expected == parse_source(url)
 
 
 # Files and standard streams
@@ -217,6 +232,7 @@ BAD_SOURCES = [
     ("kafka://k/t?group=g", "the broker address 'k' is not HOST:PORT"),
     ("kafka://k:9092,j/t?group=g", "the broker address 'j' is not HOST:PORT"),
     ("kafka://u@k:9092/t?group=g", "credentials in a Kafka URL are not supported"),
+    ("kafka://k:9092/t?group=g&auto_offset_reset=first", "must be earliest or latest, got 'first'"),
     ("file:in.jsonl?follow=maybe", "follow must be true or false, got 'maybe'"),
     (
         "file:in.csv?codec=json",
@@ -258,7 +274,10 @@ BAD_SINKS = [
     ("nats://h:4222", "missing subject="),
     ("nats://h:4222?subject=x&durable=d", "unknown query parameter 'durable'"),
     ("nats://h:4222?subject=x&max_in_flight=0", "max_in_flight must be a positive whole number"),
-    ("kafka://k:9092/t?group=g", "unknown query parameter 'group' for a kafka sink (known: codec)"),
+    (
+        "kafka://k:9092/t?group=g",
+        "unknown query parameter 'group' for a kafka sink (known: codec, timeout)",
+    ),
     ("file:out.jsonl?follow=true", "unknown query parameter 'follow'"),
     ("file:out.csv?x=1", "unknown query parameter 'x' for a file sink (known: delimiter)"),
     ("file:out.csv?fsync=true", "unknown query parameter 'fsync'"),

@@ -65,8 +65,9 @@ Source and sink URLs (query parameters in [] are optional):
                                           codec]
   nats://HOST:PORT?subject=S              sink [codec, max_in_flight]
   kafka://HOST:PORT[,HOST:PORT]/TOPIC?group=G
-                                          source [batch_size, codec]
-  kafka://HOST:PORT[,HOST:PORT]/TOPIC     sink [codec]
+                                          source [batch_size, session_timeout,
+                                          auto_offset_reset, commit_interval, codec]
+  kafka://HOST:PORT[,HOST:PORT]/TOPIC     sink [codec, timeout]
   file:PATH.jsonl, file:///ABS/PATH.jsonl JSON Lines; source [follow, poll, codec],
                                           sink [codec, fsync]
   file:PATH.csv, file:///ABS/PATH.csv     CSV; source [follow, poll, delimiter],

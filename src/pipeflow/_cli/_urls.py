@@ -42,11 +42,12 @@ FORMS: dict[tuple[str, Role], str] = {
         "[&batch_size=N&fetch_timeout=SECONDS&ack_wait=SECONDS&codec=C]"
     ),
     ("nats", "sink"): "nats://HOST:PORT?subject=SUBJECT[&codec=C&max_in_flight=N]",
-    (
-        "kafka",
-        "source",
-    ): "kafka://HOST:PORT[,HOST:PORT...]/TOPIC?group=GROUP[&batch_size=N&codec=C]",
-    ("kafka", "sink"): "kafka://HOST:PORT[,HOST:PORT...]/TOPIC[?codec=C]",
+    ("kafka", "source"): (
+        "kafka://HOST:PORT[,HOST:PORT...]/TOPIC?group=GROUP[&batch_size=N"
+        "&session_timeout=SECONDS&auto_offset_reset=earliest|latest&commit_interval=SECONDS"
+        "&codec=C]"
+    ),
+    ("kafka", "sink"): "kafka://HOST:PORT[,HOST:PORT...]/TOPIC[?codec=C&timeout=SECONDS]",
     ("file", "source"): (
         "file:PATH.jsonl or file:///ABSOLUTE/PATH.csv "
         "[?follow=BOOL&poll=SECONDS&codec=C (JSON Lines)&delimiter=CHAR (CSV)]"
@@ -346,8 +347,22 @@ def _nats(url: _Url) -> ConnectorSpec:
     return ConnectorSpec("NatsSink", (address, subject), _options(params, _NATS_SINK))
 
 
-_KAFKA_SOURCE: dict[str, _Convert] = {"group": _text, "batch_size": _positive_int, "codec": _codec}
-_KAFKA_SINK: dict[str, _Convert] = {"codec": _codec}
+def _offset_reset(name: str, value: str) -> str:
+    if value not in ("earliest", "latest"):
+        msg = f"{name} must be earliest or latest, got {value!r}"
+        raise ValueError(msg)
+    return value
+
+
+_KAFKA_SOURCE: dict[str, _Convert] = {
+    "group": _text,
+    "batch_size": _positive_int,
+    "session_timeout": _seconds,
+    "auto_offset_reset": _offset_reset,
+    "commit_interval": _seconds,
+    "codec": _codec,
+}
+_KAFKA_SINK: dict[str, _Convert] = {"codec": _codec, "timeout": _seconds}
 
 
 def _kafka(url: _Url) -> ConnectorSpec:
