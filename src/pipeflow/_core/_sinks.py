@@ -1,7 +1,9 @@
 """Sinks, and a run from a source into one: ``pipe.run(source, sink)``.
 
-A run into a sink reads the stream's results in lists (``Stream.chunks()``) and
-writes each list before it asks for the next. The source is acknowledged for a
+A run into a sink reads the stream's results in lists, as ``Stream.chunks()``
+does but up to ``SLICE_CHUNK`` long (an async source's items at hand go on
+together, so a broker client's fetch is written in one call), and writes each
+list before it asks for the next. The source is acknowledged for a
 list's items only when the consumer asks for more, so only once ``write`` has
 returned: nothing is acknowledged before its results are where the sink puts
 them. A write that fails is tried again with backoff on the run's clock; once
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from ._errors import EncodeError
 from ._policies import Retry, log, retry_failed
+from ._sources import SLICE_CHUNK
 
 if TYPE_CHECKING:
     from ._clock import Clock
@@ -212,7 +215,7 @@ async def run_into(stream: Stream[Any], sink: Sink, *, write_retry: Retry) -> Ru
     started = clock.monotonic()
     try:
         async with stream:
-            async for items in stream.chunks():
+            async for items in stream._lists(SLICE_CHUNK, bulk=True):
                 await writer.write(items)
     except BaseException:
         # The run's own failure is the one to see; the sink's on closing is logged.

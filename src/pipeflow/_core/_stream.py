@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterab
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
+from ._buffer import MAX_CHUNK
 from ._clock import SYSTEM_CLOCK, Clock
 from ._consumers import consumer_for, iterate
 from ._run import Run
@@ -93,6 +94,13 @@ class Stream(Generic[T]):
             RuntimeError: if the stream was iterated, closed, or ``chunks()`` was
                 called already.
         """
+        return self._lists(MAX_CHUNK)
+
+    def _lists(self, limit: int, *, bulk: bool = False) -> AsyncIterator[list[T]]:
+        """``chunks()`` with lists of up to ``limit`` results. With ``bulk`` (a run
+        into a sink), an async source's items at hand go on together, up to
+        ``SLICE_CHUNK``, where a pipeline of fused operators reads it directly:
+        a sink writes a broker's fetch in one call."""
         if self._closed:
             self._used_up()
         if self._chunked:
@@ -101,7 +109,8 @@ class Stream(Generic[T]):
         if self._run.started:
             msg = "chunks() must be called before the stream is iterated"
             raise RuntimeError(msg)
-        chunks = self._agen = iterate(self._run, chunked=True)
+        self._run.bulk = bulk
+        chunks = self._agen = iterate(self._run, chunked=True, limit=limit)
         self._chunked = True
         return chunks
 
