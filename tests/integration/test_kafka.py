@@ -256,7 +256,8 @@ async def test_offsets_are_committed_only_after_the_sink_wrote(
     sink = GatedSink()
     pipe = ps.map(lambda m: m.value["id"])
     run = asyncio.create_task(
-        pipe.run(source(kafka_bootstrap, kafka_topic, stop_at_end=True), sink)
+        # Fetches of 100: a sink writes what one fetch brings, so several writes.
+        pipe.run(source(kafka_bootstrap, kafka_topic, stop_at_end=True, batch_size=100), sink)
     )
     group, topic = kafka_topic.group, kafka_topic.name
     writes = 0

@@ -61,6 +61,8 @@ async def main(argv: list[str]) -> None:
         in_topic,
         group=group,
         session_timeout=SESSION_TIMEOUT,
+        # Small fetches, each one write: the kills land while the input lasts.
+        batch_size=100,
         stop_at_end=stop_at_end == "1",
         reconnect=RECONNECT,
     )
