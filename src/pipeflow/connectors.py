@@ -18,8 +18,8 @@ from ._connectors._csv import CsvSink as CsvSink
 from ._connectors._csv import CsvSource as CsvSource
 from ._connectors._jsonlines import JsonLinesSink as JsonLinesSink
 from ._connectors._jsonlines import JsonLinesSource as JsonLinesSource
-from ._connectors._kafka import KafkaSink as KafkaSink
-from ._connectors._kafka import KafkaSource as KafkaSource
+from ._connectors._kafka_sink import KafkaSink as KafkaSink
+from ._connectors._kafka_source import KafkaSource as KafkaSource
 from ._connectors._message import Message as Message
 from ._connectors._message import UndecodableMessage as UndecodableMessage
 from ._connectors._nats import NatsSink as NatsSink
