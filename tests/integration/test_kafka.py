@@ -866,3 +866,42 @@ async def test_the_orders_example_moves_the_large_orders(
     assert all(r.key == orjson.loads(r.value)["customer"].encode() for r in records)
     total = sum((await committed(kafka_bootstrap, kafka_topic.group, kafka_topic.name)).values())
     assert n == total
+
+
+async def test_a_source_whose_broker_goes_away_fails_the_run_after_its_retries(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fetch from a broker that went away only brings nothing; the source checks that
+    the broker answers, tries again as ``reconnect`` says, then fails the run."""
+    from aiokafka.errors import KafkaConnectionError
+
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    broker = contextlib.ExitStack()
+    broker.enter_context(private_tansu(tmp_path, port))
+    try:
+        await create_topic(address, "in", 1)
+        await produce(address, "in", json_values(10))
+        kafka_source = KafkaSource(
+            address,
+            "in",
+            group=unique_name("group"),
+            session_timeout=SESSION,
+            # Each attempt (the last commit, at close, too) gives up after 1 s.
+            timeout=1.0,
+            reconnect=ps.Retry(attempts=3, backoff=0.1, max_backoff=0.2, jitter=0.0),
+        )
+        seen: list[int] = []
+
+        async def write(item: int) -> None:
+            seen.append(item)
+            if len(seen) == 10:
+                broker.close()  # the broker stops; the source is still reading
+
+        with pytest.raises(KafkaConnectionError) as info:
+            await asyncio.wait_for(ps.map(lambda m: m.value["id"]).run(kafka_source, write), 30)
+    finally:
+        broker.close()
+    assert list(range(10)) == seen
+    assert any("failed after 3 attempts" in note for note in info.value.__notes__)
+    assert any("trying again" in r.message for r in caplog.records)

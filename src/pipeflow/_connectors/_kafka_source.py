@@ -7,6 +7,7 @@ partition, the offset after the last message whose results are all written.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import timedelta
@@ -28,12 +29,16 @@ from ._kafka_common import (
 )
 from ._kafka_records import RecordDecoder
 from ._message import Message
-from ._reconnect import DEFAULT_RECONNECT, check_reconnect
+from ._reconnect import DEFAULT_RECONNECT, check_reconnect, reconnecting
 
 __all__ = ["KafkaSource"]
 
+log = logging.getLogger("pipeflow.connectors")
+
 #: How long one wait for messages lasts before the source looks around (stop at end).
 _POLL_MS = 500
+#: How long fetches may bring nothing before the source checks that the broker answers.
+_PROBE_MS = 2000
 #: How many batches (of one partition each) the source decodes ahead of the pipeline.
 _AHEAD = 2
 
@@ -216,6 +221,7 @@ class KafkaSource(KafkaCommits):
         stop_at_end = self._stop_at_end
         decode = self._decoder.decode
         poll_ms = _POLL_MS if stop_at_end else 1000
+        idle_ms = 0  # polled with nothing fetched since the broker last answered
         try:
             while True:
                 if len(ahead) >= _AHEAD:
@@ -229,9 +235,33 @@ class KafkaSource(KafkaCommits):
                 for tp, records in batches.items():
                     ahead.append((generation, records, decode(tp.partition, records)))
                 if batches:
+                    idle_ms = 0
                     ready.set()
+                elif (idle_ms := idle_ms + poll_ms) >= _PROBE_MS:
+                    idle_ms = 0
+                    await self._probe(consumer)
         finally:
             ready.set()
+
+    async def _probe(self, consumer: Any) -> None:
+        """Make sure the broker still answers (a metadata request), since a fetch
+        from a broker that went away just brings nothing: a lost broker is tried
+        again as ``reconnect`` says, then fails the run."""
+        errors = self._aiokafka.errors
+        within = self._timeout
+
+        async def ask() -> None:
+            try:
+                await asyncio.wait_for(consumer.topics(), within)
+            except errors.KafkaError as exc:  # no metadata from any known broker
+                raise errors.KafkaConnectionError(str(exc)) from exc
+
+        await reconnecting(
+            ask,
+            retry=self._reconnect,
+            lost=self._lost,
+            what=f"reaching Kafka at {self._servers} to read {self._topic!r}",
+        )
 
     async def _stop_fetching(self) -> None:
         fetching, self._fetching = self._fetching, None
@@ -318,10 +348,24 @@ class KafkaSource(KafkaCommits):
         finally:
             self._consumer = None
             if consumer is not None:
-                await consumer.stop()
+                await _stop(consumer)
 
     async def __aenter__(self) -> KafkaSource:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+async def _stop(consumer: Any) -> None:
+    """Stop ``consumer``. With its broker gone, aiokafka may let out the
+    cancellation of a fetch task of its own while stopping: that one is not the
+    run's, and must not pass for it (it would hide why the run stopped)."""
+    task = asyncio.current_task()
+    cancelling = task.cancelling() if task is not None else 0
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        if task is None or task.cancelling() > cancelling:
+            raise  # this task was cancelled
+        log.warning("pipeflow: the Kafka consumer let out a cancellation while stopping")
