@@ -22,8 +22,8 @@ from ._connectors._kafka_sink import KafkaSink as KafkaSink
 from ._connectors._kafka_source import KafkaSource as KafkaSource
 from ._connectors._message import Message as Message
 from ._connectors._message import UndecodableMessage as UndecodableMessage
-from ._connectors._nats import NatsSink as NatsSink
-from ._connectors._nats import NatsSource as NatsSource
+from ._connectors._nats_sink import NatsSink as NatsSink
+from ._connectors._nats_source import NatsSource as NatsSource
 from ._connectors._redis import RedisSourceStatistics as RedisSourceStatistics
 from ._connectors._redis import RedisStreamSink as RedisStreamSink
 from ._connectors._redis import RedisStreamSource as RedisStreamSource

@@ -1,4 +1,4 @@
-"""NATS JetStream: a durable pull consumer as a source, JetStream publishes as a sink.
+"""NATS JetStream: a durable pull consumer as a source.
 
 ``NatsSource`` reads a stream through a durable pull consumer with explicit
 acknowledgements: it asks for ``batch_size`` messages at a time (one pull
@@ -9,14 +9,6 @@ the run is done with it, so workers sharing the durable never acknowledge each
 other's messages; the acknowledgements of one ``ack()`` go out together and
 the last one waits for the server's reply, which comes once the server has
 processed all of them (it handles a connection's messages in order).
-
-``NatsSink`` publishes each result to JetStream and waits for the stream's
-acknowledgements (PubAcks) of a whole write at once, with up to
-``max_in_flight`` of them outstanding.
-
-nats-py reconnects by itself: both connectors configure it from their
-``reconnect`` option and log each disconnection and reconnection; a source or
-sink whose client gives up fails with a ``ConnectionError`` saying so.
 """
 
 from __future__ import annotations
@@ -31,16 +23,16 @@ from typing import Any, TypeVar
 
 import orjson
 
-from .._core._errors import EncodeError
 from .._core._policies import Retry
 from .._core._time import duration_seconds
-from ._codecs import CodecLike, codec_for, codec_name, decode_message, encode_result
+from ._codecs import CodecLike, codec_for, decode_message
 from ._extras import require
 from ._message import Message
+from ._nats_client import STATUS, NatsClient, check_positive_int, check_text
 from ._positions import Positions
 from ._reconnect import DEFAULT_RECONNECT, check_reconnect, reconnecting
 
-__all__ = ["NatsSink", "NatsSource"]
+__all__ = ["NatsSource"]
 
 log = logging.getLogger("pipeflow.connectors")
 
@@ -48,142 +40,14 @@ T = TypeVar("T")
 
 #: How long a JetStream API call (stream or consumer info, an acknowledgement's reply) may take.
 API_TIMEOUT = 10.0
-#: How long a write waits for its PubAcks before it counts as failed.
-PUBLISH_TIMEOUT = 10.0
 #: A pull request that got no answer this long after its expiry is given up (the connection
 #: dropped meanwhile) and asked again.
 FETCH_GRACE = 2.0
-#: Seconds between the client's pings; three unanswered ones drop the connection (to reconnect).
-PING_INTERVAL = 10
 #: How many unacknowledged messages a consumer the source creates lets out at once, in batches.
 MAX_ACK_PENDING_BATCHES = 20
 _ACK = b"+ACK"
 _NAK = b"-NAK"
-_STATUS = "Status"
 _DESCRIPTION = "Description"
-
-
-def _positive_int(value: object, option: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        msg = f"{option} must be an int >= 1, got {value!r}"
-        raise ValueError(msg)
-    return value
-
-
-def _text(value: object, option: str) -> str:
-    if not isinstance(value, str) or not value:
-        msg = f"{option} must be a non-empty str, got {value!r}"
-        raise ValueError(msg)
-    return value
-
-
-def _reconnect_wait(retry: Retry) -> float:
-    """The fixed wait between nats-py's reconnect attempts: the mean of ``retry``'s backoff."""
-    waits = [min(retry.backoff * 2**i, retry.max_backoff) for i in range(retry.attempts - 1)]
-    return sum(waits) / len(waits) if waits else retry.backoff
-
-
-class _Client:
-    """One nats-py connection, configured from a ``reconnect`` option, with logged callbacks."""
-
-    __slots__ = ("closed", "nats", "nc", "reconnect", "reconnected", "url", "what")
-
-    def __init__(self, nats: Any, url: str, reconnect: Retry, what: str) -> None:
-        self.nats = nats
-        self.url = url
-        self.reconnect = reconnect
-        self.what = what
-        self.nc: Any = None
-        self.closed = False
-        #: Called after each reconnection (the source asks for a batch again).
-        self.reconnected: Any = None
-
-    def lost(self) -> tuple[type[BaseException], ...]:
-        errors = self.nats.errors
-        # Not ConnectionError itself: that is what the source and sink raise once the client
-        # gave up, which no retry mends.
-        return (
-            ConnectionRefusedError,
-            ConnectionResetError,
-            ConnectionAbortedError,
-            BrokenPipeError,
-            TimeoutError,
-            errors.NoServersError,
-            # JetStream answers nothing for a moment after the server restarts.
-            errors.NoRespondersError,
-            self.nats.js.errors.ServiceUnavailableError,
-            errors.ConnectionClosedError,
-            errors.ConnectionReconnectingError,
-            errors.OutboundBufferLimitError,
-            errors.TimeoutError,
-            errors.FlushTimeoutError,
-        )
-
-    async def connect(self) -> Any:
-        retry = self.reconnect
-
-        async def connect() -> Any:
-            return await self.nats.connect(
-                self.url,
-                name=self.what,
-                allow_reconnect=True,
-                max_reconnect_attempts=retry.attempts,
-                reconnect_time_wait=_reconnect_wait(retry),
-                connect_timeout=2,
-                # A connection gone silent (no reset) is found within half a minute.
-                ping_interval=PING_INTERVAL,
-                max_outstanding_pings=3,
-                error_cb=self._on_error,
-                disconnected_cb=self._on_disconnected,
-                reconnected_cb=self._on_reconnected,
-                closed_cb=self._on_closed,
-            )
-
-        # nats-py makes the attempts itself, logging each failure through ``error_cb``.
-        try:
-            self.nc = await connect()
-        except self.lost() as exc:
-            msg = f"{self.what}: could not connect to {self.url} in {retry.attempts} attempts"
-            raise ConnectionError(msg) from exc
-        return self.nc
-
-    def gave_up(self) -> ConnectionError:
-        return ConnectionError(
-            f"{self.what}: the connection to {self.url} was lost and "
-            f"{self.reconnect.attempts} reconnect attempts failed"
-        )
-
-    def check_open(self) -> None:
-        """Raise ``ConnectionError`` if the client gave up reconnecting."""
-        if self.nc is not None and self.nc.is_closed and not self.closed:
-            raise self.gave_up()
-
-    async def _on_error(self, exc: Exception) -> None:
-        log.warning("pipeflow: %s: NATS error: %s: %s", self.what, type(exc).__name__, exc)
-
-    async def _on_disconnected(self) -> None:
-        if not self.closed:
-            log.warning("pipeflow: %s: disconnected from %s; reconnecting", self.what, self.url)
-
-    async def _on_reconnected(self) -> None:
-        log.warning("pipeflow: %s: reconnected to %s", self.what, self.url)
-        if self.reconnected is not None:
-            self.reconnected()
-
-    async def _on_closed(self) -> None:
-        if not self.closed:
-            log.error("pipeflow: %s: connection to %s closed", self.what, self.url)
-        if self.reconnected is not None:
-            self.reconnected()  # wake a waiting fetch, which then sees the connection closed
-
-    async def aclose(self) -> None:
-        nc, self.nc = self.nc, None
-        self.closed = True
-        if nc is not None and not nc.is_closed:
-            try:
-                await nc.close()
-            except Exception as exc:  # closing is best effort; the connection is gone either way
-                log.warning("pipeflow: %s: closing the connection failed: %s", self.what, exc)
 
 
 def _metadata(reply: str) -> tuple[int, datetime]:
@@ -263,14 +127,14 @@ class NatsSource:
         reconnect: Retry = DEFAULT_RECONNECT,
     ) -> None:
         nats = require("nats", "nats", "NatsSource")
-        self._url = _text(url, "url")
-        self._subject = _text(subject, "subject")
-        self._stream = _text(stream, "stream")
-        self._durable = _text(durable, "durable")
+        self._url = check_text(url, "url")
+        self._subject = check_text(subject, "subject")
+        self._stream = check_text(stream, "stream")
+        self._durable = check_text(durable, "durable")
         if "." in durable or "*" in durable or ">" in durable:
             msg = f"durable must be a name without '.', '*' or '>', got {durable!r}"
             raise ValueError(msg)
-        self._batch_size = _positive_int(batch_size, "batch_size")
+        self._batch_size = check_positive_int(batch_size, "batch_size")
         self._fetch_timeout = duration_seconds(fetch_timeout, "fetch_timeout")
         self._ack_wait = duration_seconds(ack_wait, "ack_wait")
         if not isinstance(stop_at_end, bool):
@@ -278,7 +142,9 @@ class NatsSource:
             raise TypeError(msg)
         self._stop_at_end = stop_at_end
         self._codec = codec_for(codec)
-        self._client = _Client(nats, self._url, check_reconnect(reconnect), f"NatsSource({stream})")
+        self._client = NatsClient(
+            nats, self._url, check_reconnect(reconnect), f"NatsSource({stream})"
+        )
         self._client.reconnected = self._request_lost
         self._positions: Positions[str] = Positions()
         self._inbox: deque[Any] = deque()
@@ -471,7 +337,7 @@ class NatsSource:
 
     def _request_over(self, headers: dict[str, str]) -> bool:
         """Whether a status message ends the pull request; raises for a consumer gone wrong."""
-        status, description = headers.get(_STATUS), headers.get(_DESCRIPTION, "")
+        status, description = headers.get(STATUS), headers.get(_DESCRIPTION, "")
         if status == "100":  # a heartbeat
             return False
         if status == "503" or (
@@ -602,181 +468,3 @@ class NatsSource:
         if delivered_all and info.num_ack_pending <= mine:
             return None
         return False
-
-
-def _headers(result: Any) -> dict[str, str] | None:
-    """The NATS headers to publish a result with: a ``Message``'s, as text."""
-    if isinstance(result, Message) and result.headers:
-        return {k: str(v) for k, v in result.headers.items()}
-    return None
-
-
-class NatsSink:
-    """Publishes each result to a JetStream subject and waits for the stream to store it.
-
-    ``write(items)`` publishes every result with a reply subject of its own,
-    up to ``max_in_flight`` unconfirmed at a time, and returns once the stream
-    has acknowledged each one (a PubAck). A ``Message`` result is written by its
-    ``value`` and keeps its ``headers``. Publishes lost to a dropped connection
-    are sent again once the client has reconnected (only those not yet
-    acknowledged, as ``reconnect`` allows); a publish the server refuses (no
-    stream captures the subject, a stream limit) fails the write, which the run
-    tries again as its ``write_retry`` says.
-
-    Args:
-        url: the NATS server, ``nats://host:port``.
-        subject: the subject to publish to; a JetStream stream must capture it.
-        codec: how results are encoded (``"json"``, ``"text"``, ``"raw"`` or a ``Codec``).
-        max_in_flight: the most publishes awaiting their PubAck at once.
-        reconnect: how the connection is retried, as for ``NatsSource``.
-
-    Raises:
-        ImportError: without the ``nats`` extra.
-        ValueError, TypeError: for a bad argument, naming it.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        subject: str,
-        *,
-        codec: CodecLike = "json",
-        max_in_flight: int = 1000,
-        reconnect: Retry = DEFAULT_RECONNECT,
-    ) -> None:
-        nats = require("nats", "nats", "NatsSink")
-        self._url = _text(url, "url")
-        self._subject = _text(subject, "subject")
-        if any(c in subject for c in "*> \t"):
-            msg = f"subject must be a subject to publish to, without wildcards; got {subject!r}"
-            raise ValueError(msg)
-        self._codec = codec_for(codec)
-        self._max_in_flight = _positive_int(max_in_flight, "max_in_flight")
-        self._client = _Client(nats, self._url, check_reconnect(reconnect), f"NatsSink({subject})")
-        self._client.reconnected = self._connection_changed
-        self._inbox = ""
-        self._writes = 0
-        #: This attempt's reply-token prefix and the publishes awaiting their PubAck, by token.
-        self._prefix = ""
-        self._outstanding: dict[str, int] = {}
-        self._unconfirmed: dict[int, Any] = {}
-        self._waiter: asyncio.Future[None] | None = None
-        self._failure: Exception | None = None
-
-    def __repr__(self) -> str:
-        return f"NatsSink({self._url!r}, {self._subject!r})"
-
-    async def write(self, items: list[Any]) -> None:
-        """Publish ``items``; return once JetStream has stored every one.
-
-        Raises:
-            EncodeError: for a result the codec cannot encode, or whose payload is
-                over the server's ``max_payload`` (nothing is published).
-            ConnectionError: if the client gave up reconnecting.
-            RuntimeError: if JetStream refused a publish.
-        """
-        if not items:
-            return
-        codec = self._codec
-        payloads = [encode_result(codec, r) for r in items]
-        headers = [
-            {k: str(v) for k, v in r.headers.items()}
-            if isinstance(r, Message) and r.headers
-            else None
-            for r in items
-        ]
-        nc = self._client.nc
-        if nc is None:
-            nc = await self._client.connect()
-            self._inbox = nc.new_inbox()
-            await nc.subscribe(f"{self._inbox}.>", cb=self._on_ack)
-        limit = nc.max_payload
-        for result, payload in zip(items, payloads, strict=True):
-            if len(payload) > limit:  # the server would refuse it, every time
-                cause = ValueError(
-                    f"{len(payload)} bytes is over the server's max_payload of {limit} bytes"
-                )
-                raise EncodeError(result, codec_name(codec), cause)
-        self._unconfirmed = dict(enumerate(zip(payloads, headers, strict=True)))
-        client = self._client
-        await reconnecting(
-            lambda: self._publish(nc),
-            retry=client.reconnect,
-            lost=client.lost(),
-            what=f"{client.what}: publishing {len(items)} results",
-        )
-
-    async def _publish(self, nc: Any) -> None:
-        """Publish what is unconfirmed, and wait for the PubAcks."""
-        loop = asyncio.get_running_loop()
-        self._client.check_open()
-        self._writes += 1
-        prefix = self._prefix = f"{self._inbox}.{self._writes}."
-        outstanding = self._outstanding = {}
-        self._failure = None
-        publish, subject, limit = nc.publish, self._subject, self._max_in_flight
-        try:
-            for i, (payload, headers) in list(self._unconfirmed.items()):
-                while len(outstanding) >= limit:
-                    await self._wait(loop)
-                token = str(i)
-                outstanding[token] = i
-                await publish(subject, payload, reply=prefix + token, headers=headers)
-            while outstanding:
-                await self._wait(loop)
-        finally:
-            self._prefix = ""
-
-    async def _wait(self, loop: asyncio.AbstractEventLoop) -> None:
-        waiter = self._waiter = loop.create_future()
-        try:
-            async with asyncio.timeout(PUBLISH_TIMEOUT):
-                await waiter
-        except TimeoutError:
-            msg = f"no PubAck for {len(self._outstanding)} publishes within {PUBLISH_TIMEOUT} s"
-            raise TimeoutError(msg) from None
-        finally:
-            self._waiter = None
-        if self._failure is not None:
-            raise self._failure
-        self._client.check_open()
-
-    async def _on_ack(self, msg: Any) -> None:
-        prefix = self._prefix
-        if not prefix or not msg.subject.startswith(prefix):
-            return  # the answer to an earlier attempt
-        i = self._outstanding.pop(msg.subject[len(prefix) :], None)
-        if i is None:
-            return
-        headers = msg.headers
-        if headers and headers.get(_STATUS) == "503":
-            self._failure = LookupError(
-                f"NatsSink: no JetStream stream captures subject {self._subject!r} on "
-                f"{self._url} (or JetStream is not ready yet)"
-            )
-        else:
-            try:
-                reply = orjson.loads(msg.data)
-            except orjson.JSONDecodeError:
-                reply = {"error": {"description": f"unexpected reply {msg.data[:80]!r} {headers}"}}
-            error = reply.get("error") if isinstance(reply, dict) else None
-            if error is None:
-                del self._unconfirmed[i]
-            else:
-                self._failure = RuntimeError(
-                    f"NatsSink: JetStream refused a message for {self._subject!r}: "
-                    f"{error.get('description')} (code {error.get('err_code')})"
-                )
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _connection_changed(self) -> None:
-        """After a reconnection the PubAcks awaited are lost: fail the attempt, to publish again."""
-        waiter = self._waiter
-        if waiter is not None and not waiter.done() and self._outstanding:
-            waiter.set_exception(ConnectionResetError("NATS connection was re-established"))
-
-    async def aclose(self) -> None:
-        """Close the connection."""
-        await self._client.aclose()
