@@ -19,29 +19,23 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, TypeVar
 
-from .._core._errors import DecodeError
 from .._core._policies import Retry
-from ._codecs import CodecLike, codec_for, codec_name, decode_message
+from ._codecs import CodecLike, codec_for
 from ._extras import require
-from ._message import Message, UndecodableMessage
+from ._message import Message
 from ._positions import Positions
 from ._reconnect import DEFAULT_RECONNECT, check_reconnect, reconnecting
 from ._redis_common import check_count, check_name, id_key, positive_seconds, redis_errors
+from ._redis_entries import Entry, EntryDecoder, raw_reply
 
 __all__ = ["RedisSourceStatistics", "RedisStreamSource"]
 
 log = logging.getLogger("pipeflow.connectors")
 
 T = TypeVar("T")
-
-#: An entry as Redis sends it: its id and its fields as a flat list (``None`` once deleted).
-_Entry = list[Any]
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_new_message = Message.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +62,6 @@ class RedisSourceStatistics:
 
 def _default_consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
-
-
-def _raw(response: Any, **options: Any) -> Any:
-    """A reply as Redis sent it (the source parses stream entries itself)."""
-    return response
 
 
 class RedisStreamSource:
@@ -150,26 +139,21 @@ class RedisStreamSource:
             msg = f"stop_at_end must be a bool, got {type(stop_at_end).__name__}"
             raise TypeError(msg)
         self._stop_at_end = stop_at_end
-        self._field_name = check_name(field, "field")
-        self._field = field.encode()
-        self._codec = codec_for(codec)
+        self._decoder = EntryDecoder(self._stream, check_name(field, "field"), codec_for(codec))
         self._reconnect = check_reconnect(reconnect)
         redis = require("redis.asyncio", "redis", "RedisStreamSource")
         exceptions = require("redis.exceptions", "redis", "RedisStreamSource")
         self._lost = redis_errors(exceptions)
         self._response_error: type[Exception] = exceptions.ResponseError
         self._client = redis.Redis.from_url(url)
-        self._client.set_response_callback("XREADGROUP", _raw)
-        self._client.set_response_callback("XAUTOCLAIM", _raw)
+        self._client.set_response_callback("XREADGROUP", raw_reply)
+        self._client.set_response_callback("XAUTOCLAIM", raw_reply)
         self._positions: Positions[str] = Positions()
         self._running = asyncio.Event()
         self._running.set()
         self._started = False
         self._closed = False
         self._delivered = self._claimed = self._acked = self._deleted = self._recreated = 0
-        # The last timestamp made, by the start of the id it came from ("<ms>-").
-        self._ts_ms = b"-"
-        self._ts: datetime | None = None
         #: Entries found pending but deleted from the stream, to acknowledge.
         self._gone: list[str] = []
         #: Whether a call was tried again since this consumer's pending entries were read.
@@ -328,7 +312,7 @@ class RedisStreamSource:
         )
         return id_key(last[0][0]) if last else None
 
-    async def _read(self, start: str, *, block: bool) -> list[_Entry]:
+    async def _read(self, start: str, *, block: bool) -> list[Entry]:
         """One ``XREADGROUP`` from ``start`` (``">"``: new entries)."""
         client = self._client
         args: list[Any] = ["XREADGROUP", "GROUP", self._group, self._consumer]
@@ -342,7 +326,7 @@ class RedisStreamSource:
         if not reply:
             return []
         # RESP3 (redis-py's default) sends {stream: entries}; RESP2 [[stream, entries]].
-        entries: list[_Entry] = (
+        entries: list[Entry] = (
             next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
         )
         return entries
@@ -379,7 +363,7 @@ class RedisStreamSource:
             if start == "0-0":
                 return
 
-    def _fresh(self, entries: list[_Entry]) -> list[_Entry]:
+    def _fresh(self, entries: list[Entry]) -> list[Entry]:
         """``entries`` without those handed over and not yet acknowledged."""
         if not entries or not len(self._positions):
             return entries
@@ -413,87 +397,18 @@ class RedisStreamSource:
                     return True
             start = "(" + page[-1]["message_id"].decode()
 
-    def _to_messages(self, entries: list[_Entry]) -> list[Message]:
+    def _to_messages(self, entries: list[Entry]) -> list[Message]:
         """Messages of ``entries``, their positions recorded; deleted ones go to ``_gone``."""
-        messages: list[Message] = []
-        append = messages.append
         positions: list[str] = []
-        record = positions.append
-        field = self._field
-        decode = self._codec.decode
-        stream = self._stream
-        new = _new_message
         gone: list[str] = []
-        ts_ms, ts = self._ts_ms, self._ts
-        for entry_id, fields in entries:
-            position = entry_id.decode()
-            if not fields:
-                gone.append(position)
-                continue
-            if not entry_id.startswith(ts_ms):
-                ts_ms = entry_id[: entry_id.index(b"-") + 1]
-                ts = _EPOCH + timedelta(milliseconds=int(ts_ms[:-1]))
-            if len(fields) == 2 and fields[0] == field:
-                try:
-                    value = decode(fields[1])
-                except Exception:
-                    message = self._slow_message(fields, position, ts)
-                else:
-                    message = new(Message)
-                    message.value = value
-                    message.key = None
-                    message.headers = {}
-                    message.timestamp = ts
-                    message.source = stream
-                    message.partition = 0
-                    message.position = position
-                    message.raw = None
-            else:
-                message = self._slow_message(fields, position, ts)
-            append(message)
-            record(position)
-        self._ts_ms, self._ts = ts_ms, ts
+        messages = self._decoder.messages(entries, positions, gone)
         if gone:
             self._gone += gone
         self._positions.extend(positions)
         self._delivered += len(messages)
         return messages
 
-    def _slow_message(self, fields: list[Any], position: str, ts: datetime | None) -> Message:
-        """A message of an entry with other fields than the payload, or an undecodable one."""
-        it = iter(fields)
-        pairs = dict(zip(it, it, strict=True))
-        data = pairs.pop(self._field, None)
-        headers = {
-            (k.decode(errors="replace") if isinstance(k, bytes) else str(k)): (
-                v.decode(errors="replace") if isinstance(v, bytes) else str(v)
-            )
-            for k, v in pairs.items()
-        }
-        if data is None:
-            where = f"{self._stream}[0]@{position}"
-            cause = LookupError(
-                f"the entry has no {self._field_name!r} field; its fields are {sorted(headers)}"
-            )
-            error = DecodeError(b"", codec_name(self._codec), where, cause)
-            return UndecodableMessage(
-                b"",
-                error,
-                headers=headers,
-                timestamp=ts,
-                source=self._stream,
-                position=position,
-            )
-        return decode_message(
-            self._codec,
-            data,
-            headers=headers,
-            timestamp=ts,
-            source=self._stream,
-            position=position,
-        )
-
-    async def _handed(self, entries: list[_Entry]) -> list[Message]:
+    async def _handed(self, entries: list[Entry]) -> list[Message]:
         """``_to_messages(entries)``, and the deleted ones among them acknowledged."""
         messages = self._to_messages(entries)
         if self._gone:
