@@ -24,9 +24,9 @@ from ._connectors._message import Message as Message
 from ._connectors._message import UndecodableMessage as UndecodableMessage
 from ._connectors._nats_sink import NatsSink as NatsSink
 from ._connectors._nats_source import NatsSource as NatsSource
-from ._connectors._redis import RedisSourceStatistics as RedisSourceStatistics
-from ._connectors._redis import RedisStreamSink as RedisStreamSink
-from ._connectors._redis import RedisStreamSource as RedisStreamSource
+from ._connectors._redis_sink import RedisStreamSink as RedisStreamSink
+from ._connectors._redis_source import RedisSourceStatistics as RedisSourceStatistics
+from ._connectors._redis_source import RedisStreamSource as RedisStreamSource
 from ._core._errors import DecodeError as DecodeError
 from ._core._errors import EncodeError as EncodeError
 

@@ -1,12 +1,10 @@
-"""Redis Streams: a consumer-group source and a sink that appends entries.
+"""Redis Streams: a source that reads a stream as a consumer of a consumer group.
 
 ``RedisStreamSource`` reads a stream as one consumer of a consumer group
 (``XREADGROUP``), hands each entry over as a ``Message`` and acknowledges it
 (``XACK``) once the run says its results are written: at-least-once delivery.
 Entries another consumer of the group left pending for longer than
 ``claim_idle`` (it crashed, or was stopped) are taken over with ``XAUTOCLAIM``.
-``RedisStreamSink`` appends every result to a stream (``XADD``), all of a
-write's results in one pipelined round trip.
 
 The client is redis-py's ``redis.asyncio`` (the ``redis`` extra, with the
 hiredis reply parser).
@@ -21,29 +19,23 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, TypeVar
 
-from .._core._errors import DecodeError, EncodeError
 from .._core._policies import Retry
-from .._core._time import duration_seconds
-from ._codecs import CodecLike, codec_for, codec_name, decode_message, encode_result
+from ._codecs import CodecLike, codec_for
 from ._extras import require
-from ._message import Message, UndecodableMessage
+from ._message import Message
 from ._positions import Positions
 from ._reconnect import DEFAULT_RECONNECT, check_reconnect, reconnecting
+from ._redis_common import check_count, check_name, id_key, positive_seconds, redis_errors
+from ._redis_entries import Entry, EntryDecoder, raw_reply
 
-__all__ = ["RedisSourceStatistics", "RedisStreamSink", "RedisStreamSource"]
+__all__ = ["RedisSourceStatistics", "RedisStreamSource"]
 
 log = logging.getLogger("pipeflow.connectors")
 
 T = TypeVar("T")
-
-#: An entry as Redis sends it: its id and its fields as a flat list (``None`` once deleted).
-_Entry = list[Any]
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_new_message = Message.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,46 +60,8 @@ class RedisSourceStatistics:
     group_recreated: int
 
 
-def _redis_errors(exceptions: Any) -> tuple[type[BaseException], ...]:
-    """The errors of redis-py that mean the connection was lost."""
-    return (exceptions.ConnectionError, exceptions.TimeoutError, OSError)
-
-
-def _check_name(value: object, option: str) -> str:
-    if not isinstance(value, str) or not value:
-        msg = f"{option} must be a non-empty str, got {value!r}"
-        raise TypeError(msg) if not isinstance(value, str) else ValueError(msg)
-    return value
-
-
-def _check_count(value: object, option: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        msg = f"{option} must be an int, got {type(value).__name__}: {value!r}"
-        raise TypeError(msg)
-    if value < 1:
-        msg = f"{option} must be at least 1, got {value}"
-        raise ValueError(msg)
-    return value
-
-
-def _positive_seconds(value: object, option: str) -> float:
-    return duration_seconds(value, option)  # type: ignore[arg-type]
-
-
-def _id_key(entry_id: bytes | str) -> tuple[int, int]:
-    """An entry id (``b"1700000000000-3"``) as numbers, to compare ids."""
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
-
-
 def _default_consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
-
-
-def _raw(response: Any, **options: Any) -> Any:
-    """A reply as Redis sent it (the source parses stream entries itself)."""
-    return response
 
 
 class RedisStreamSource:
@@ -171,40 +125,35 @@ class RedisStreamSource:
         codec: CodecLike = "json",
         reconnect: Retry = DEFAULT_RECONNECT,
     ) -> None:
-        self._url = _check_name(url, "url")
-        self._stream = _check_name(stream, "stream")
-        self._group = _check_name(group, "group")
+        self._url = check_name(url, "url")
+        self._stream = check_name(stream, "stream")
+        self._group = check_name(group, "group")
         self._given_consumer = consumer is not None
         self._consumer = (
-            _default_consumer() if consumer is None else _check_name(consumer, "consumer")
+            _default_consumer() if consumer is None else check_name(consumer, "consumer")
         )
-        self._batch_size = _check_count(batch_size, "batch_size")
-        self._block_ms = max(1, round(_positive_seconds(block, "block") * 1000))
-        self._claim_idle = _positive_seconds(claim_idle, "claim_idle")
+        self._batch_size = check_count(batch_size, "batch_size")
+        self._block_ms = max(1, round(positive_seconds(block, "block") * 1000))
+        self._claim_idle = positive_seconds(claim_idle, "claim_idle")
         if not isinstance(stop_at_end, bool):
             msg = f"stop_at_end must be a bool, got {type(stop_at_end).__name__}"
             raise TypeError(msg)
         self._stop_at_end = stop_at_end
-        self._field_name = _check_name(field, "field")
-        self._field = field.encode()
-        self._codec = codec_for(codec)
+        self._decoder = EntryDecoder(self._stream, check_name(field, "field"), codec_for(codec))
         self._reconnect = check_reconnect(reconnect)
         redis = require("redis.asyncio", "redis", "RedisStreamSource")
         exceptions = require("redis.exceptions", "redis", "RedisStreamSource")
-        self._lost = _redis_errors(exceptions)
+        self._lost = redis_errors(exceptions)
         self._response_error: type[Exception] = exceptions.ResponseError
         self._client = redis.Redis.from_url(url)
-        self._client.set_response_callback("XREADGROUP", _raw)
-        self._client.set_response_callback("XAUTOCLAIM", _raw)
+        self._client.set_response_callback("XREADGROUP", raw_reply)
+        self._client.set_response_callback("XAUTOCLAIM", raw_reply)
         self._positions: Positions[str] = Positions()
         self._running = asyncio.Event()
         self._running.set()
         self._started = False
         self._closed = False
         self._delivered = self._claimed = self._acked = self._deleted = self._recreated = 0
-        # The last timestamp made, by the start of the id it came from ("<ms>-").
-        self._ts_ms = b"-"
-        self._ts: datetime | None = None
         #: Entries found pending but deleted from the stream, to acknowledge.
         self._gone: list[str] = []
         #: Whether a call was tried again since this consumer's pending entries were read.
@@ -302,7 +251,7 @@ class RedisStreamSource:
                     for message in await self._handed(entries):
                         yield message
                 if self._stop_at_end and (
-                    not entries or end is None or _id_key(entries[-1][0]) >= end
+                    not entries or end is None or id_key(entries[-1][0]) >= end
                 ):
                     new_done = True
                 continue
@@ -361,9 +310,9 @@ class RedisStreamSource:
         last = await self._call(
             lambda: client.xrevrange(stream, count=1), f"reading the end of {stream}"
         )
-        return _id_key(last[0][0]) if last else None
+        return id_key(last[0][0]) if last else None
 
-    async def _read(self, start: str, *, block: bool) -> list[_Entry]:
+    async def _read(self, start: str, *, block: bool) -> list[Entry]:
         """One ``XREADGROUP`` from ``start`` (``">"``: new entries)."""
         client = self._client
         args: list[Any] = ["XREADGROUP", "GROUP", self._group, self._consumer]
@@ -377,7 +326,7 @@ class RedisStreamSource:
         if not reply:
             return []
         # RESP3 (redis-py's default) sends {stream: entries}; RESP2 [[stream, entries]].
-        entries: list[_Entry] = (
+        entries: list[Entry] = (
             next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
         )
         return entries
@@ -414,7 +363,7 @@ class RedisStreamSource:
             if start == "0-0":
                 return
 
-    def _fresh(self, entries: list[_Entry]) -> list[_Entry]:
+    def _fresh(self, entries: list[Entry]) -> list[Entry]:
         """``entries`` without those handed over and not yet acknowledged."""
         if not entries or not len(self._positions):
             return entries
@@ -448,87 +397,18 @@ class RedisStreamSource:
                     return True
             start = "(" + page[-1]["message_id"].decode()
 
-    def _to_messages(self, entries: list[_Entry]) -> list[Message]:
+    def _to_messages(self, entries: list[Entry]) -> list[Message]:
         """Messages of ``entries``, their positions recorded; deleted ones go to ``_gone``."""
-        messages: list[Message] = []
-        append = messages.append
         positions: list[str] = []
-        record = positions.append
-        field = self._field
-        decode = self._codec.decode
-        stream = self._stream
-        new = _new_message
         gone: list[str] = []
-        ts_ms, ts = self._ts_ms, self._ts
-        for entry_id, fields in entries:
-            position = entry_id.decode()
-            if not fields:
-                gone.append(position)
-                continue
-            if not entry_id.startswith(ts_ms):
-                ts_ms = entry_id[: entry_id.index(b"-") + 1]
-                ts = _EPOCH + timedelta(milliseconds=int(ts_ms[:-1]))
-            if len(fields) == 2 and fields[0] == field:
-                try:
-                    value = decode(fields[1])
-                except Exception:
-                    message = self._slow_message(fields, position, ts)
-                else:
-                    message = new(Message)
-                    message.value = value
-                    message.key = None
-                    message.headers = {}
-                    message.timestamp = ts
-                    message.source = stream
-                    message.partition = 0
-                    message.position = position
-                    message.raw = None
-            else:
-                message = self._slow_message(fields, position, ts)
-            append(message)
-            record(position)
-        self._ts_ms, self._ts = ts_ms, ts
+        messages = self._decoder.messages(entries, positions, gone)
         if gone:
             self._gone += gone
         self._positions.extend(positions)
         self._delivered += len(messages)
         return messages
 
-    def _slow_message(self, fields: list[Any], position: str, ts: datetime | None) -> Message:
-        """A message of an entry with other fields than the payload, or an undecodable one."""
-        it = iter(fields)
-        pairs = dict(zip(it, it, strict=True))
-        data = pairs.pop(self._field, None)
-        headers = {
-            (k.decode(errors="replace") if isinstance(k, bytes) else str(k)): (
-                v.decode(errors="replace") if isinstance(v, bytes) else str(v)
-            )
-            for k, v in pairs.items()
-        }
-        if data is None:
-            where = f"{self._stream}[0]@{position}"
-            cause = LookupError(
-                f"the entry has no {self._field_name!r} field; its fields are {sorted(headers)}"
-            )
-            error = DecodeError(b"", codec_name(self._codec), where, cause)
-            return UndecodableMessage(
-                b"",
-                error,
-                headers=headers,
-                timestamp=ts,
-                source=self._stream,
-                position=position,
-            )
-        return decode_message(
-            self._codec,
-            data,
-            headers=headers,
-            timestamp=ts,
-            source=self._stream,
-            position=position,
-        )
-
-    async def _handed(self, entries: list[_Entry]) -> list[Message]:
+    async def _handed(self, entries: list[Entry]) -> list[Message]:
         """``_to_messages(entries)``, and the deleted ones among them acknowledged."""
         messages = self._to_messages(entries)
         if self._gone:
@@ -543,157 +423,3 @@ class RedisStreamSource:
             await self._call(lambda: client.xack(stream, group, *gone), f"acknowledging {stream}")
             self._deleted += len(gone)
         return messages
-
-
-class RedisStreamSink:
-    """Appends results to a Redis stream (``XADD``), for ``pipe.run()``.
-
-    Each result becomes one entry whose ``field`` holds the result encoded by
-    ``codec`` (a ``Message`` by its ``value``; its ``headers`` become further
-    fields of the entry). A write sends all its entries in one pipelined round
-    trip and returns once Redis has answered for every one of them; if any was
-    refused, the write raises (and the run tries it again as its
-    ``write_retry`` says, so an entry may be appended twice: at-least-once).
-
-    Args:
-        url: the Redis URL (``redis://localhost:6379/0``).
-        stream: the stream key.
-        maxlen: trim the stream to about this many entries as it grows
-            (``XADD ... MAXLEN ~ maxlen``); ``None`` (the default) keeps every entry.
-        approximate: trim with ``~`` (cheaper; the stream may stay a little
-            longer than ``maxlen``); ``False`` trims exactly.
-        field: the field holding the payload.
-        codec: ``"json"``, ``"text"``, ``"raw"`` or a ``Codec``.
-        reconnect: how writes that lose the connection are tried again.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        stream: str,
-        *,
-        maxlen: int | None = None,
-        approximate: bool = True,
-        field: str = "value",
-        codec: CodecLike = "json",
-        reconnect: Retry = DEFAULT_RECONNECT,
-    ) -> None:
-        self._url = _check_name(url, "url")
-        self._stream = _check_name(stream, "stream")
-        if maxlen is not None:
-            _check_count(maxlen, "maxlen")
-        if not isinstance(approximate, bool):
-            msg = f"approximate must be a bool, got {type(approximate).__name__}"
-            raise TypeError(msg)
-        self._field_name = _check_name(field, "field")
-        self._codec = codec_for(codec)
-        self._reconnect = check_reconnect(reconnect)
-        redis = require("redis.asyncio", "redis", "RedisStreamSink")
-        exceptions = require("redis.exceptions", "redis", "RedisStreamSink")
-        self._lost = _redis_errors(exceptions)
-        self._response_error: type[Exception] = exceptions.ResponseError
-        self._pack = require("hiredis", "redis", "RedisStreamSink").pack_command
-        self._client = redis.Redis.from_url(url)
-        head: list[Any] = ["XADD", stream]
-        if maxlen is not None:
-            head += ["MAXLEN", "~" if approximate else "=", maxlen]
-        self._head = (*head, "*")
-        self._closed = False
-        #: Entries appended so far.
-        self.written = 0
-
-    def __repr__(self) -> str:
-        return f"RedisStreamSink({self._stream!r})"
-
-    async def write(self, items: list[Any]) -> None:
-        """Append one entry per result, in one round trip; return once Redis has answered.
-
-        Raises:
-            EncodeError: if the codec cannot encode a result (not retried).
-            redis.exceptions.ResponseError: if Redis refused an entry.
-        """
-        if not items:
-            return
-        data = self._commands(items)
-        count = len(items)
-        pool = self._client.connection_pool
-        refused = self._response_error
-
-        async def send() -> list[Any]:
-            conn = await pool.get_connection()
-            try:
-                await conn.send_packed_command(data)
-                replies: list[Any] = []
-                for _ in range(count):
-                    try:
-                        replies.append(await conn.read_response())
-                    except refused as exc:
-                        replies.append(exc)
-            except BaseException:
-                # Replies may be left unread: the connection is no longer of use.
-                await conn.disconnect()
-                raise
-            finally:
-                await pool.release(conn)
-            return replies
-
-        replies = await reconnecting(
-            send, retry=self._reconnect, lost=self._lost, what=f"writing to {self._stream}"
-        )
-        for reply in replies:
-            if isinstance(reply, Exception):
-                failed = sum(isinstance(r, Exception) for r in replies)
-                reply.add_note(
-                    f"pipeflow: {failed} of {len(replies)} entries were refused by "
-                    f"{self._stream}; the others were appended"
-                )
-                raise reply
-        self.written += len(replies)
-
-    def _commands(self, items: list[Any]) -> bytes:
-        """The ``XADD`` commands for ``items``, packed for the wire by hiredis."""
-        pack, encode = self._pack, self._codec.encode
-        head = (*self._head, self._field_name)
-        parts: list[bytes] = []
-        append = parts.append
-        item: Any = None
-        try:
-            for item in items:
-                if isinstance(item, Message):
-                    if item.headers:
-                        append(self._with_headers(item))
-                        continue
-                    payload = (
-                        encode(item.value)
-                        if type(item) is Message
-                        else encode_result(self._codec, item)
-                    )
-                else:
-                    payload = encode(item)
-                append(pack((*head, payload)))
-        except EncodeError:
-            raise
-        except Exception:
-            encode_result(self._codec, item)  # raises the EncodeError that says why
-            raise
-        return b"".join(parts)
-
-    def _with_headers(self, message: Message) -> bytes:
-        """The ``XADD`` command for a message with headers: each one a field of the entry."""
-        payload = encode_result(self._codec, message)
-        field = self._field_name
-        args: list[Any] = [*self._head]
-        for name, value in message.headers.items():
-            if name != field:
-                args += (name, value)
-        try:
-            return self._pack((*args, field, payload))  # type: ignore[no-any-return]
-        except TypeError as exc:
-            raise EncodeError(message, codec_name(self._codec), exc) from exc
-
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        if self._closed:
-            return
-        self._closed = True
-        await self._client.aclose()
