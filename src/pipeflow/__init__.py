@@ -11,6 +11,11 @@ The package is layered; each layer imports only the ones below it:
 - ``pipeflow._monitoring``: ``StreamMonitor``, which reads the statistics records;
   the Prometheus exporter and the console reporter, which read the monitor.
 - ``pipeflow._testing``: a virtual clock and scripted sources for deterministic tests.
+- ``pipeflow._connectors``: ``Message``, codecs, and the sources and sinks for
+  files, Redis Streams, NATS JetStream and Kafka; each broker's client is an
+  extra, imported only by its own modules.
+- ``pipeflow._cli``: the ``pipeflow run`` command (the ``cli`` extra), built on
+  the connectors.
 
 Inside ``_core``, from what users write down to what runs:
 
@@ -31,7 +36,8 @@ Inside ``_core``, from what users write down to what runs:
   ``_stream_stage``: chains of ``process_stream`` overrides; ``_timed``: the
   loop of stages that hold items and act on timers (windows, batches).
 - ``_sources``, ``_ready``, ``_idle``, ``_acks``: reading sources in chunks, and
-  their acknowledgements, pauses and idle time.
+  their acknowledgements, pauses and idle time; ``_stop``: reading until a
+  ``stop=`` event, for a graceful end.
 - ``_buffer``: ``ChunkBuffer``, the bounded buffer at each boundary;
   ``_dead_letters``: dead-letter pipes as side streams.
 - ``_config``, ``_clock``, ``_time``, ``_errors``, ``_policies``, ``_stats``:
@@ -45,6 +51,7 @@ Users import from the public concept modules, which only re-export:
 - ``pipeflow.monitoring``: ``StreamMonitor``, its metrics records, the Prometheus
   collector and the console reporter.
 - ``pipeflow.testing``: ``VirtualClock`` and test sources.
+- ``pipeflow.connectors``: ``Message``, codecs, sources and sinks.
 """
 
 __version__ = "0.1.0"
