@@ -757,3 +757,13 @@ async def test_runs_are_folded_without_anyone_reading_the_metrics() -> None:
     # started: after the runs 17, 33, ..., 289 one run is left, then 11 more came.
     assert 12 == sum(len(shape.runs) for shape in monitor._shapes.values())
     assert (300, 300) == (monitor.get_metrics().runs, monitor.get_metrics().items_in)
+
+
+def test_get_monitor_returns_what_set_monitor_attached() -> None:
+    pipe = ps.map(lambda x: x)
+    assert pipe.get_monitor() is None
+    monitor = StreamMonitor()
+    pipe.set_monitor(monitor)
+    assert monitor is pipe.get_monitor()
+    pipe.set_monitor(None)
+    assert pipe.get_monitor() is None

@@ -245,7 +245,8 @@ def _monitor_for(pipeline: Any) -> StreamMonitor | None:
     """The monitor to read the status from: the pipeline's own ``StreamMonitor`` if it
     has one, else a new one set on it; ``None`` if it has a monitor of another kind,
     which is left in place."""
-    own = getattr(pipeline, "_monitor", None)
+    get_monitor = getattr(pipeline, "get_monitor", None)
+    own = get_monitor() if callable(get_monitor) else None
     if isinstance(own, StreamMonitor):
         return own
     if own is not None or not callable(getattr(pipeline, "set_monitor", None)):

@@ -170,6 +170,10 @@ class Pipeable(Generic[In, Out]):
             raise TypeError(msg)
         self._monitor = monitor
 
+    def get_monitor(self) -> StatsSink | None:
+        """The monitor ``set_monitor`` attached, or ``None``."""
+        return self._monitor
+
     def __or__(self, other: Pipeable[Out, Next]) -> Pipeline[In, Next]:
         if not isinstance(other, Pipeable):
             raise _not_a_pipe(other)
