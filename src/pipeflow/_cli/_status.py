@@ -9,17 +9,16 @@ with ``rich`` and removes it when the run ends.
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from .._core._clock import SYSTEM_CLOCK, Clock
+from .._monitoring._live import Redrawn
 from .._monitoring._monitor import StreamMetrics, StreamMonitor
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.live import Live
     from rich.text import Text
 
 __all__ = ["REFRESH", "Rates", "StatusLine", "status_text"]
@@ -105,28 +104,22 @@ class StatusLine:
         self.clock = clock
         self._rates = Rates()
         self._started = 0.0
-        self._live: Live | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._view = Redrawn()
 
     async def __aenter__(self) -> StatusLine:
-        from rich.live import Live
-
         self._started = self.clock.monotonic()
-        if not self.console.is_terminal:
-            return self
-        # Standard output may be the sink (``--sink -``): only standard error,
-        # where the line is, goes through the live display.
-        self._live = Live(
-            self._line(),
-            console=self.console,
-            auto_refresh=False,
-            transient=True,
-            redirect_stdout=False,
-        )
-        self._live.start(refresh=True)
-        self._task = asyncio.get_running_loop().create_task(
-            self._redraw(), name="pipeflow: status line"
-        )
+        if self.console.is_terminal:
+            # Standard output may be the sink (``--sink -``): only standard error,
+            # where the line is, goes through the live display.
+            self._view.start(
+                self._line(),
+                self._line,
+                console=self.console,
+                refresh=self.refresh,
+                clock=self.clock,
+                name="pipeflow: status line",
+                redirect_stdout=False,
+            )
         return self
 
     async def __aexit__(
@@ -135,19 +128,7 @@ class StatusLine:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait([self._task])
-            self._task = None
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
-
-    async def _redraw(self) -> None:
-        while True:
-            await self.clock.sleep(self.refresh)
-            if self._live is not None:
-                self._live.update(self._line(), refresh=True)
+        await self._view.stop()
 
     def _line(self) -> Text:
         from rich.text import Text

@@ -6,7 +6,6 @@ this module is: ``import pipeflow.monitoring`` works without it.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections import Counter
 from datetime import timedelta
@@ -15,11 +14,11 @@ from typing import TYPE_CHECKING
 
 from .._core._clock import SYSTEM_CLOCK, Clock
 from ._bottleneck import Bottleneck, find_bottleneck
+from ._live import Redrawn
 from ._monitor import StreamMetrics, StreamMonitor
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
-    from rich.live import Live
 
 __all__ = ["ConsoleReporter", "print_report"]
 
@@ -101,8 +100,7 @@ class ConsoleReporter:
         self.title = title or "pipeline"
         self.total = total
         self._started: float | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._live: Live | None = None
+        self._view = Redrawn()
         # How often each stage (by position; None: no bottleneck) was the
         # bottleneck at a refresh while a run was active, and the latest finding.
         self._tally: Counter[int | None] = Counter()
@@ -112,15 +110,15 @@ class ConsoleReporter:
         if self._started is not None:
             msg = "a ConsoleReporter is entered once; make a new one for another block"
             raise RuntimeError(msg)
-        from rich.live import Live
-
         self._started = self.clock.monotonic()
-        # No auto-refresh: rich would redraw from a thread on wall time; the task
-        # below redraws on the clock. Transient: the final table replaces it.
-        self._live = Live(self._render(), console=self.console, auto_refresh=False, transient=True)
-        self._live.start(refresh=True)
-        self._task = asyncio.get_running_loop().create_task(
-            self._redraw(), name="pipeflow: console reporter"
+        # Transient: the final table replaces it.
+        self._view.start(
+            self._render(),
+            self._frame,
+            console=self.console,
+            refresh=self.refresh,
+            clock=self.clock,
+            name="pipeflow: console reporter",
         )
         return self
 
@@ -130,20 +128,12 @@ class ConsoleReporter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        task, self._task = self._task, None
         try:
-            if task is not None:
-                task.cancel()
-                await asyncio.wait([task])
+            failure = await self._view.stop()
         finally:
-            if self._live is not None:
-                self._live.stop()
-                self._live = None
             self._print_final(exc_type)
-        if task is not None and exc is None and not task.cancelled():
-            failure = task.exception()
-            if failure is not None:
-                raise failure
+        if exc is None and failure is not None:
+            raise failure
 
     @property
     def elapsed(self) -> float:
@@ -158,17 +148,15 @@ class ConsoleReporter:
         position, _ = self._tally.most_common(1)[0]
         return self._found[position]
 
-    async def _redraw(self) -> None:
-        while True:
-            await self.clock.sleep(self.refresh)
-            metrics = self.monitor.get_metrics()
-            if metrics.active_runs:
-                found = find_bottleneck(metrics.stages)
-                position = found.position if found is not None else None
-                self._tally[position] += 1
-                self._found[position] = found
-            if self._live is not None:
-                self._live.update(self._render(metrics), refresh=True)
+    def _frame(self) -> RenderableType:
+        """The view at a refresh, noting the bottleneck while a run is active."""
+        metrics = self.monitor.get_metrics()
+        if metrics.active_runs:
+            found = find_bottleneck(metrics.stages)
+            position = found.position if found is not None else None
+            self._tally[position] += 1
+            self._found[position] = found
+        return self._render(metrics)
 
     def _render(self, metrics: StreamMetrics | None = None) -> RenderableType:
         from ._render import live_view
