@@ -54,11 +54,14 @@ class TimedStage(ABC):
     def __init__(self, ctx: StageContext) -> None:
         self.ctx = ctx
 
-    def _kept_at_stop(self) -> bool:
-        """Whether the input ended at a stop and what the stage holds stays unemitted."""
+    async def _end(self) -> tuple[list[Any], int, BaseException | None] | None:
+        """``on_end()``, unless the input ended at a stop and what the stage holds
+        stays unemitted (``keeps_on_stop``): then ``None``."""
         ctx = self.ctx
         stopping = ctx.stopping
-        return self.keeps_on_stop and ctx.acking and stopping is not None and stopping.requested
+        if self.keeps_on_stop and ctx.acking and stopping is not None and stopping.requested:
+            return None
+        return await self.on_end()
 
     @abstractmethod
     async def on_chunk(self, items: list[Any], mark: int) -> Step:
@@ -105,12 +108,11 @@ class TimedStage(ABC):
                 yield out, acked
             if error is not None:
                 raise error
-        if self._kept_at_stop():
-            return
-        out, last, error = await self.on_end()
-        yield out, last
-        if error is not None:
-            raise error
+        if (end := await self._end()) is not None:
+            out, last, error = end
+            yield out, last
+            if error is not None:
+                raise error
 
     async def run_fused(self, up: AsyncIterable[Chunk]) -> AsyncGenerator[Chunk, None]:
         """Take the chunks of ``up`` as they come, with no timer to wake the stage."""
@@ -120,9 +122,8 @@ class TimedStage(ABC):
                 yield out, acked
             if error is not None:
                 raise error
-        if self._kept_at_stop():
-            return
-        out, last, error = await self.on_end()
-        yield out, last
-        if error is not None:
-            raise error
+        if (end := await self._end()) is not None:
+            out, last, error = end
+            yield out, last
+            if error is not None:
+                raise error
