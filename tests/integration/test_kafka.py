@@ -755,10 +755,10 @@ async def test_a_result_the_sink_cannot_encode_fails_the_write(
         ({"bootstrap_servers": ""}, ValueError, "bootstrap_servers must be"),
         ({"bootstrap_servers": 9092}, ValueError, "bootstrap_servers must be"),
         ({"topic": ""}, ValueError, "topic must be a non-empty str"),
-        ({"group": None}, ValueError, "group must be a non-empty str"),
+        ({"group": None}, TypeError, "group must be a non-empty str"),
         ({"stop_at_end": "yes"}, TypeError, "stop_at_end must be True or False"),
         ({"batch_size": 0}, ValueError, "batch_size must be an int >= 1, got 0"),
-        ({"batch_size": True}, ValueError, "batch_size must be an int >= 1"),
+        ({"batch_size": True}, TypeError, "batch_size must be an int >= 1"),
         ({"session_timeout": -1}, ValueError, "session_timeout"),
         (
             {"auto_offset_reset": "none"},
@@ -788,7 +788,7 @@ def test_source_options_are_checked(
     ("options", "error", "match"),
     [
         ({"bootstrap_servers": []}, ValueError, "bootstrap_servers must be"),
-        ({"topic": 5}, ValueError, "topic must be a non-empty str"),
+        ({"topic": 5}, TypeError, "topic must be a non-empty str"),
         ({"key": "id"}, TypeError, "key must be a function of the result"),
         ({"codec": "yaml"}, ValueError, "codec must be one of"),
         ({"timeout": timedelta(0)}, ValueError, "timeout"),

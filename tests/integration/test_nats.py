@@ -396,10 +396,10 @@ def test_missing_extra_names_the_install_command(monkeypatch: pytest.MonkeyPatch
     ("options", "error", "match"),
     [
         ({"batch_size": 0}, ValueError, "batch_size must be an int >= 1, got 0"),
-        ({"batch_size": 1.5}, ValueError, "batch_size must be an int >= 1, got 1.5"),
+        ({"batch_size": 1.5}, TypeError, "batch_size must be an int >= 1, got float: 1.5"),
         ({"fetch_timeout": -1}, ValueError, "fetch_timeout"),
         ({"ack_wait": "30"}, TypeError, "ack_wait"),
-        ({"stop_at_end": "yes"}, TypeError, "stop_at_end must be a bool, got 'yes'"),
+        ({"stop_at_end": "yes"}, TypeError, "stop_at_end must be True or False, got str"),
         ({"codec": "xml"}, ValueError, "codec must be one of"),
         ({"reconnect": 3}, TypeError, "reconnect must be a Retry, got int"),
         ({"reconnect": Retry(then="skip")}, ValueError, "then='raise'"),

@@ -22,7 +22,6 @@ from .._core._time import duration_seconds
 __all__ = [
     "STDIO",
     "Output",
-    "check_bool",
     "check_clock",
     "check_directory",
     "check_path",
@@ -48,14 +47,6 @@ def check_path(path: object, what: str) -> str:
         msg = f"{what} path must not be empty ('-' means standard input or output)"
         raise ValueError(msg)
     return name
-
-
-def check_bool(value: object, option: str) -> bool:
-    """``value``, checked as a ``bool`` option."""
-    if not isinstance(value, bool):
-        msg = f"{option} must be True or False, got {type(value).__name__}: {value!r:.60}"
-        raise TypeError(msg)
-    return value
 
 
 def check_poll(poll: timedelta | float) -> float:

@@ -12,8 +12,9 @@ from typing import Any
 from .._core._clock import Clock
 from .._core._errors import EncodeError
 from ._blocks import Blocks, lines, open_blocks
+from ._checks import check_bool
 from ._codecs import CodecLike, JsonCodec, codec_for, codec_name, decode_message, encode_result
-from ._files import Output, check_bool, check_clock, check_directory, check_path, check_poll
+from ._files import Output, check_clock, check_directory, check_path, check_poll
 from ._message import Message
 
 __all__ = ["JsonLinesSink", "JsonLinesSource"]

@@ -57,14 +57,6 @@ def check_servers(value: object) -> str | list[str]:
     raise ValueError(msg)
 
 
-def check_name(value: object, option: str) -> str:
-    """A topic or group name: a non-empty str."""
-    if not isinstance(value, str) or not value:
-        msg = f"{option} must be a non-empty str, got {value!r:.80}"
-        raise ValueError(msg)
-    return value
-
-
 def check_client_options(
     options: object, client: Callable[..., Any], own: frozenset[str], option: str
 ) -> dict[str, Any]:

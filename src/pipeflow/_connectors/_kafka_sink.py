@@ -17,12 +17,12 @@ import orjson
 from .._core._errors import EncodeError
 from .._core._policies import Retry
 from .._core._time import duration_seconds
+from ._checks import check_text
 from ._codecs import CodecLike, JsonCodec, codec_for, codec_name, encode_result
 from ._extras import require
 from ._kafka_common import (
     PRODUCER_OWN,
     check_client_options,
-    check_name,
     check_servers,
     lost_errors,
     start_client,
@@ -89,7 +89,7 @@ class KafkaSink:
         aiokafka = require("aiokafka", "kafka", "KafkaSink")
         self._aiokafka = aiokafka
         self._servers = check_servers(bootstrap_servers)
-        self._topic = check_name(topic, "topic")
+        self._topic = check_text(topic, "topic")
         if key is not None and not callable(key):
             msg = f"key must be a function of the result giving its key, got {key!r:.80}"
             raise TypeError(msg)

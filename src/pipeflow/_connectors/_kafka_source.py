@@ -16,13 +16,13 @@ from typing import Any, Literal
 
 from .._core._policies import Retry
 from .._core._time import duration_seconds
+from ._checks import check_bool, check_count, check_text
 from ._codecs import Codec, CodecLike, RawCodec, codec_for
 from ._extras import require
 from ._kafka_commits import KafkaCommits, listener
 from ._kafka_common import (
     CONSUMER_OWN,
     check_client_options,
-    check_name,
     check_servers,
     lost_errors,
     start_client,
@@ -127,16 +127,10 @@ class KafkaSource(KafkaCommits):
         aiokafka = require("aiokafka", "kafka", "KafkaSource")
         self._aiokafka = aiokafka
         self._servers = check_servers(bootstrap_servers)
-        self._topic = check_name(topic, "topic")
-        self._group = check_name(group, "group")
-        if not isinstance(stop_at_end, bool):
-            msg = f"stop_at_end must be True or False, got {stop_at_end!r:.60}"
-            raise TypeError(msg)
-        self._stop_at_end = stop_at_end
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            msg = f"batch_size must be an int >= 1, got {batch_size!r:.60}"
-            raise ValueError(msg)
-        self._batch_size = batch_size
+        self._topic = check_text(topic, "topic")
+        self._group = check_text(group, "group")
+        self._stop_at_end = check_bool(stop_at_end, "stop_at_end")
+        self._batch_size = check_count(batch_size, "batch_size")
         self._session_timeout = duration_seconds(session_timeout, "session_timeout")
         if auto_offset_reset not in ("earliest", "latest"):
             msg = f"auto_offset_reset must be 'earliest' or 'latest', got {auto_offset_reset!r:.60}"

@@ -12,7 +12,7 @@ from typing import Any
 
 from .._core._policies import Retry
 
-__all__ = ["STATUS", "NatsClient", "check_positive_int", "check_text"]
+__all__ = ["STATUS", "NatsClient"]
 
 log = logging.getLogger("pipeflow.connectors")
 
@@ -20,20 +20,6 @@ log = logging.getLogger("pipeflow.connectors")
 PING_INTERVAL = 10
 #: The header holding a status message's code (a reply without a payload of its own).
 STATUS = "Status"
-
-
-def check_positive_int(value: object, option: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        msg = f"{option} must be an int >= 1, got {value!r}"
-        raise ValueError(msg)
-    return value
-
-
-def check_text(value: object, option: str) -> str:
-    if not isinstance(value, str) or not value:
-        msg = f"{option} must be a non-empty str, got {value!r}"
-        raise ValueError(msg)
-    return value
 
 
 def _reconnect_wait(retry: Retry) -> float:

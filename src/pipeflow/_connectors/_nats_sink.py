@@ -14,10 +14,11 @@ import orjson
 
 from .._core._errors import EncodeError
 from .._core._policies import Retry
+from ._checks import check_count, check_text
 from ._codecs import CodecLike, codec_for, codec_name, encode_result
 from ._extras import require
 from ._message import Message
-from ._nats_client import STATUS, NatsClient, check_positive_int, check_text
+from ._nats_client import STATUS, NatsClient
 from ._reconnect import DEFAULT_RECONNECT, check_reconnect, reconnecting
 
 __all__ = ["NatsSink"]
@@ -73,7 +74,7 @@ class NatsSink:
             msg = f"subject must be a subject to publish to, without wildcards; got {subject!r}"
             raise ValueError(msg)
         self._codec = codec_for(codec)
-        self._max_in_flight = check_positive_int(max_in_flight, "max_in_flight")
+        self._max_in_flight = check_count(max_in_flight, "max_in_flight")
         self._client = NatsClient(
             nats, self._url, check_reconnect(reconnect), f"NatsSink({subject})"
         )

@@ -25,10 +25,11 @@ import orjson
 
 from .._core._policies import Retry
 from .._core._time import duration_seconds
+from ._checks import check_bool, check_count, check_text
 from ._codecs import CodecLike, codec_for, decode_message
 from ._extras import require
 from ._message import Message
-from ._nats_client import STATUS, NatsClient, check_positive_int, check_text
+from ._nats_client import STATUS, NatsClient
 from ._positions import Positions
 from ._reconnect import DEFAULT_RECONNECT, check_reconnect, reconnecting
 
@@ -134,13 +135,10 @@ class NatsSource:
         if "." in durable or "*" in durable or ">" in durable:
             msg = f"durable must be a name without '.', '*' or '>', got {durable!r}"
             raise ValueError(msg)
-        self._batch_size = check_positive_int(batch_size, "batch_size")
+        self._batch_size = check_count(batch_size, "batch_size")
         self._fetch_timeout = duration_seconds(fetch_timeout, "fetch_timeout")
         self._ack_wait = duration_seconds(ack_wait, "ack_wait")
-        if not isinstance(stop_at_end, bool):
-            msg = f"stop_at_end must be a bool, got {stop_at_end!r}"
-            raise TypeError(msg)
-        self._stop_at_end = stop_at_end
+        self._stop_at_end = check_bool(stop_at_end, "stop_at_end")
         self._codec = codec_for(codec)
         self._client = NatsClient(
             nats, self._url, check_reconnect(reconnect), f"NatsSource({stream})"

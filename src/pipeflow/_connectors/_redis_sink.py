@@ -11,11 +11,12 @@ from typing import Any
 
 from .._core._errors import EncodeError
 from .._core._policies import Retry
+from ._checks import check_bool, check_count, check_text
 from ._codecs import CodecLike, codec_for, codec_name, encode_result
 from ._extras import require
 from ._message import Message
 from ._reconnect import DEFAULT_RECONNECT, check_reconnect, reconnecting
-from ._redis_common import check_count, check_name, redis_errors
+from ._redis_common import redis_errors
 
 __all__ = ["RedisStreamSink"]
 
@@ -53,14 +54,12 @@ class RedisStreamSink:
         codec: CodecLike = "json",
         reconnect: Retry = DEFAULT_RECONNECT,
     ) -> None:
-        self._url = check_name(url, "url")
-        self._stream = check_name(stream, "stream")
+        self._url = check_text(url, "url")
+        self._stream = check_text(stream, "stream")
         if maxlen is not None:
             check_count(maxlen, "maxlen")
-        if not isinstance(approximate, bool):
-            msg = f"approximate must be a bool, got {type(approximate).__name__}"
-            raise TypeError(msg)
-        self._field_name = check_name(field, "field")
+        check_bool(approximate, "approximate")
+        self._field_name = check_text(field, "field")
         self._codec = codec_for(codec)
         self._reconnect = check_reconnect(reconnect)
         redis = require("redis.asyncio", "redis", "RedisStreamSink")

@@ -23,12 +23,14 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from .._core._policies import Retry
+from .._core._time import duration_seconds
+from ._checks import check_bool, check_count, check_text
 from ._codecs import CodecLike, codec_for
 from ._extras import require
 from ._message import Message
 from ._positions import Positions
 from ._reconnect import DEFAULT_RECONNECT, check_reconnect, reconnecting
-from ._redis_common import check_count, check_name, id_key, positive_seconds, redis_errors
+from ._redis_common import id_key, redis_errors
 from ._redis_entries import Entry, EntryDecoder, raw_reply
 
 __all__ = ["RedisSourceStatistics", "RedisStreamSource"]
@@ -125,21 +127,18 @@ class RedisStreamSource:
         codec: CodecLike = "json",
         reconnect: Retry = DEFAULT_RECONNECT,
     ) -> None:
-        self._url = check_name(url, "url")
-        self._stream = check_name(stream, "stream")
-        self._group = check_name(group, "group")
+        self._url = check_text(url, "url")
+        self._stream = check_text(stream, "stream")
+        self._group = check_text(group, "group")
         self._given_consumer = consumer is not None
         self._consumer = (
-            _default_consumer() if consumer is None else check_name(consumer, "consumer")
+            _default_consumer() if consumer is None else check_text(consumer, "consumer")
         )
         self._batch_size = check_count(batch_size, "batch_size")
-        self._block_ms = max(1, round(positive_seconds(block, "block") * 1000))
-        self._claim_idle = positive_seconds(claim_idle, "claim_idle")
-        if not isinstance(stop_at_end, bool):
-            msg = f"stop_at_end must be a bool, got {type(stop_at_end).__name__}"
-            raise TypeError(msg)
-        self._stop_at_end = stop_at_end
-        self._decoder = EntryDecoder(self._stream, check_name(field, "field"), codec_for(codec))
+        self._block_ms = max(1, round(duration_seconds(block, "block") * 1000))
+        self._claim_idle = duration_seconds(claim_idle, "claim_idle")
+        self._stop_at_end = check_bool(stop_at_end, "stop_at_end")
+        self._decoder = EntryDecoder(self._stream, check_text(field, "field"), codec_for(codec))
         self._reconnect = check_reconnect(reconnect)
         redis = require("redis.asyncio", "redis", "RedisStreamSource")
         exceptions = require("redis.exceptions", "redis", "RedisStreamSource")
