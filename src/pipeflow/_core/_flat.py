@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from functools import partial
 from itertools import islice
 from operator import length_hint
 from typing import TYPE_CHECKING, Any
@@ -34,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 from ._buffer import MAX_CHUNK
 from ._errors import StreamError
 from ._policies import SKIP
-from ._sources import close_source, ready_items
+from ._ready import ReadyReader
+from ._sources import close_source
 
 if TYPE_CHECKING:
     from ._buffer import Chunk
@@ -97,21 +99,22 @@ class FlatRun:
                     if type(result) is list or type(result) is tuple:
                         out += result  # the common case
                     elif hasattr(result, "__aiter__"):
-                        pieces = ready_items(result.__aiter__())
+                        reader = ReadyReader(result.__aiter__())
+                        # Left early, it is closed now.
+                        pieces = reader.chunks(close=partial(close_source, result))
                         try:
-                            async for piece, more in pieces:
+                            async for piece, _ in pieces:
                                 if len(out) + len(piece) > MAX_CHUNK:
                                     n_out += len(out)
                                     yield out, last_mark
                                     out = []
                                 out += piece
-                                if more:  # what is ready goes on before waiting for more
+                                if not reader.ended:  # what is ready goes on before waiting
                                     n_out += len(out)
                                     yield out, last_mark
                                     out = []
                         finally:
                             await pieces.aclose()
-                            await close_source(result)  # left early: close it now
                     elif hasattr(result, "__len__"):
                         out += result  # already whole in memory
                     else:  # a chunk's worth at a time: it may never end

@@ -2,7 +2,7 @@
 
 An async source hands items over with ``await``; most of its awaits complete at
 once (the items are already buffered in the client) and a few have to wait (for
-the network). ``ready_items`` reads the source with ``async for`` in a
+the network). ``ReadyReader`` reads the source with ``async for`` in a
 coroutine of its own, the pump, and steps the pump by hand: whatever it reads
 without waiting goes into one list, and where reading on would wait the list
 is handed on first; the wait itself is passed to the event loop exactly as
@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Any
 from ._buffer import MAX_CHUNK
 
 if TYPE_CHECKING:
+    from ._buffer import Chunk
     from ._idle import SourceIdle
+    from ._sources import Reading
 
-__all__ = ["Resume", "Room", "ready_items"]
+__all__ = ["ReadyReader", "Resume", "Room"]
 
 #: How many of the items a reader would take at once (the argument) it may take
 #: now, waiting until that is at least one.
@@ -52,9 +54,10 @@ class _Pump:
 
     async def run(self, it: Any) -> None:
         buf = self.buf
+        append = buf.append
         if hasattr(it, "__aiter__"):
             async for x in it:
-                buf.append(x)
+                append(x)
                 if len(buf) >= self.size:
                     await _full()
         else:  # an iterator with __anext__ only
@@ -64,7 +67,7 @@ class _Pump:
                     x = await anext()
                 except StopAsyncIteration:
                     return
-                buf.append(x)
+                append(x)
                 if len(buf) >= self.size:
                     await _full()
 
@@ -105,60 +108,103 @@ class _Wait:
             return _ENDED
 
 
-async def ready_items(
-    it: AsyncIterator[Any],
-    room: Room | None = None,
-    idle: SourceIdle | None = None,
-    *,
-    size: int = MAX_CHUNK,
-) -> AsyncGenerator[tuple[list[Any], bool], None]:
-    """What an async iterator hands over without waiting, a list at a time.
+class ReadyReader:
+    """Reads an async iterator a list at a time: what it hands over without waiting.
 
-    A list ends where reading on would wait, at ``size`` items (or what
-    ``room`` allows), or at the end; it comes with whether more may follow
-    (``False``: the iterator is used up). On a failure, what was read before it
-    comes first. ``it`` is not closed. A wait with nothing at hand is recorded
-    in ``idle``, if given.
+    :meth:`chunks` steps the pump from its own frame: while the pump reads, no
+    generator of the reader's own stands between it and the reader's consumer.
+    (Each item an async generator hands over raises ``StopIteration`` inside
+    CPython, which looks through every generator frame running at the time, so a
+    level less is work saved per item.)
     """
-    pump = _Pump()
-    buf = pump.buf
-    coro = pump.run(it)
-    signal: Any = _START  # what the pump waits on, or one of the signals above
-    try:
-        while True:
-            pump.size = size if room is None else await room(size)
+
+    __slots__ = ("_buf", "_coro", "_idle", "_pump", "_signal", "ended", "read")
+
+    def __init__(self, it: AsyncIterator[Any], idle: SourceIdle | None = None) -> None:
+        self._pump = _Pump()
+        self._buf = self._pump.buf
+        self._coro = self._pump.run(it)
+        self._idle = idle
+        #: What the pump waits on, or one of the signals above.
+        self._signal: Any = _START
+        #: The iterator is used up (or failed): no list follows the last one.
+        self.ended = False
+        #: Items read so far.
+        self.read = 0
+
+    async def chunks(
+        self,
+        room: Room | None = None,
+        *,
+        size: int = MAX_CHUNK,
+        reading: Reading | None = None,
+        close: Callable[[], Awaitable[object]] | None = None,
+    ) -> AsyncGenerator[Chunk, None]:
+        """Lists of what is at hand, each with the count of items read so far.
+
+        A list ends where reading on would wait, at ``size`` items (or what
+        ``room`` allows), or at the end (``ended`` is then true). On a failure,
+        what was read before it comes first. A wait with nothing at hand is
+        recorded in ``idle``, if given; ``reading.read`` follows the count, if
+        given. The iterator is not closed: ``close``, if given, is awaited at the
+        end, however it comes.
+        """
+        buf = self._buf
+        try:
+            while True:
+                self._pump.size = size if room is None else await room(size)
+                try:
+                    self._step()
+                    while not buf and self._signal is not _FULL and self._signal is not _ENDED:
+                        self._signal = await _Wait(self._coro, self._signal, self._idle)
+                except GeneratorExit:
+                    raise  # closed while the pump waits: settled below
+                except Exception:
+                    self._signal = _ENDED  # the pump is over
+                    self.ended = True
+                    if buf:  # what was read before the failure still goes on
+                        yield self._take(reading)
+                    raise
+                except BaseException:
+                    self._signal = _ENDED  # cancelled, and the source let it through
+                    raise
+                if self._signal is _ENDED:
+                    self.ended = True
+                    if buf:
+                        yield self._take(reading)
+                    return
+                yield self._take(reading)
+        finally:
             try:
-                if signal is _START or signal is _FULL:
-                    try:
-                        signal = coro.send(None)
-                    except StopIteration:
-                        signal = _ENDED
-                while not buf and signal is not _FULL and signal is not _ENDED:
-                    signal = await _Wait(coro, signal, idle)
-            except GeneratorExit:
-                raise  # closed while the pump waits: settled below
-            except Exception:
-                signal = _ENDED  # the pump is over
-                if buf:  # what was read before the failure still goes on
-                    chunk = buf.copy()
-                    buf.clear()
-                    yield chunk, True
-                raise
-            except BaseException:
-                signal = _ENDED  # cancelled, and the source let it through
-                raise
-            if signal is _ENDED:
-                if buf:
-                    yield buf.copy(), False
-                return
-            chunk = buf.copy()
-            buf.clear()
-            yield chunk, True
-    finally:
+                await self._settle()
+            finally:
+                if close is not None:
+                    await close()
+
+    def _step(self) -> None:
+        """Run the pump from where it paused on a full list (or from its start) until
+        it pauses again; a pump that is waiting is resumed by its ``_Wait``."""
+        if self._signal is _START or self._signal is _FULL:
+            try:
+                self._signal = self._coro.send(None)
+            except StopIteration:
+                self._signal = _ENDED
+
+    def _take(self, reading: Reading | None) -> Chunk:
+        chunk = self._buf.copy()
+        self._buf.clear()
+        self.read += len(chunk)
+        if reading is not None:
+            reading.read = self.read
+        return chunk, self.read
+
+    async def _settle(self) -> None:
+        signal = self._signal
+        self._signal = _ENDED
         if signal is _START or signal is _FULL:
-            coro.close()
+            self._coro.close()
         elif signal is not _ENDED:
-            await Resume(coro, signal).settle()
+            await Resume(self._coro, signal).settle()
 
 
 class Resume:

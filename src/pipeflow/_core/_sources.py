@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
 from ._buffer import MAX_CHUNK, Chunk
 from ._idle import SourceIdle
-from ._ready import Room, ready_items
+from ._ready import ReadyReader, Room
 
 if TYPE_CHECKING:
     from ._buffer import ChunkBuffer
@@ -31,7 +31,6 @@ __all__ = [
     "as_aiter",
     "check_source",
     "close_source",
-    "ready_items",
     "source_chunks",
 ]
 
@@ -122,19 +121,26 @@ class Reading:
 
 
 class SourceCloser:
-    """Closes a source its reader iterates itself, and its iterator (each once)."""
+    """Closes the iterator its reader got from a source, then the source (each once).
 
-    __slots__ = ("_it", "_source")
+    With ``close=False`` the source stays open (a run closes an acknowledging
+    source itself, after its last acknowledgement), and so does the iterator if
+    it is the source itself.
+    """
 
-    def __init__(self, it: object, source: object) -> None:
+    __slots__ = ("_close", "_it", "_source")
+
+    def __init__(self, it: object, source: object, *, close: bool = True) -> None:
         self._it = it
         self._source = source
+        self._close = close
 
     async def aclose(self) -> None:
         try:
-            await close_source(self._it)
+            if self._it is not self._source:
+                await close_source(self._it)
         finally:
-            if self._source is not self._it:
+            if self._close:
                 await close_source(self._source)
 
 
@@ -157,7 +163,7 @@ class _Aiter:
         return self._anext()
 
 
-async def source_chunks(
+def source_chunks(
     source: Any,
     *,
     lists: bool = True,
@@ -189,18 +195,31 @@ async def source_chunks(
 
     ``idle``, if given, records when an async source keeps the reader waiting.
     """
-    chunks: AsyncGenerator[Chunk, None]
-    it: Any = source
     room = reading.room if reading is not None else None
     if hasattr(source, "__aiter__"):
+        # Read by the reader's own generator, with nothing around it: every
+        # generator running while the source hands an item over costs a little.
         it = source.__aiter__()
-        chunks = _async_chunks(it, SLICE_CHUNK if long_reads else MAX_CHUNK, room, idle)
-    elif type(source) in _SLICEABLE:
+        return ReadyReader(it, idle).chunks(
+            room,
+            size=SLICE_CHUNK if long_reads else MAX_CHUNK,
+            reading=reading,
+            close=SourceCloser(it, source, close=close).aclose,
+        )
+    items: Any = source
+    if type(source) in _SLICEABLE:
         size = SLICE_CHUNK if long_slices or not lists else MAX_CHUNK
         chunks = _sequence_chunks(source, lists, size, room)
     else:
-        it = iter(source)
-        chunks = _sync_chunks(it, room)
+        items = iter(source)
+        chunks = _sync_chunks(items, room)
+    return _closing(chunks, SourceCloser(items, source, close=close), reading)
+
+
+async def _closing(
+    chunks: AsyncGenerator[Chunk, None], closer: SourceCloser, reading: Reading | None
+) -> AsyncGenerator[Chunk, None]:
+    """``chunks`` of a sync source, counted in ``reading``; closed at the end."""
     try:
         if reading is None:
             async for chunk in chunks:
@@ -213,10 +232,7 @@ async def source_chunks(
         try:
             await chunks.aclose()
         finally:
-            if it is not source:
-                await close_source(it)
-            if close:
-                await close_source(source)
+            await closer.aclose()
 
 
 _SLICEABLE = (list, tuple, range)
@@ -250,18 +266,3 @@ async def _sync_chunks(it: Iterator[Any], room: Room | None) -> AsyncGenerator[C
             return
         count += len(chunk)
         yield chunk, count
-
-
-async def _async_chunks(
-    it: AsyncIterator[Any], size: int, room: Room | None, idle: SourceIdle | None
-) -> AsyncGenerator[Chunk, None]:
-    """Read an async iterator in chunks of the items it hands over without waiting,
-    up to ``size`` at a time."""
-    count = 0
-    pieces = ready_items(it, room, idle, size=size)
-    try:
-        async for chunk, _ in pieces:
-            count += len(chunk)
-            yield chunk, count
-    finally:
-        await pieces.aclose()

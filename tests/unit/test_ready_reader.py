@@ -1,4 +1,4 @@
-"""``ready_items``: what an async source hands over without waiting, a list at a time."""
+"""``ReadyReader``: what an async source hands over without waiting, a list at a time."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 
 from pipeflow._core._buffer import MAX_CHUNK
 from pipeflow._core._idle import SourceIdle
-from pipeflow._core._ready import ready_items
+from pipeflow._core._ready import ReadyReader, Room
+from pipeflow._core._sources import Reading
 from pipeflow.testing import VirtualClock
 
 
@@ -28,12 +29,20 @@ async def bursts(sizes: list[int], log: list[str] | None = None) -> AsyncGenerat
             log.append("closed")
 
 
-async def collect(it: Any, **kwargs: Any) -> list[tuple[list[Any], bool]]:
-    pieces = ready_items(it, **kwargs)
+async def collect(it: Any, room: Room | None = None) -> list[tuple[list[Any], bool]]:
+    """Each list, with whether more may follow; the counts are checked on the way."""
+    reader = ReadyReader(it)
+    pieces = reader.chunks(room)
+    got: list[tuple[list[Any], bool]] = []
+    read = 0
     try:
-        return [piece async for piece in pieces]
+        async for items, count in pieces:
+            read += len(items)
+            assert (read, read) == (count, reader.read)
+            got.append((items, not reader.ended))
     finally:
         await pieces.aclose()
+    return got
 
 
 async def test_a_list_ends_where_reading_on_would_wait() -> None:
@@ -88,8 +97,10 @@ async def test_what_was_read_before_a_failure_comes_first() -> None:
         yield 2
         raise OSError("connection reset")
 
-    pieces = ready_items(failing())
-    assert ([1, 2], True) == await pieces.__anext__()
+    reader = ReadyReader(failing())
+    pieces = reader.chunks()
+    assert ([1, 2], 2) == await pieces.__anext__()
+    assert reader.ended  # nothing follows the error
     with pytest.raises(OSError, match="connection reset"):
         await pieces.__anext__()
 
@@ -98,8 +109,8 @@ async def test_closing_while_the_source_waits_settles_it() -> None:
     """A source waiting for its next item is cancelled and runs its clean-up."""
     log: list[str] = []
     source = bursts([2, 2], log)
-    pieces = ready_items(source)
-    assert ([0, 1], True) == await pieces.__anext__()
+    pieces = ReadyReader(source).chunks()
+    assert ([0, 1], 2) == await pieces.__anext__()
     await pieces.aclose()
     assert ["closed"] == log
     await source.aclose()  # no longer running: closing it again is fine
@@ -109,9 +120,10 @@ async def test_closing_a_full_list_leaves_the_source_closable() -> None:
     """Closed between two full lists, the source is not running and closes cleanly."""
     log: list[str] = []
     source = bursts([MAX_CHUNK + 10], log)
-    pieces = ready_items(source)
-    first, more = await pieces.__anext__()
-    assert (MAX_CHUNK, True) == (len(first), more)
+    reader = ReadyReader(source)
+    pieces = reader.chunks()
+    first, count = await pieces.__anext__()
+    assert (MAX_CHUNK, MAX_CHUNK, False) == (len(first), count, reader.ended)
     await pieces.aclose()
     assert [] == log
     await source.aclose()
@@ -129,10 +141,32 @@ async def test_only_waits_with_nothing_at_hand_are_idle_time() -> None:
             yield i
 
     idle = SourceIdle(clock)
-    pieces = ready_items(slow(), idle=idle)
+    pieces = ReadyReader(slow(), idle).chunks()
     async for _ in pieces:
         await clock.sleep(1.0)  # handing on takes a second each time
     # Items at t=2, 4 and 6; each next wait began as the item was read, and the
     # reader came back for it a second later: idle 2 + 1 + 1.
     assert 4.0 == idle.seconds()
     assert 7.0 == clock.monotonic()
+
+
+async def test_reading_follows_the_count_and_close_comes_last() -> None:
+    """``reading.read`` is the count of items read; ``close`` is awaited at the end,
+    after the source has been settled, also when the reader is closed early."""
+    reading = Reading()
+    log: list[str] = []
+
+    async def close() -> None:
+        log.append("close")
+
+    pieces = ReadyReader(bursts([2, 3], log)).chunks(reading=reading, close=close)
+    assert ([0, 1], 2) == await pieces.__anext__()
+    assert 2 == reading.read
+    await pieces.aclose()
+    assert ["closed", "close"] == log
+
+    log.clear()
+    got = [c async for c in ReadyReader(bursts([2, 3], log)).chunks(reading=reading, close=close)]
+    assert [([0, 1], 2), ([2, 3, 4], 5)] == got
+    assert 5 == reading.read
+    assert ["closed", "close"] == log
