@@ -311,6 +311,41 @@ async def test_counts_are_current_while_an_async_source_is_read() -> None:
     assert [(1000, 1000), (1000, 100)] == [(s.items_in, s.items_out) for s in stream.statistics()]
 
 
+async def test_counts_are_current_with_failures_over_an_async_source() -> None:
+    """Items that fail, skipped or retried, are counted where they end, at every result
+    and at the end, as a plain loop counts them."""
+    tries: dict[int, int] = {}
+
+    def inc(x: int) -> int:
+        if x % 7 == 3:
+            raise KeyError(x)
+        return x + 1
+
+    def even(x: int) -> bool:  # fails the first time it sees a multiple of 5
+        tries[x] = tries.get(x, 0) + 1
+        if x % 5 == 0 and tries[x] == 1:
+            raise ValueError(x)
+        return x % 2 == 0
+
+    pipe: Pipeline[int, int] = (
+        map(inc, on_error="skip")
+        | filter(even, on_error=Retry(attempts=2, backoff=0, jitter=0))
+        | map(lambda x: 10 * x)
+    )
+
+    def model(read: int) -> list[tuple[int, int]]:
+        kept = [x + 1 for x in range(read) if x % 7 != 3]
+        passed = [x for x in kept if x % 2 == 0]
+        return [(read, len(kept)), (len(kept), len(passed)), (len(passed), len(passed))]
+
+    async with pipe.stream(agen(range(300))) as stream:
+        async for y in stream:
+            read = y // 10  # the item read last is y // 10 - 1
+            assert model(read) == [(s.items_in, s.items_out) for s in stream.statistics()]
+    assert model(300) == [(s.items_in, s.items_out) for s in stream.statistics()]
+    assert [s.errors for s in stream.statistics()] == [300 // 7 + (300 % 7 > 3), 0, 0]
+
+
 async def test_counts_are_current_while_an_async_source_waits() -> None:
     """Items read before the source waits are counted, though none came out."""
     gate = asyncio.Event()

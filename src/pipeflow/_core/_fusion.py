@@ -125,21 +125,30 @@ _CONSUMER = _consumer(
 """,
 )
 
-# Reading an async source item by item, with the counters kept up to date in
-# ``ops`` as it goes: there are no chunks to count by.
+# Reading an async source item by item, keeping the counters up to date as it
+# goes: there are no chunks to count by. Each item is counted once, where it ends
+# on the main path: yielded (``out``), dropped by filter k (``d{k}``) or failed
+# at operator s (``failed[s]``, then ``recover`` counts what it does with the
+# item in ``passes`` and ``skips``); ``FusedOps.flush`` derives the rest. The two
+# kinds of count every item meets are floats, exact up to 2**53: adding to a
+# float takes one from the interpreter's free list, where an int past 256 is a
+# new object each time. ``ops.live`` reads them (closure cells) at any time.
 _ASYNC_CONSUMER = _consumer(
     "it, ops = run.open(tail, items=True)",
     """\
-        recover, seen, passes, skips = ops.recover, ops.seen, ops.passes, ops.skips
+        recover, failed, passes, skips = ops.recover, ops.failed, ops.passes, ops.skips
+        out = {drops_zero}0.0
+        ops.live = lambda: (out, ({drops}))
         async for v0 in it:
-            seen[0] += 1
             try:
                 {steps}
             except Exception as e:
                 s = stage_of_line[e.__traceback__.tb_lineno]
+                failed[s] += 1
                 for x in await recover(s, e, {failed_input}, passes, skips):
                     yield x
                 continue
+            out += 1.0
             yield {result}
 """,
 )
@@ -152,8 +161,8 @@ def _generate(template: str, kinds: tuple[Kind, ...], *, live: bool = False) -> 
     ``{result}``; a filter that drops the item ``continue``s. Each call sits on a
     line of its own: the traceback's line number says which operator failed
     (``stage_of_line``), so the loop needs no bookkeeping per item. A filter
-    counts what passes in a local ``c{k}`` (a list, one entry per item), or
-    straight into ``passes`` when the counts are ``live``.
+    counts what passes in a local ``c{k}`` (a list, one entry per item), or when
+    the counts are ``live`` what it drops, in ``d{k}`` (see ``_ASYNC_CONSUMER``).
     """
     n = len(kinds)
     filters = [k for k, kind in enumerate(kinds) if kind is Kind.FILTER]
@@ -167,11 +176,13 @@ def _generate(template: str, kinds: tuple[Kind, ...], *, live: bool = False) -> 
         if kind is Kind.MAP:
             steps.append(f"v{k + 1} = f{k}(v{cur})")
             cur = k + 1
+        elif live:
+            steps.append(f"if not f{k}(v{cur}): d{k} += 1.0; continue")
         else:
             steps.append(f"if not f{k}(v{cur}): continue")
             # Appending to a list costs half what adding to an int does (the int
             # is a new object once past 256); the list is at most a chunk long.
-            steps.append(f"passes[{k}] += 1" if live else f"c{k}.append(None)")
+            steps.append(f"c{k}.append(None)")
     blocks = {
         "steps": steps,
         "counters": [f"c{k} = []" for k in filters] or ["pass"],
@@ -183,6 +194,8 @@ def _generate(template: str, kinds: tuple[Kind, ...], *, live: bool = False) -> 
         "values": " = ".join(f"v{k}" for k in range(n + 1)),
         "result": f"v{cur}",
         "failed_input": f"({', '.join(f'v{i}' for i in inputs)},)[s]",
+        "drops_zero": "".join(f"d{k} = " for k in filters),
+        "drops": "".join(f"d{k}, " for k in filters),
     }
     lines: list[str] = []
     stage_of_line: dict[int, int] = {}
@@ -224,12 +237,13 @@ class FusedOps:
     __slots__ = (
         "_counted",
         "ctxs",
+        "failed",
         "fn_tails",
         "fns",
         "kinds",
+        "live",
         "passes",
         "runners",
-        "seen",
         "skips",
     )
 
@@ -242,10 +256,14 @@ class FusedOps:
         self.ctxs = ctxs
         self.runners = [compile_runner(tuple(kinds[k:])) for k in range(n)]
         self.fn_tails = [tuple(fns[k:]) for k in range(n)]
-        #: Live counters, for a consumer that reads its source item by item:
-        #: items read, and per operator the items its filter passed and the
-        #: failed items that did not come out. ``flush`` counts what is new.
-        self.seen = [0]
+        #: Live counters, for a consumer that reads its source item by item
+        #: (``_ASYNC_CONSUMER``): ``live()`` gives the items yielded and, per
+        #: filter, those dropped on the loop's main path; per operator, the items
+        #: that failed there (``failed``), and of those, the ones a filter passed
+        #: and the ones that did not come out (``passes``, ``skips``).
+        #: ``flush`` counts what is new.
+        self.live: Callable[[], tuple[float, tuple[float, ...]]] | None = None
+        self.failed = [0] * n
         self.passes = [0] * n
         self.skips = [0] * n
         self._counted = (0, [0] * n, [0] * n)
@@ -304,15 +322,41 @@ class FusedOps:
 
     def flush(self) -> None:
         """Add what the live counters gained since the last flush to the metrics."""
-        seen, passes, skips = self._counted
-        if self.seen[0] == seen and self.passes == passes and self.skips == skips:
+        if self.live is None:
+            return
+        seen, passes = self._live_counts()
+        before = self._counted
+        if seen == before[0] and passes == before[1] and self.skips == before[2]:
             return
         self.count(
-            self.seen[0] - seen,
-            [a - b for a, b in zip(self.passes, passes, strict=True)],
-            [a - b for a, b in zip(self.skips, skips, strict=True)],
+            seen - before[0],
+            [a - b for a, b in zip(passes, before[1], strict=True)],
+            [a - b for a, b in zip(self.skips, before[2], strict=True)],
         )
-        self._counted = (self.seen[0], self.passes.copy(), self.skips.copy())
+        self._counted = (seen, passes, self.skips.copy())
+
+    def _live_counts(self) -> tuple[int, list[int]]:
+        """Items read, and per filter the items it passed, from the live counters.
+
+        Every item read ends on the loop's main path in one way: yielded, dropped
+        by a filter, or failed at an operator. Of the items that reach operator
+        k there, a filter passes all but those it drops and those that fail; the
+        items ``recover`` passes come on top.
+        """
+        assert self.live is not None
+        out, drops = self.live()
+        filters = [k for k, kind in enumerate(self.kinds) if kind is Kind.FILTER]
+        dropped = [0] * len(self.kinds)
+        for k, d in zip(filters, drops, strict=True):
+            dropped[k] = int(d)
+        seen = int(out) + sum(dropped) + sum(self.failed)
+        passes = self.passes.copy()
+        reaching = seen
+        for k, kind in enumerate(self.kinds):
+            if kind is Kind.FILTER:
+                passes[k] += reaching - dropped[k] - self.failed[k]
+            reaching -= dropped[k] + self.failed[k]
+        return seen, passes
 
     def count(self, n_in: int, passes: list[int], skips: list[int]) -> None:
         """Items in and out of each operator for one chunk (or the part of it read)."""
