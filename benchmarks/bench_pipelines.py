@@ -210,6 +210,86 @@ async def agen_one_async_source(data: list[int], check: bool) -> Tally:
     return await drain(_one_generator_async_source(numbers(data)), check)
 
 
+# -- floors: the hand-written code plus the least that per-stage counts add --------
+#
+# pipeflow keeps, for every stage, how many items went in and came out, readable
+# at any time (``statistics()``, monitors). These are the baselines with the least
+# such counting costs, written by hand: what no implementation that keeps the
+# counts can beat. Counters are floats, the cheapest Python number to add to (one
+# from the interpreter's free list; an int past 256 is a new object every time).
+
+
+async def _one_generator_counted(items: Iterable[int]) -> AsyncIterator[int]:
+    """``_one_generator``, counting what the filter passes (the items in and the
+    other counts follow from the list's length)."""
+    passed = 0.0
+    for x in items:
+        y = add_one(x)
+        if is_even(y):
+            passed += 1.0
+            yield double(y)
+
+
+async def _one_generator_counted_async_source(items: AsyncIterable[int]) -> AsyncIterator[int]:
+    """``_one_generator_async_source``, counting each item once, where it ends
+    (yielded or dropped): from an async source, items in must be counted too."""
+    passed = dropped = 0.0
+    async for x in items:
+        y = add_one(x)
+        if is_even(y):
+            passed += 1.0
+            yield double(y)
+        else:
+            dropped += 1.0
+
+
+async def agen_one_counted(data: list[int], check: bool) -> Tally:
+    """Floor for (a): one async generator, three steps inline, counting its filter's passes."""
+    return await drain(_one_generator_counted(data), check)
+
+
+async def agen_one_counted_async_source(data: list[int], check: bool) -> Tally:
+    """Floor for (a'): the same over the async source, counting each item."""
+    return await drain(_one_generator_counted_async_source(numbers(data)), check)
+
+
+async def _handed(items: Iterable[int]) -> AsyncIterator[int]:
+    """The list handed over as an async iterator (a library's first
+    ``process_stream`` gets one; its items are counted a list at a time)."""
+    for x in items:
+        yield x
+
+
+async def _counting(items: AsyncIterable[int]) -> AsyncIterator[int]:
+    """A pass-through counting what goes by: the only place a library can count
+    between two ``process_stream`` generators it does not own."""
+    n = 0.0
+    async for x in items:
+        n += 1.0
+        yield x
+
+
+def _bounded_chain(first: AsyncIterable[int]) -> AsyncIterator[int]:
+    """``agen_chain_async``'s three generators over ``first``, counted between them,
+    and the pass-through the consumer iterates (it counts the last one's outputs)."""
+    chain = _amap_await(
+        double_async,
+        _counting(_afilter_await(is_even_async, _counting(_amap_await(add_one_async, first)))),
+    )
+    return _counting(chain)
+
+
+async def agen_chain_bounded(data: list[int], check: bool) -> Tally:
+    """Floor for (e): the hand-written chain with the generators a library adds."""
+    return await drain(_bounded_chain(_handed(data)), check)
+
+
+async def agen_chain_bounded_async_source(data: list[int], check: bool) -> Tally:
+    """Floor for (e'): the same over the async source, whose items a library counts
+    as it hands them to the first generator."""
+    return await drain(_bounded_chain(_counting(numbers(data))), check)
+
+
 async def agen_chain_async(data: list[int], check: bool) -> Tally:
     """A chain of three async generators, each awaiting its async function per item;
     the first one iterates the list itself."""
@@ -477,6 +557,12 @@ IMPLEMENTATIONS: tuple[Impl, ...] = (
     ),
     Impl("agen-one", "one async generator, all three steps inline", agen_one),
     Impl("pf-ops", "(a) pipeflow map | filter | map, sync functions", pf_operators, "agen-one"),
+    Impl(
+        "agen-one-count",
+        "floor for (a): the one generator, counting its filter's passes",
+        agen_one_counted,
+        "agen-one",
+    ),
     Impl("agen-sync", "async-generator chain, sync functions", agen_chain, "agen-one"),
     Impl(
         "agen-bare",
@@ -516,11 +602,24 @@ IMPLEMENTATIONS: tuple[Impl, ...] = (
         "agen-ps",
         share=_PS,
     ),
+    Impl(
+        "agen-ps-bounds",
+        "floor for (e): the chain, with a library's generators",
+        agen_chain_bounded,
+        "agen-ps",
+        share=_PS,
+    ),
     # -- async source
     Impl(
         "agen-one-asrc", "async src: one async generator, three steps inline", agen_one_async_source
     ),
     Impl("pf-ops-asrc", "async src: (a') = (a)", pf_operators_async_source, "agen-one-asrc"),
+    Impl(
+        "agen-one-count-asrc",
+        "async src: floor for (a'): counting each item",
+        agen_one_counted_async_source,
+        "agen-one-asrc",
+    ),
     Impl(
         "src-bare",
         "async src: floor: the source alone, drained",
@@ -544,6 +643,13 @@ IMPLEMENTATIONS: tuple[Impl, ...] = (
         "pf-ps-asrc",
         "async src: (e') = (e)",
         pf_process_stream_async_source,
+        "agen-ps-asrc",
+        share=_PS,
+    ),
+    Impl(
+        "agen-ps-bounds-asrc",
+        "async src: floor for (e')",
+        agen_chain_bounded_async_source,
         "agen-ps-asrc",
         share=_PS,
     ),

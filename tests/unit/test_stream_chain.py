@@ -93,6 +93,37 @@ async def test_a_chain_at_the_end_runs_in_the_consumers_task() -> None:
     assert {asyncio.current_task()} == log.tasks
 
 
+async def test_counts_are_exact_at_every_result() -> None:
+    """Read while the chain runs, every stage's counts are what has passed so far:
+    at the end of the pipeline and where the chain feeds another stage."""
+    log = Log()
+    pipe = Inc(log, name="inc") | KeepEven(log, name="even") | Pairs(log, name="pairs")
+    async with pipe.stream(range(100)) as results:
+        async for y in results:
+            # Pairs of evens 2 + 4, 6 + 8, ...: the k-th result (8k - 2) comes once
+            # inc has handed on 4k items. (Items in are counted a chunk at a time:
+            # the 100 items are one.)
+            k = (y + 2) // 8
+            stats = [(s.items_in, s.items_out) for s in results.statistics()]
+            assert [(100, 4 * k), (4 * k, 2 * k), (2 * k, k)] == stats
+    assert [(100, 100), (100, 50), (50, 25)] == [
+        (s.items_in, s.items_out) for s in results.statistics()
+    ]
+
+    # Ahead of another stage the chain runs in a task of its own, behind a buffer.
+    pipe2 = (
+        Inc(log) | KeepEven(log) | ps.map(lambda x: x, config=BackpressureConfig(max_buffer_size=1))
+    )
+    async with pipe2.stream(range(100)) as results:
+        async for _ in results:
+            s0, s1, s2 = results.statistics()
+            assert s0.items_out == s1.items_in
+            assert s1.items_out >= s2.items_in
+    assert [(100, 100), (100, 50), (50, 50)] == [
+        (s.items_in, s.items_out) for s in results.statistics()
+    ]
+
+
 async def test_a_chain_between_other_stages() -> None:
     """A chain fed by a buffered stage and feeding an operator: the same results."""
     log = Log()

@@ -124,16 +124,28 @@ async def iterate_chain(
         chain = StreamChain(run.tail_chain, up)
         run.closables.append(chain)
         stats = run.stats.stages[-1]
-        if check_dead_letters:
-            check = run.dead_letters.check
-            async for y in chain.outputs:
-                check()
-                stats.items_out += 1
-                yield y
-        else:
-            async for y in chain.outputs:
-                stats.items_out += 1
-                yield y
+        out = 0.0  # a float: adding to one costs less than to an int (see _fusion)
+        counted = 0
+
+        def flush() -> None:
+            nonlocal counted
+            stats.items_out += int(out) - counted
+            counted = int(out)
+
+        stats.live = flush
+        try:
+            if check_dead_letters:
+                check = run.dead_letters.check
+                async for y in chain.outputs:
+                    check()
+                    out += 1.0
+                    yield y
+            else:
+                async for y in chain.outputs:
+                    out += 1.0
+                    yield y
+        finally:
+            flush()
         run.delivered(chain.final_mark)
 
 

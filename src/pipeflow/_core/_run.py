@@ -267,9 +267,13 @@ class Run:
         self.unread_at_stop = self.read() - self._last_mark
 
     def flush(self) -> None:
-        """Bring the metrics up to date with counters kept live by the consumer."""
+        """Bring the metrics up to date with counters kept live by the consumer and
+        by chains of ``process_stream`` overrides."""
         if self._live is not None:
             self._live.flush()
+        for stats in self.stats.stages:
+            if stats.live is not None:
+                stats.live()
 
     def delivered(self, mark: int) -> None:
         """The consumer has taken every result of the source's first ``mark`` items.

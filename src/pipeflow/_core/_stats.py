@@ -140,6 +140,7 @@ class StageStats:
         "items_in",
         "items_out",
         "late",
+        "live",
         "name",
         "on_finish",
         "retries",
@@ -177,6 +178,11 @@ class StageStats:
         self.buffer: _Buffered | None = None
         #: Called once when the run ends (by its error handler, to sum up its log).
         self.on_finish: Callable[[], None] | None = None
+        #: Brings ``items_out`` (and the next stage's ``items_in``) up to date from
+        #: a counter a generator keeps in a local of its own, if one does (a chain
+        #: of ``process_stream`` overrides in an untimed run): called before the
+        #: counts are read (``Run.flush``) and when that generator ends.
+        self.live: Callable[[], None] | None = None
         self.blocked_since: float | None = None
         #: Recent processing times: (seconds per item, items it stands for).
         self._latencies: deque[tuple[float, int]] = deque(maxlen=LATENCY_SAMPLES)
