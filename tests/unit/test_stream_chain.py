@@ -124,6 +124,50 @@ async def test_counts_are_exact_at_every_result() -> None:
     ]
 
 
+async def test_a_chain_over_an_async_source_reads_it_item_by_item() -> None:
+    """A chain that is the whole pipeline reads an async source itself: the counts
+    are exact at every result, also while the source waits, and breaking out
+    closes the source and every generator."""
+    log = Log()
+    gate = asyncio.Event()
+    waiting = asyncio.Event()
+    source_log: list[str] = []
+
+    async def source() -> AsyncIterator[int]:
+        try:
+            for x in range(40):
+                yield x
+            waiting.set()
+            await gate.wait()
+            for x in range(40, 100):
+                yield x
+        finally:
+            source_log.append("closed")
+
+    pipe = Inc(log, name="inc") | KeepEven(log, name="even")
+    async with pipe.stream(source()) as results:
+        got: list[int] = []
+
+        async def take() -> None:
+            async for y in results:
+                got.append(y)
+                # y = x + 1 for the item x read last
+                stats = [(s.items_in, s.items_out) for s in results.statistics()]
+                assert [(y, y), (y, y // 2)] == stats
+                if y == 80:
+                    break
+
+        consumer = asyncio.ensure_future(take())
+        await waiting.wait()
+        stats = [(s.items_in, s.items_out) for s in results.statistics()]
+        assert [(40, 40), (40, 20)] == stats  # read, though the last one is held
+        gate.set()
+        await consumer
+    assert list(range(2, 81, 2)) == got
+    assert ["closed"] == source_log
+    assert ["even", "inc"] == log.closed
+
+
 async def test_a_chain_between_other_stages() -> None:
     """A chain fed by a buffered stage and feeding an operator: the same results."""
     log = Log()

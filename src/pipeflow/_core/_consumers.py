@@ -18,7 +18,7 @@ from typing import Any
 from ._buffer import MAX_CHUNK
 from ._fusion import direct_consumer
 from ._lifecycle import consuming
-from ._plan import chain_tail, direct_tail
+from ._plan import boundary_before, chain_tail, direct_tail
 from ._policies import may_send_to_a_pipe
 from ._run import Run
 from ._sources import Acknowledging
@@ -33,8 +33,21 @@ def consumer_for(run: Run, *, timed: bool) -> AsyncGenerator[Any, None]:
     tail = None if timed else direct_tail(stages)
     chain = None if timed else chain_tail(stages)
     dead_letters = any(may_send_to_a_pipe(p.on_error) for p in stages)
+    # Without acknowledgements to time, an async source that the tail's stages
+    # read themselves is read item by item. (Nor when a dead-letter pipe may fail
+    # the run: with no chunks, there would be no point at which to notice before
+    # the next dead letter.)
+    source = run.source
+    by_item = (
+        hasattr(source, "__aiter__") and not isinstance(source, Acknowledging) and not dead_letters
+    )
     if chain is not None:
-        return iterate_chain(run, chain, check_dead_letters=dead_letters)
+        return iterate_chain(
+            run,
+            chain,
+            check_dead_letters=dead_letters,
+            items=by_item and chain == 0 and not boundary_before(stages, 0),
+        )
     if tail is None:
         return iterate(run)
     kinds = []
@@ -42,17 +55,7 @@ def consumer_for(run: Run, *, timed: bool) -> AsyncGenerator[Any, None]:
         op = p._fused_op()
         assert op is not None, "direct_tail() found fusable stages"
         kinds.append(op[1])
-    # Without acknowledgements to time, an async source is read item by item.
-    # (Nor when a dead-letter pipe may fail the run: with no chunks, there
-    # would be no point at which to notice before the next dead letter.)
-    source = run.source
-    async_source = (
-        tail == 0
-        and hasattr(source, "__aiter__")
-        and not isinstance(source, Acknowledging)
-        and not dead_letters
-    )
-    return direct_consumer(tuple(kinds), async_source=async_source)(run, tail)
+    return direct_consumer(tuple(kinds), async_source=by_item and tail == 0)(run, tail)
 
 
 async def iterate(
@@ -107,7 +110,7 @@ async def iterate(
 
 
 async def iterate_chain(
-    run: Run, tail: int, *, check_dead_letters: bool
+    run: Run, tail: int, *, check_dead_letters: bool, items: bool = False
 ) -> AsyncGenerator[Any, None]:
     """The consumer generator when the pipeline ends in ``process_stream``
     overrides: it runs their chain itself and yields the last one's results as
@@ -115,13 +118,14 @@ async def iterate_chain(
 
     Acknowledgements wait for the end (a ``process_stream`` may hold items as
     long as it likes). With dead-letter pipes, their failure is looked for at
-    each result.
+    each result. With ``items``, the overrides are the whole pipeline and the
+    first reads the async source item by item.
     """
     if run.started:
         return
     async with consuming(run):
-        up, _ = run.open(tail)
-        chain = StreamChain(run.tail_chain, up)
+        up, _ = run.open(tail, items=items)
+        chain = StreamChain(run.tail_chain, up, items=items)
         run.closables.append(chain)
         stats = run.stats.stages[-1]
         out = 0.0  # a float: adding to one costs less than to an int (see _fusion)
@@ -132,7 +136,7 @@ async def iterate_chain(
             stats.items_out += int(out) - counted
             counted = int(out)
 
-        stats.live = flush
+        stats.live.append(flush)
         try:
             if check_dead_letters:
                 check = run.dead_letters.check

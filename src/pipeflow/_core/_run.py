@@ -140,8 +140,9 @@ class Run:
         ``_plan.How.TAIL``). Fused operators come back as one ``FusedOps``;
         ``process_stream`` overrides are left in ``tail_chain``; ``None`` comes
         back for them, and when there are none. With ``items`` the fused
-        operators are the whole pipeline, and what comes back is the async
-        source's own iterator, for the consumer's generator to read item by item.
+        operators or the overrides are the whole pipeline, and what comes back is
+        the async source's own iterator, for the consumer's generator to read
+        item by item.
         """
         self.started = True
         for monitor, watched in self.watchers:
@@ -181,12 +182,17 @@ class Run:
         self.closables.append(it)
         return it
 
-    def _open_items(self) -> tuple[AsyncIterator[Any], FusedOps]:
-        """``open`` for fused operators over an async source, read item by item."""
+    def _open_items(self) -> tuple[AsyncIterator[Any], FusedOps | None]:
+        """``open`` for a pipeline of fused operators, or of ``process_stream``
+        overrides (left in ``tail_chain``), over an async source read item by item."""
         it = self.source.__aiter__()
         self.closables.append(SourceCloser(it, self.source))
         pairs = zip(self.stages, self.stats.stages, strict=True)
-        self._live = ops = fused_ops([(p, self._context(p, s)) for p, s in pairs])
+        members = [(p, self._context(p, s)) for p, s in pairs]
+        if self.stages[0]._process_stream_fn() is not None:
+            self.tail_chain = process_streams(members)
+            return as_aiter(it), None
+        self._live = ops = fused_ops(members)
         return as_aiter(it), ops
 
     def _source_chunks(self, tail: int) -> AsyncIterator[Chunk]:
@@ -272,8 +278,8 @@ class Run:
         if self._live is not None:
             self._live.flush()
         for stats in self.stats.stages:
-            if stats.live is not None:
-                stats.live()
+            for flush in stats.live:
+                flush()
 
     def delivered(self, mark: int) -> None:
         """The consumer has taken every result of the source's first ``mark`` items.

@@ -178,11 +178,11 @@ class StageStats:
         self.buffer: _Buffered | None = None
         #: Called once when the run ends (by its error handler, to sum up its log).
         self.on_finish: Callable[[], None] | None = None
-        #: Brings ``items_out`` (and the next stage's ``items_in``) up to date from
-        #: a counter a generator keeps in a local of its own, if one does (a chain
-        #: of ``process_stream`` overrides in an untimed run): called before the
-        #: counts are read (``Run.flush``) and when that generator ends.
-        self.live: Callable[[], None] | None = None
+        #: What brings the counts up to date from counters that generators keep
+        #: in locals of their own (chains of ``process_stream`` overrides in an
+        #: untimed run): called before the counts are read (``Run.flush``) and
+        #: when such a generator ends.
+        self.live: list[Callable[[], None]] = []
         self.blocked_since: float | None = None
         #: Recent processing times: (seconds per item, items it stands for).
         self._latencies: deque[tuple[float, int]] = deque(maxlen=LATENCY_SAMPLES)

@@ -29,8 +29,9 @@ ProcessStream = Callable[[AsyncIterator[Any]], AsyncIterator[Any]]
 class StreamChain:
     """The generators of one run of a chain of ``process_stream`` overrides.
 
-    ``outputs`` is the last one's. The chain's input is the items of ``up``;
-    ``final_mark`` is the source position its input has reached.
+    ``outputs`` is the last one's. The chain's input is the items of ``up``'s
+    chunks, or with ``items`` the items of ``up`` itself (an async source, read
+    item by item); ``final_mark`` is the source position its input has reached.
     ``before_wait``, if set, is awaited whenever the chain has used up what its
     upstream handed over and is about to wait for more.
     """
@@ -38,11 +39,16 @@ class StreamChain:
     __slots__ = ("_gens", "before_wait", "final_mark", "outputs")
 
     def __init__(
-        self, chain: list[tuple[ProcessStream, StageContext]], up: AsyncIterator[Chunk]
+        self,
+        chain: list[tuple[ProcessStream, StageContext]],
+        up: AsyncIterator[Any],
+        *,
+        items: bool = False,
     ) -> None:
         self.final_mark = 0
         self.before_wait: Callable[[], Any] | None = None
-        it: AsyncIterator[Any] = self._items(up, chain[0][1].stats)
+        first = chain[0][1].stats
+        it: AsyncIterator[Any] = self._each(up, first) if items else self._items(up, first)
         self._gens: list[Any] = [it]
         for k, (process_stream, ctx) in enumerate(chain):
             if k:
@@ -61,6 +67,15 @@ class StreamChain:
             if self.before_wait is not None:
                 await self.before_wait()
 
+    def _each(self, items: AsyncIterator[Any], stats: StageStats) -> AsyncIterator[Any]:
+        """The source's items as they come, counted (``final_mark`` follows)."""
+
+        def add(n: int) -> None:
+            stats.items_in += n
+            self.final_mark += n
+
+        return _counting(items, add, stats.live)
+
     async def aclose(self) -> None:
         """Close the generators from the last to the first (each that can be), all
         of them even if one fails; then raise the first failure."""
@@ -76,30 +91,50 @@ class StreamChain:
             raise first
 
 
-async def _counted(
-    it: AsyncIterator[Any], before: StageStats, after: StageStats
-) -> AsyncIterator[Any]:
+def _counted(it: AsyncIterator[Any], before: StageStats, after: StageStats) -> AsyncIterator[Any]:
     """``it``, counting each item as the output of one stage and the input of the next."""
     if before.timed:
-        now = before.clock.monotonic
-        async for x in it:
-            before.items_out += 1
-            before.record_out(1, now())
-            after.items_in += 1
-            yield x
-        return
-    n = 0.0  # a float: adding to one costs less than to an int (see _fusion)
+        return _timed(it, before, after)
+
+    def add(n: int) -> None:
+        before.items_out += n
+        after.items_in += n
+
+    return _counting(it, add, before.live)
+
+
+async def _timed(
+    it: AsyncIterator[Any], before: StageStats, after: StageStats
+) -> AsyncIterator[Any]:
+    """``_counted`` in a timed run: the output's time recorded item by item."""
+    now = before.clock.monotonic
+    async for x in it:
+        before.items_out += 1
+        before.record_out(1, now())
+        after.items_in += 1
+        yield x
+
+
+async def _counting(
+    it: AsyncIterator[Any], add: Callable[[int], None], live: list[Callable[[], None]]
+) -> AsyncIterator[Any]:
+    """``it``, counting what passes in a local; ``add`` is given what is new
+    whenever the counts are read (it goes into ``live``) and at the end.
+
+    The count is a float: adding to one takes one from the interpreter's free
+    list, where an int past 256 is a new object each time (exact up to 2**53).
+    """
+    n = 0.0
     counted = 0
 
     def flush() -> None:
         nonlocal counted
         new = int(n) - counted
         if new:
-            before.items_out += new
-            after.items_in += new
             counted += new
+            add(new)
 
-    before.live = flush
+    live.append(flush)
     try:
         async for x in it:
             n += 1.0
