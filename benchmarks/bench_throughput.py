@@ -87,35 +87,29 @@ def measure(impls: Sequence[Impl], n: int, rounds: int) -> Results:
     return asyncio.run(_measure(impls, n, rounds))
 
 
+#: The targets measured against a floor: (name, pipeflow's key, the floor's key,
+#: the baseline's key, the ratio wanted).
+_FLOORED = (
+    ("(a) operators vs one async generator inline", "pf-ops", "agen-one-count", "agen-one", 0.95),
+    ("(a') same, async source", "pf-ops-asrc", "agen-one-count-asrc", "agen-one-asrc", 0.95),
+    ("(e) 3 process_stream vs async-gen chain", "pf-ps", "agen-ps-bounds", "agen-ps", 0.9),
+    ("(e') same, async source", "pf-ps-asrc", "agen-ps-bounds-asrc", "agen-ps-asrc", 0.9),
+)
+
+
 def _targets(res: Results) -> list[Target]:
+    a, a_async, e, e_async = (
+        Target(name, res.ratio(key, base), wanted, floor=res.ratio(floor, base))
+        for name, key, floor, base, wanted in _FLOORED
+    )
     return [
-        Target(
-            "(a) operators vs one async generator inline",
-            res.ratio("pf-ops", "agen-one"),
-            0.95,
-            floor=res.ratio("agen-one-count", "agen-one"),
-        ),
-        Target(
-            "(a') same, async source",
-            res.ratio("pf-ops-asrc", "agen-one-asrc"),
-            0.95,
-            floor=res.ratio("agen-one-count-asrc", "agen-one-asrc"),
-        ),
+        a,
+        a_async,
         Target(
             "(a'') operators + chunks() vs for-loop", res.ratio("pf-ops-chunks", "for-loop"), 0.75
         ),
-        Target(
-            "(e) 3 process_stream vs async-gen chain",
-            res.ratio("pf-ps", "agen-ps"),
-            0.9,
-            floor=res.ratio("agen-ps-bounds", "agen-ps"),
-        ),
-        Target(
-            "(e') same, async source",
-            res.ratio("pf-ps-asrc", "agen-ps-asrc"),
-            0.9,
-            floor=res.ratio("agen-ps-bounds-asrc", "agen-ps-asrc"),
-        ),
+        e,
+        e_async,
         Target(
             "(b) subclasses vs async-gen chain (async fns)", res.ratio("pf-sub", "agen-async"), 1.0
         ),
