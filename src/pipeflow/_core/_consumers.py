@@ -150,6 +150,7 @@ async def iterate_chain(
                     yield y
         finally:
             flush()
+        run.flush()  # the chain's own counts, read item by item, into final_mark too
         run.delivered(chain.final_mark)
 
 
