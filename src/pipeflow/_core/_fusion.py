@@ -161,7 +161,7 @@ def _generate(template: str, kinds: tuple[Kind, ...], *, live: bool = False) -> 
     ``{result}``; a filter that drops the item ``continue``s. Each call sits on a
     line of its own: the traceback's line number says which operator failed
     (``stage_of_line``), so the loop needs no bookkeeping per item. A filter
-    counts what passes in a local ``c{k}`` (a list, one entry per item), or when
+    counts what passes in a local ``c{k}`` (a float, see the comment below), or when
     the counts are ``live`` what it drops, in ``d{k}`` (see ``_ASYNC_CONSUMER``).
     """
     n = len(kinds)
@@ -180,13 +180,13 @@ def _generate(template: str, kinds: tuple[Kind, ...], *, live: bool = False) -> 
             steps.append(f"if not f{k}(v{cur}): d{k} += 1.0; continue")
         else:
             steps.append(f"if not f{k}(v{cur}): continue")
-            # Appending to a list costs half what adding to an int does (the int
-            # is a new object once past 256); the list is at most a chunk long.
-            steps.append(f"c{k}.append(None)")
+            # A float: adding to an int makes a new object once past 256, and
+            # appending to a list grows it, touching memory the loop needs.
+            steps.append(f"c{k} += 1.0")
     blocks = {
         "steps": steps,
-        "counters": [f"c{k} = []" for k in filters] or ["pass"],
-        "add_counters": [f"passes[{k}] += len(c{k})" for k in filters] or ["pass"],
+        "counters": [f"c{k} = 0.0" for k in filters] or ["pass"],
+        "add_counters": [f"passes[{k}] += int(c{k})" for k in filters] or ["pass"],
     }
     words = {
         "n": str(n),
