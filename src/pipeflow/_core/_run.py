@@ -64,7 +64,6 @@ class Run:
         "_acked",
         "_calls",
         "_last_mark",
-        "_live",
         "bulk",
         "clock",
         "closables",
@@ -115,8 +114,6 @@ class Run:
         self._calls = SourceCalls(self._ack)
         self._acked = self._last_mark = 0
         self.source_idle = SourceIdle(clock)
-        #: Fused operators that keep their counters live (see ``flush``).
-        self._live: FusedOps | None = None
         self.reading = Reading()
         #: Whether the run reached its end: the input used up, every result taken.
         self.ended = False
@@ -192,7 +189,8 @@ class Run:
         if self.stages[0]._process_stream_fn() is not None:
             self.tail_chain = process_streams(members)
             return as_aiter(it), None
-        self._live = ops = fused_ops(members)
+        ops = fused_ops(members)
+        self.stats.stages[0].live.append(ops.flush)
         return as_aiter(it), ops
 
     def _source_chunks(self, tail: int) -> AsyncIterator[Chunk]:
@@ -273,10 +271,8 @@ class Run:
         self.unread_at_stop = self.read() - self._last_mark
 
     def flush(self) -> None:
-        """Bring the metrics up to date with counters kept live by the consumer and
-        by chains of ``process_stream`` overrides."""
-        if self._live is not None:
-            self._live.flush()
+        """Bring the metrics up to date with the counters that loops keep in locals
+        of their own (``StageStats.live``)."""
         for stats in self.stats.stages:
             for flush in stats.live:
                 flush()

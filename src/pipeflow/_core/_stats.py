@@ -178,10 +178,10 @@ class StageStats:
         self.buffer: _Buffered | None = None
         #: Called once when the run ends (by its error handler, to sum up its log).
         self.on_finish: Callable[[], None] | None = None
-        #: What brings the counts up to date from counters that generators keep
-        #: in locals of their own (chains of ``process_stream`` overrides in an
-        #: untimed run): called before the counts are read (``Run.flush``) and
-        #: when such a generator ends.
+        #: What brings the counts up to date from counters that loops keep in
+        #: locals of their own (fused operators reading an async source, chains
+        #: of ``process_stream`` overrides in an untimed run): called before the
+        #: counts are read (``Run.flush``) and when such a loop ends.
         self.live: list[Callable[[], None]] = []
         self.blocked_since: float | None = None
         #: Recent processing times: (seconds per item, items it stands for).
