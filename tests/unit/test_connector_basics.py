@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeflow import streams as ps
+from pipeflow._connectors._checks import check_unread
 from pipeflow._connectors._codecs import codec_for, decode_message, encode_result
 from pipeflow._connectors._extras import require
 from pipeflow._connectors._positions import Positions
@@ -309,3 +310,13 @@ def test_a_missing_extra_names_the_command_to_run(monkeypatch: pytest.MonkeyPatc
         require("redis", "redis", "RedisStreamSource")
     assert "RedisStreamSource needs the 'redis' extra" in str(info.value)
     assert asyncio is require("asyncio", "none", "x")
+
+
+def test_a_broker_source_is_read_once_and_not_after_it_is_closed() -> None:
+    """Every broker source refuses a second iteration, and one after ``aclose()``,
+    with the same words."""
+    check_unread("src", read=False, closed=False)
+    with pytest.raises(RuntimeError, match=r"^'src' can be iterated once; make a new one"):
+        check_unread("src", read=True, closed=True)
+    with pytest.raises(RuntimeError, match=r"^'src' is closed$"):
+        check_unread("src", read=False, closed=True)

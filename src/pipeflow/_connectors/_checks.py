@@ -3,7 +3,7 @@ value a ``ValueError``, and either names the option, what it takes and what came
 
 from __future__ import annotations
 
-__all__ = ["check_bool", "check_count", "check_text"]
+__all__ = ["check_bool", "check_count", "check_text", "check_unread"]
 
 
 def check_text(value: object, option: str) -> str:
@@ -34,3 +34,14 @@ def check_bool(value: object, option: str) -> bool:
         msg = f"{option} must be True or False, got {type(value).__name__}: {value!r:.60}"
         raise TypeError(msg)
     return value
+
+
+def check_unread(source: object, *, read: bool, closed: bool = False) -> None:
+    """Refuse to iterate ``source`` again, or after it was closed: a broker source
+    is one consumer's position in the broker, for one run."""
+    if read:
+        msg = f"{source!r} can be iterated once; make a new one to read again"
+        raise RuntimeError(msg)
+    if closed:
+        msg = f"{source!r} is closed"
+        raise RuntimeError(msg)

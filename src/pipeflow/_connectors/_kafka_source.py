@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from .._core._policies import Retry
 from .._core._time import duration_seconds
-from ._checks import check_bool, check_count, check_text
+from ._checks import check_bool, check_count, check_text, check_unread
 from ._codecs import Codec, CodecLike, RawCodec, codec_for
 from ._extras import require
 from ._kafka_commits import KafkaCommits, listener
@@ -166,12 +166,7 @@ class KafkaSource(KafkaCommits):
     # -- reading ------------------------------------------------------------------
 
     def __aiter__(self) -> AsyncIterator[Message]:
-        if self._iterated:
-            msg = f"{self!r} can be iterated once; make a new KafkaSource to read again"
-            raise RuntimeError(msg)
-        if self._closed:
-            msg = f"{self!r} is closed"
-            raise RuntimeError(msg)
+        check_unread(self, read=self._iterated, closed=self._closed)
         self._iterated = True
         return self._messages()
 

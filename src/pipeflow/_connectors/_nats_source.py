@@ -25,7 +25,7 @@ import orjson
 
 from .._core._policies import Retry
 from .._core._time import duration_seconds
-from ._checks import check_bool, check_count, check_text
+from ._checks import check_bool, check_count, check_text, check_unread
 from ._codecs import CodecLike, codec_for, decode_message
 from ._extras import require
 from ._message import Message
@@ -171,9 +171,7 @@ class NatsSource:
     # -- the run's calls -------------------------------------------------------------------
 
     def __aiter__(self) -> AsyncIterator[Message]:
-        if self._iterated:
-            msg = "a NatsSource can be iterated only once; make a new one for another run"
-            raise RuntimeError(msg)
+        check_unread(self, read=self._iterated)
         self._iterated = True
         self._gen = self._messages()
         return self._gen

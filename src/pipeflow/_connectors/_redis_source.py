@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from .._core._policies import Retry
 from .._core._time import duration_seconds
-from ._checks import check_bool, check_count, check_text
+from ._checks import check_bool, check_count, check_text, check_unread
 from ._codecs import CodecLike, codec_for
 from ._extras import require
 from ._message import Message
@@ -187,12 +187,7 @@ class RedisStreamSource:
     # -- the protocols a run uses ---------------------------------------------------
 
     def __aiter__(self) -> AsyncIterator[Message]:
-        if self._started:
-            msg = f"{self!r} is read once; make a new source for another run"
-            raise RuntimeError(msg)
-        if self._closed:
-            msg = f"{self!r} is closed"
-            raise RuntimeError(msg)
+        check_unread(self, read=self._started, closed=self._closed)
         self._started = True
         return self._messages()
 
