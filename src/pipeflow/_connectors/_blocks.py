@@ -13,13 +13,16 @@ import asyncio
 import os
 import stat
 from collections import deque
-from collections.abc import AsyncGenerator
-from typing import IO, Protocol
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing, asynccontextmanager
+from datetime import timedelta
+from typing import IO, Any, Protocol
 
 from .._core._clock import Clock
-from ._files import STDIO
+from ._checks import check_bool
+from ._files import STDIO, check_clock, check_path, check_poll
 
-__all__ = ["BLOCK", "Blocks", "lines", "open_blocks"]
+__all__ = ["BLOCK", "Blocks", "LineSource", "lines", "open_blocks"]
 
 #: Bytes read at a time from a file.
 BLOCK = 1 << 18
@@ -237,3 +240,60 @@ async def lines(
 
 def _without_cr(found: list[bytes]) -> list[bytes]:
     return [line[:-1] if line.endswith(b"\r") else line for line in found]
+
+
+class LineSource:
+    """What the file sources share: their file options, checked; the file of each
+    iteration, opened when it starts and closed when it ends or by ``aclose()``;
+    its lines (:meth:`_lines`). A subclass turns lines into messages in
+    ``_messages``."""
+
+    __slots__ = ("_clock", "_follow", "_name", "_open", "_poll")
+
+    def __init__(
+        self,
+        path: Any,
+        what: str,
+        *,
+        follow: bool,
+        poll: timedelta | float,
+        clock: Clock | None,
+    ) -> None:
+        self._name = check_path(path, what)
+        self._follow = check_bool(follow, "follow")
+        self._poll = check_poll(poll)
+        self._clock = check_clock(clock)
+        self._open: set[Blocks] = set()
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._messages()
+
+    def _messages(self) -> AsyncIterator[Any]:
+        raise NotImplementedError
+
+    @asynccontextmanager
+    async def _lines(
+        self, *, strip_cr: bool = True
+    ) -> AsyncIterator[AsyncIterator[tuple[int, list[bytes]]]]:
+        """The file opened, and its lines (see :func:`lines`); closed on leaving."""
+        blocks = await open_blocks(self._name)
+        self._open.add(blocks)
+        try:
+            found = lines(
+                blocks, follow=self._follow, poll=self._poll, clock=self._clock, strip_cr=strip_cr
+            )
+            async with aclosing(found):
+                yield found
+        finally:
+            self._open.discard(blocks)
+            await blocks.aclose()
+
+    async def aclose(self) -> None:
+        """Close the file of every iteration still open; an iteration left
+        suspended fails if it is read on."""
+        while self._open:
+            await self._open.pop().aclose()
+
+    def _repr(self, what: str, option: str) -> str:
+        follow = ", follow=True" if self._follow else ""
+        return f"{what}({self._name!r}{follow}, {option})"

@@ -6,23 +6,21 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 from .._core._clock import Clock
 from .._core._errors import EncodeError
-from ._blocks import Blocks, lines, open_blocks
-from ._checks import check_bool
+from ._blocks import LineSource
 from ._csv_rows import Rows, check_delimiter, check_fieldnames
-from ._files import Output, check_clock, check_directory, check_path, check_poll
+from ._files import Output, check_directory, check_path
 from ._message import Message, UndecodableMessage
 
 __all__ = ["CsvSink", "CsvSource"]
 
 
-class CsvSource:
+class CsvSource(LineSource):
     """Messages from a CSV file: one per row, its ``value`` a dict of the row's
     fields by name, as strings.
 
@@ -60,7 +58,7 @@ class CsvSource:
             character, empty or repeated ``fieldnames``, or ``poll <= 0``.
     """
 
-    __slots__ = ("_clock", "_delimiter", "_fieldnames", "_follow", "_name", "_open", "_poll")
+    __slots__ = ("_delimiter", "_fieldnames")
 
     def __init__(
         self,
@@ -72,47 +70,25 @@ class CsvSource:
         poll: timedelta | float = 0.1,
         clock: Clock | None = None,
     ) -> None:
-        self._name = check_path(path, "CsvSource")
-        self._follow = check_bool(follow, "follow")
+        super().__init__(path, "CsvSource", follow=follow, poll=poll, clock=clock)
         self._delimiter = check_delimiter(delimiter)
         self._fieldnames = check_fieldnames(fieldnames)
-        self._poll = check_poll(poll)
-        self._clock = check_clock(clock)
-        self._open: set[Blocks] = set()
-
-    def __aiter__(self) -> AsyncIterator[Message]:
-        return self._messages()
 
     async def _messages(self) -> AsyncGenerator[Message, None]:
-        blocks = await open_blocks(self._name)
-        self._open.add(blocks)
         rows = Rows(self._name, self._delimiter, self._fieldnames)
-        try:
-            found = lines(
-                blocks, follow=self._follow, poll=self._poll, clock=self._clock, strip_cr=False
-            )
-            async with aclosing(found):
-                async for number, block in found:
-                    for line in block:
-                        msg = rows.take(line, number)
-                        number += 1
-                        if msg is not None:
-                            yield msg
+        async with self._lines(strip_cr=False) as found:
+            async for number, block in found:
+                for line in block:
+                    msg = rows.take(line, number)
+                    number += 1
+                    if msg is not None:
+                        yield msg
             msg = rows.end()
             if msg is not None:
                 yield msg
-        finally:
-            self._open.discard(blocks)
-            await blocks.aclose()
-
-    async def aclose(self) -> None:
-        """Close the file of every iteration still open."""
-        while self._open:
-            await self._open.pop().aclose()
 
     def __repr__(self) -> str:
-        follow = ", follow=True" if self._follow else ""
-        return f"CsvSource({self._name!r}{follow}, delimiter={self._delimiter!r})"
+        return self._repr("CsvSource", f"delimiter={self._delimiter!r}")
 
 
 class CsvSink:

@@ -4,23 +4,22 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing
+from collections.abc import AsyncGenerator
 from datetime import timedelta
 from typing import Any
 
 from .._core._clock import Clock
 from .._core._errors import EncodeError
-from ._blocks import Blocks, lines, open_blocks
+from ._blocks import LineSource
 from ._checks import check_bool
 from ._codecs import CodecLike, JsonCodec, codec_for, codec_name, decode_message, encode_result
-from ._files import Output, check_clock, check_directory, check_path, check_poll
+from ._files import Output, check_directory, check_path
 from ._message import Message
 
 __all__ = ["JsonLinesSink", "JsonLinesSource"]
 
 
-class JsonLinesSource:
+class JsonLinesSource(LineSource):
     """Messages from a JSON Lines file: one per line, its ``value`` decoded by ``codec``.
 
     Each message's ``source`` is the path as given, its ``partition`` 0, its
@@ -72,7 +71,7 @@ class JsonLinesSource:
         [(1, {'n': 1}), (3, {'n': 2})]
     """
 
-    __slots__ = ("_clock", "_codec", "_follow", "_name", "_open", "_poll")
+    __slots__ = ("_codec",)
 
     def __init__(
         self,
@@ -83,46 +82,25 @@ class JsonLinesSource:
         poll: timedelta | float = 0.1,
         clock: Clock | None = None,
     ) -> None:
-        self._name = check_path(path, "JsonLinesSource")
-        self._follow = check_bool(follow, "follow")
+        super().__init__(path, "JsonLinesSource", follow=follow, poll=poll, clock=clock)
         self._codec = codec_for(codec)
-        self._poll = check_poll(poll)
-        self._clock = check_clock(clock)
-        self._open: set[Blocks] = set()
-
-    def __aiter__(self) -> AsyncIterator[Message]:
-        return self._messages()
 
     async def _messages(self) -> AsyncGenerator[Message, None]:
-        blocks = await open_blocks(self._name)
-        self._open.add(blocks)
         codec, name = self._codec, self._name
         decode = codec.decode
-        try:
-            found = lines(blocks, follow=self._follow, poll=self._poll, clock=self._clock)
-            async with aclosing(found):
-                async for number, block in found:
-                    for line in block:
-                        if line and not line.isspace():
-                            try:
-                                msg = Message(decode(line), source=name, position=number)
-                            except Exception:
-                                msg = decode_message(codec, line, source=name, position=number)
-                            yield msg
-                        number += 1
-        finally:
-            self._open.discard(blocks)
-            await blocks.aclose()
-
-    async def aclose(self) -> None:
-        """Close the file of every iteration still open; an iteration left
-        suspended fails if it is read on."""
-        while self._open:
-            await self._open.pop().aclose()
+        async with self._lines() as found:
+            async for number, block in found:
+                for line in block:
+                    if line and not line.isspace():
+                        try:
+                            msg = Message(decode(line), source=name, position=number)
+                        except Exception:
+                            msg = decode_message(codec, line, source=name, position=number)
+                        yield msg
+                    number += 1
 
     def __repr__(self) -> str:
-        follow = ", follow=True" if self._follow else ""
-        return f"JsonLinesSource({self._name!r}{follow}, codec={codec_name(self._codec)!r})"
+        return self._repr("JsonLinesSource", f"codec={codec_name(self._codec)!r}")
 
 
 class JsonLinesSink:
