@@ -166,6 +166,17 @@ class BatchStreamPipe(StreamPipe[In, Out]):
         # Batches by count alone are cut from the chunk as it comes (``run_counted``).
         return self.weight is None and not self._overrides_process_stream()
 
+    @property
+    def _reads_source(self) -> bool:
+        # Batches by count alone: appending each item as it comes costs less than
+        # cutting batches from the chunks a reader collects (``run_items``).
+        return self._takes_slices and self.max_wait is None and self.config is None
+
+    def _open_source(
+        self, it: AsyncIterator[Any], ctx: StageContext
+    ) -> AsyncGenerator[Chunk, None]:
+        return _BatchRun(self, ctx).run_items(it)
+
     def _open(self, up: AsyncIterator[Chunk], ctx: StageContext) -> AsyncGenerator[Chunk, None]:
         run = _BatchRun(self, ctx)
         if ctx.buffer is not None:
@@ -445,6 +456,63 @@ class _BatchRun(TimedStage):
             last = mark
             yield out, since if pending else mark
         self.pending, self.since, self.mark = pending, since, last
+        out, acked, error = await self.on_end()
+        yield out, acked
+        if error is not None:
+            raise error
+
+    async def run_items(self, it: AsyncIterator[Any]) -> AsyncGenerator[Chunk, None]:
+        """``run_counted`` over the source's own iterator: each item is appended to
+        the pending batch as it comes, and each full batch processed at once.
+
+        ``items_in`` moves a batch at a time; the items of the pending batch are
+        added by a ``StageStats.live`` flush, so the metrics and the count of
+        what was read stay exact whenever they are read.
+        """
+        ctx = self.ctx
+        stats = ctx.stats
+        size = self.pipe.batch_size
+        call = self.pipe.process_batch
+        recover = self._recover
+        pending: list[Any] = []
+        shown = 0  # items of the pending batch already in items_in
+
+        def flush() -> None:
+            nonlocal shown
+            stats.items_in += len(pending) - shown
+            shown = len(pending)
+
+        stats.live.append(flush)
+        stats.held = lambda: len(pending)
+        read = 0  # items read before the pending batch
+        append = pending.append
+        async for x in it:
+            append(x)
+            if len(pending) < size:
+                continue
+            batch = pending
+            pending = []
+            append = pending.append
+            stats.items_in += size - shown
+            shown = 0
+            out: list[Any] = []
+            error: StreamError | None = None
+            token = _running.set(ctx)
+            try:
+                out.append(await call(batch))
+            except Exception as exc:
+                error = await recover(call, batch, exc, out)
+            finally:
+                _running.reset(token)
+            stats.items_out += len(out)
+            if error is not None:
+                yield out, read
+                raise error
+            del batch  # freed while its items are still in the cache
+            read += size
+            yield out, read
+        flush()
+        self.pending, self.since, self.mark = pending, read, read + len(pending)
         out, acked, error = await self.on_end()
         yield out, acked
         if error is not None:

@@ -711,8 +711,15 @@ async def test_an_item_given_up_on_inside_a_retried_batch_fails_as_the_item() ->
 # -- batches by count alone: the same whichever loop cuts them -----------------------------
 
 #: How a batcher by count is run: alone (the loop for batches by count), with a weight
-#: that never limits (the general loop), or watched by a monitor (a timed run).
-_RUNS = ("count", "weighed", "monitored")
+#: that never limits (the general loop), watched by a monitor (a timed run), or over
+#: a plain async source, which it reads item by item.
+_RUNS = ("count", "weighed", "monitored", "items")
+
+
+async def _plain(source: AsyncIterator[T]) -> AsyncIterator[T]:
+    """``source``'s items from an async generator that takes no acknowledgements."""
+    async for x in source:
+        yield x
 
 
 class _Sums(BatchStreamPipe[int, int]):
@@ -743,7 +750,7 @@ async def _run_batches(
         pipe.set_monitor(StreamMonitor())
     got: list[tuple[int, int]] = []
     error = None
-    stream = pipe.stream(src, clock=clock)
+    stream = pipe.stream(_plain(src) if run == "items" else src, clock=clock)
     try:
         async with stream:
             async for total in stream:
@@ -765,7 +772,8 @@ def test_batches_by_count_same_in_every_loop(
     pieces: list[int], size: int, bad: int | None, on_error: str
 ) -> None:
     """Batches by count alone give the same results, acks, errors and counts as the
-    general loop and a timed run, whatever chunks the source hands over."""
+    general loop and a timed run, whatever chunks the source hands over; and the
+    same results, errors and counts when the batcher reads a plain async source."""
     script: list[Any] = []
     for n in pieces:  # runs of items the source has at hand, a pause between them
         start = sum(1 for x in script if isinstance(x, int))
@@ -774,9 +782,17 @@ def test_batches_by_count_same_in_every_loop(
     async def main() -> list[Any]:
         return [await _run_batches(run, script, size, bad, on_error) for run in _RUNS]
 
-    fast, general, timed = asyncio.run(main())
+    fast, general, timed, items = asyncio.run(main())
     assert general == fast
     assert timed == fast
+    got, error, (items_in, *counts), _ = items
+    assert ([total for total, _ in fast[0]], fast[1], fast[2][1:]) == (
+        [total for total, _ in got],
+        error,
+        tuple(counts),
+    )
+    # Item by item, nothing past a failed batch is read; in chunks, what was at hand.
+    assert items_in == fast[2][0] if error is None else items_in <= fast[2][0]
 
 
 async def test_batches_by_count_over_chunks_of_every_length() -> None:
@@ -832,3 +848,111 @@ async def test_a_first_batcher_takes_a_sequence_in_long_slices_with_the_same_res
         (stats,) = results.statistics()
     assert [list(range(i, min(i + 64, n))) for i in range(0, n, 64)] == batches
     assert (n, len(batches)) == (stats.items_in, stats.items_out)
+
+
+async def test_a_first_batcher_reads_a_plain_async_source_item_by_item() -> None:
+    """A batcher by count that is first, with no buffer anywhere, reads a plain
+    async source itself: each batch goes out when its last item arrives, the
+    counts are exact at every result and while the source waits, and breaking out
+    closes the source and counts what the pending batch held."""
+    gate = asyncio.Event()
+    waiting = asyncio.Event()
+    source_log: list[str] = []
+
+    async def source() -> AsyncIterator[int]:
+        try:
+            for x in range(40):
+                yield x
+            waiting.set()
+            await gate.wait()
+            for x in range(40, 100):
+                yield x
+        finally:
+            source_log.append("closed")
+
+    pipe = batcher(3) | pmap(sum, name="sum")
+    async with pipe.stream(source()) as results:
+        got: list[int] = []
+
+        async def take() -> None:
+            async for total in results:
+                got.append(total)
+                k = len(got)
+                stats = results.statistics()[0]
+                # The k-th batch went out as its last item came: nothing more was read.
+                assert (3 * k, k) == (stats.items_in, stats.items_out)
+                if k == 20:
+                    break
+
+        consumer = asyncio.ensure_future(take())
+        await waiting.wait()
+        # 13 batches out, item 39 pending (and counted as read).
+        stats = results.statistics()[0]
+        assert (40, 13) == (stats.items_in, stats.items_out)
+        gate.set()
+        await consumer
+    assert [sum(range(i, i + 3)) for i in range(0, 60, 3)] == got
+    assert ["closed"] == source_log
+    assert [(60, 20), (20, 20)] == [(s.items_in, s.items_out) for s in results.statistics()]
+
+
+async def test_a_batcher_reading_the_source_reports_its_pending_batch_when_cancelled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Cancelled while the source waits, the batcher's pending items are counted as
+    read and not delivered, and the source is closed."""
+    closed: list[bool] = []
+    waiting = asyncio.Event()
+
+    async def source() -> AsyncIterator[int]:
+        try:
+            for x in range(5):
+                yield x
+            waiting.set()
+            await asyncio.Event().wait()
+        finally:
+            closed.append(True)
+
+    stream = batcher(2, name="pairs").stream(source())
+    got: list[list[int]] = []
+
+    async def take() -> None:
+        async with stream:
+            async for batch in stream:
+                got.append(batch)
+
+    task = asyncio.ensure_future(take())
+    await waiting.wait()  # the batcher has read item 4 and waits on the source
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [[0, 1], [2, 3]] == got
+    assert [True] == closed
+    [stats] = stream.statistics()
+    assert (5, 2) == (stats.items_in, stats.items_out)
+    assert "(1 in partial batches)" in caplog.text
+
+
+async def test_a_failed_batch_from_a_plain_async_source_ends_the_stream_after_earlier_ones() -> (
+    None
+):
+    """Read item by item, a batch that fails under "raise" ends the stream after the
+    batches before it, and the source is closed."""
+    closed: list[bool] = []
+
+    async def source() -> AsyncIterator[int]:
+        try:
+            for x in range(10):
+                yield x
+        finally:
+            closed.append(True)
+
+    stream = SumBatch(3, bad=7).stream(source())
+    got: list[int] = []
+    with pytest.raises(StreamError) as info:
+        await collect_until_error(stream, got)
+    assert [3, 12] == got
+    assert [6, 7, 8] == info.value.item
+    assert [True] == closed
+    [stats] = stream.statistics()
+    assert (9, 2, 1) == (stats.items_in, stats.items_out, stats.errors)

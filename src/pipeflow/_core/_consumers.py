@@ -48,6 +48,16 @@ def consumer_for(run: Run, *, timed: bool) -> AsyncGenerator[Any, None]:
             check_dead_letters=dead_letters,
             items=by_item and chain == 0 and not boundary_before(stages, 0),
         )
+    # A first stage that would read the source itself (batches by count) does so
+    # where no buffer stands anywhere: nothing else needs the source's chunks then
+    # (their idle time, the read-ahead bound).
+    run.first_reads_items = (
+        by_item
+        and not timed
+        and bool(stages)
+        and stages[0]._reads_source
+        and not any(boundary_before(stages, i) for i in range(len(stages)))
+    )
     if tail is None:
         return iterate(run)
     kinds = []
@@ -69,6 +79,8 @@ async def iterate(
     """
     if run.started:
         return
+    if chunked:  # results at hand go on together: the source is read in chunks
+        run.first_reads_items = False
     async with consuming(run):
         up, _ = run.open(len(run.stages))
         clock = run.clock

@@ -350,6 +350,15 @@ class StreamPipe(Pipeable[In, Out]):
         return False
 
     @property
+    def _reads_source(self) -> bool:
+        """No: a pipe takes its input in chunks (batches by count say yes)."""
+        return False
+
+    def _open_source(self, it: AsyncIterator[Any], ctx: StageContext) -> AsyncIterator[Chunk]:
+        msg = f"{type(self).__name__} reads its input in chunks, not from the source itself"
+        raise TypeError(msg)
+
+    @property
     def _wants_buffer(self) -> bool:
         """With a ``config`` or ``concurrency > 1``: the buffer bounds what waits
         for the pipe, and lets concurrent calls take new input as others finish."""

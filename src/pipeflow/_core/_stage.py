@@ -93,6 +93,15 @@ class Stage(Protocol):
         Only the first stage's counts, and only in an untimed run."""
         ...
 
+    @property
+    def _reads_source(self) -> bool:
+        """Whether, first in a pipeline with no buffer anywhere, in an untimed run
+        over an async source that takes no acknowledgements, the stage would read
+        that source item by item itself (``_open_source``) rather than in chunks:
+        for a stage whose loop over single items costs less than cutting chunks.
+        Only for a stage that is neither fused nor chained."""
+        ...
+
     def _fused_op(self) -> FusedOp | None:
         """The stage as one sync function applied per item, if it is one.
 
@@ -126,6 +135,16 @@ class Stage(Protocol):
         must be an async generator (or have ``aclose``): the run closes it, from
         the last stage to the first, however the run ends. Called once per run,
         only for a stage that is neither fused nor chained.
+        """
+        ...
+
+    def _open_source(self, it: AsyncIterator[Any], ctx: StageContext) -> AsyncIterator[Chunk]:
+        """``_open`` for a stage whose ``_reads_source`` the engine took up: ``it``
+        is the source's own async iterator. Each output chunk's mark counts the
+        items read whose results are all in this or earlier chunks; the stage's
+        ``items_in`` must count every item read (a ``StageStats.live`` flush may
+        bring it up to date). The engine closes ``it`` after the stage's loop.
+        Called once per run, instead of ``_open``.
         """
         ...
 
