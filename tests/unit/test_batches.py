@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from datetime import timedelta
 from itertools import pairwise
 from typing import Any, TypeVar
@@ -716,7 +716,7 @@ async def test_an_item_given_up_on_inside_a_retried_batch_fails_as_the_item() ->
 _RUNS = ("count", "weighed", "monitored", "items")
 
 
-async def _plain(source: AsyncIterator[T]) -> AsyncIterator[T]:
+async def _plain(source: AsyncIterable[T]) -> AsyncIterator[T]:
     """``source``'s items from an async generator that takes no acknowledgements."""
     async for x in source:
         yield x
