@@ -297,10 +297,25 @@ async def test_process_stream_stage_feeds_the_next_stage_in_chunks() -> None:
     assert [(1000, 2000), (2000, 2000)] == [(s.items_in, s.items_out) for s in stats]
 
 
-async def test_counts_are_current_while_an_async_source_is_read() -> None:
-    """Over an async source, read item by item, the counters are up to date at every result."""
+def _source_of(kind: str, n: int) -> Any:
+    """The ints ``0..n-1`` from a source of the given kind."""
+    return {
+        "async": lambda: agen(range(n)),
+        "list": lambda: list(range(n)),
+        "tuple": lambda: tuple(range(n)),
+        "range": lambda: range(n),
+    }[kind]()
+
+
+_ITEM_SOURCES = ["async", "list", "tuple", "range"]
+
+
+@pytest.mark.parametrize("kind", _ITEM_SOURCES)
+async def test_counts_are_current_while_a_source_is_read(kind: str) -> None:
+    """Over an async source or a sequence, read item by item, the counters are up to
+    date at every result."""
     clock = VirtualClock()
-    source = agen(range(1000))
+    source = _source_of(kind, 1000)
     pipe: Pipeline[int, int] = map(lambda x: x + 1) | filter(lambda x: x % 10 == 0)
     seen = []
     async with pipe.stream(source, clock=clock) as stream:
@@ -311,7 +326,10 @@ async def test_counts_are_current_while_an_async_source_is_read() -> None:
     assert [(1000, 1000), (1000, 100)] == [(s.items_in, s.items_out) for s in stream.statistics()]
 
 
-async def test_counts_are_current_with_failures_over_an_async_source() -> None:
+@pytest.mark.parametrize("kind", _ITEM_SOURCES)
+async def test_counts_are_current_with_failures_over_a_source_read_item_by_item(
+    kind: str,
+) -> None:
     """Items that fail, skipped or retried, are counted where they end, at every result
     and at the end, as a plain loop counts them."""
     tries: dict[int, int] = {}
@@ -338,7 +356,7 @@ async def test_counts_are_current_with_failures_over_an_async_source() -> None:
         passed = [x for x in kept if x % 2 == 0]
         return [(read, len(kept)), (len(kept), len(passed)), (len(passed), len(passed))]
 
-    async with pipe.stream(agen(range(300))) as stream:
+    async with pipe.stream(_source_of(kind, 300)) as stream:
         async for y in stream:
             read = y // 10  # the item read last is y // 10 - 1
             assert model(read) == [(s.items_in, s.items_out) for s in stream.statistics()]
@@ -367,6 +385,31 @@ async def test_counts_are_current_while_an_async_source_waits() -> None:
         gate.set()
         await consumer
     assert [100] == got
+
+
+async def test_a_list_read_item_by_item_counts_what_is_appended_and_nothing_after() -> None:
+    """Items appended to a list while fused operators read it are read and counted;
+    items appended once the run is over change no count; breaking out counts what
+    was read up to the item the consumer took last."""
+    items = list(range(10))
+    pipe: Pipeline[int, int] = map(lambda x: x) | filter(lambda x: x % 2 == 0)
+    got: list[int] = []
+    async with pipe.stream(items) as stream:
+        async for x in stream:
+            got.append(x)
+            if x == 8:
+                items.extend(range(10, 20))
+    assert list(range(0, 20, 2)) == got
+    items.extend(range(20, 30))
+    assert [(20, 20), (20, 10)] == [(s.items_in, s.items_out) for s in stream.statistics()]
+
+    items = list(range(100))
+    async with pipe.stream(items) as stream:
+        async for x in stream:
+            if x == 40:
+                break
+    items.append(100)
+    assert [(41, 41), (41, 21)] == [(s.items_in, s.items_out) for s in stream.statistics()]
 
 
 class Numbers:

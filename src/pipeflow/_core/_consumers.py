@@ -21,7 +21,7 @@ from ._lifecycle import consuming
 from ._plan import boundary_before, chain_tail, direct_tail
 from ._policies import may_send_to_a_pipe
 from ._run import Run
-from ._sources import Acknowledging
+from ._sources import SEQUENCES, Acknowledging
 from ._stream_stage import StreamChain
 
 __all__ = ["consumer_for", "iterate", "iterate_chain"]
@@ -65,7 +65,12 @@ def consumer_for(run: Run, *, timed: bool) -> AsyncGenerator[Any, None]:
         op = p._fused_op()
         assert op is not None, "direct_tail() found fusable stages"
         kinds.append(op[1])
-    return direct_consumer(tuple(kinds), async_source=by_item and tail == 0)(run, tail)
+    whole = tail == 0 and not dead_letters
+    return direct_consumer(
+        tuple(kinds),
+        async_source=by_item and tail == 0,
+        sequence=whole and type(source) in SEQUENCES,
+    )(run, tail)
 
 
 async def iterate(

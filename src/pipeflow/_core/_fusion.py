@@ -46,7 +46,7 @@ __all__ = ["DirectRun", "FusedOps", "direct_consumer", "fused_stage"]
 Runner = Callable[[Any, Any, tuple[Any, ...], list[int]], tuple[int, Exception, Any] | None]
 
 _runners: dict[tuple[Kind, ...], Runner] = {}
-_consumers: dict[tuple[tuple[Kind, ...], bool], Callable[..., AsyncGenerator[Any, None]]] = {}
+_consumers: dict[tuple[tuple[Kind, ...], bool, bool], Callable[..., AsyncGenerator[Any, None]]] = {}
 
 
 _RUNNER = """\
@@ -138,7 +138,7 @@ _ASYNC_CONSUMER = _consumer(
     """\
         recover, failed, passes, skips = ops.recover, ops.failed, ops.passes, ops.skips
         out = {drops_zero}0.0
-        ops.live = lambda: (out, ({drops}))
+        ops.live = lambda: (out + {drops_sum}sum(failed), ({drops}))
         async for v0 in it:
             try:
                 {steps}
@@ -150,6 +150,32 @@ _ASYNC_CONSUMER = _consumer(
                 continue
             out += 1.0
             yield {result}
+""",
+)
+
+# The same over a list, tuple or range, read with ``for``: iterating the sequence
+# itself touches each item once, where slices of it are copies, touched again as
+# they are made and freed. The items read need no counter: the iterator's position
+# says how many (``length_hint`` counts what is left of the sequence as it is now;
+# once it is used up, its length at that moment is kept).
+_SEQUENCE_CONSUMER = _consumer(
+    "it, ops = run.open(tail, items=True)",
+    """\
+        recover, failed, passes, skips = ops.recover, ops.failed, ops.passes, ops.skips
+        seq, read = run.source, -1
+        {drops_zero}0.0
+        ops.live = lambda: (len(seq) - length_hint(it) if read < 0 else read, ({drops}))
+        for v0 in it:
+            try:
+                {steps}
+            except Exception as e:
+                s = stage_of_line[e.__traceback__.tb_lineno]
+                failed[s] += 1
+                for x in await recover(s, e, {failed_input}, passes, skips):
+                    yield x
+                continue
+            yield {result}
+        read = len(seq)
 """,
 )
 
@@ -196,6 +222,7 @@ def _generate(template: str, kinds: tuple[Kind, ...], *, live: bool = False) -> 
         "failed_input": f"({', '.join(f'v{i}' for i in inputs)},)[s]",
         "drops_zero": "".join(f"d{k} = " for k in filters),
         "drops": "".join(f"d{k}, " for k in filters),
+        "drops_sum": "".join(f"d{k} + " for k in filters),
     }
     lines: list[str] = []
     stage_of_line: dict[int, int] = {}
@@ -257,8 +284,9 @@ class FusedOps:
         self.runners = [compile_runner(tuple(kinds[k:])) for k in range(n)]
         self.fn_tails = [tuple(fns[k:]) for k in range(n)]
         #: Live counters, for a consumer that reads its source item by item
-        #: (``_ASYNC_CONSUMER``): ``live()`` gives the items yielded and, per
-        #: filter, those dropped on the loop's main path; per operator, the items
+        #: (``_ASYNC_CONSUMER``, ``_SEQUENCE_CONSUMER``): ``live()`` gives the
+        #: items read and, per filter, those dropped on the loop's main path; per
+        #: operator, the items
         #: that failed there (``failed``), and of those, the ones a filter passed
         #: and the ones that did not come out (``passes``, ``skips``).
         #: ``flush`` counts what is new.
@@ -344,12 +372,12 @@ class FusedOps:
         items ``recover`` passes come on top.
         """
         assert self.live is not None
-        out, drops = self.live()
+        read, drops = self.live()
         filters = [k for k, kind in enumerate(self.kinds) if kind is Kind.FILTER]
         dropped = [0] * len(self.kinds)
         for k, d in zip(filters, drops, strict=True):
             dropped[k] = int(d)
-        seen = int(out) + sum(dropped) + sum(self.failed)
+        seen = int(read)
         passes = self.passes.copy()
         reaching = seen
         for k, kind in enumerate(self.kinds):
@@ -421,7 +449,7 @@ class DirectRun(ClosingRun, Protocol):
 
 
 def direct_consumer(
-    kinds: tuple[Kind, ...], *, async_source: bool = False
+    kinds: tuple[Kind, ...], *, async_source: bool = False, sequence: bool = False
 ) -> Callable[[DirectRun, int], AsyncGenerator[Any, None]]:
     """The async generator a consumer iterates when fused operators of these kinds
     end the pipeline: it runs the operators and yields each result as it comes.
@@ -431,13 +459,16 @@ def direct_consumer(
     ends, in the frame of ``_lifecycle.consuming`` as every consumer generator. With
     ``async_source``, the operators are the whole pipeline and it reads the
     source with ``async for`` itself, keeping the operators' counters up to date
-    item by item (``FusedOps.flush`` adds them to the metrics).
+    item by item (``FusedOps.flush`` adds them to the metrics); with ``sequence``
+    likewise, reading a list, tuple or range with ``for``.
     """
-    key = (kinds, async_source)
+    key = (kinds, async_source, sequence)
     consumer = _consumers.get(key)
     if consumer is None:
         if async_source:
             consumer = _generate(_ASYNC_CONSUMER, kinds, live=True)
+        elif sequence:
+            consumer = _generate(_SEQUENCE_CONSUMER, kinds, live=True)
         else:
             consumer = _generate(_CONSUMER, kinds)
         _consumers[key] = consumer

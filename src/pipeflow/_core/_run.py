@@ -191,7 +191,7 @@ class Run:
         self.closables.append(it)
         return it
 
-    def _open_items(self) -> tuple[AsyncIterator[Any], FusedOps | None]:
+    def _open_items(self) -> tuple[Any, FusedOps | None]:
         """``open`` for a pipeline of fused operators, or of ``process_stream``
         overrides (left in ``tail_chain``), over an async source read item by item."""
         it = self._source_items()
@@ -204,11 +204,17 @@ class Run:
         self.stats.stages[0].live.append(ops.flush)
         return it, ops
 
-    def _source_items(self) -> AsyncIterator[Any]:
-        """The async source's iterator, to be read item by item, closed at the end."""
-        it = self.source.__aiter__()
-        self.closables.append(SourceCloser(it, self.source))
-        return as_aiter(it)
+    def _source_items(self) -> Any:
+        """The source's iterator, to be read item by item, closed at the end: an
+        async iterator, or an iterator of a list, tuple or range."""
+        source = self.source
+        if not hasattr(source, "__aiter__"):
+            it = iter(source)
+            self.closables.append(SourceCloser(it, source))
+            return it
+        ait = source.__aiter__()
+        self.closables.append(SourceCloser(ait, source))
+        return as_aiter(ait)
 
     def _source_chunks(self, tail: int) -> AsyncIterator[Chunk]:
         """The source read in chunks, as the first stages like it best."""

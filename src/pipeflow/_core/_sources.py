@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ._buffer import ChunkBuffer
 
 __all__ = [
+    "SEQUENCES",
     "Acknowledging",
     "AsyncClosable",
     "Pausable",
@@ -207,7 +208,7 @@ def source_chunks(
             close=SourceCloser(it, source, close=close).aclose,
         )
     items: Any = source
-    if type(source) in _SLICEABLE:
+    if type(source) in SEQUENCES:
         size = SLICE_CHUNK if long_slices or not lists else MAX_CHUNK
         chunks = _sequence_chunks(source, lists, size, room)
     else:
@@ -235,7 +236,9 @@ async def _closing(
             await closer.aclose()
 
 
-_SLICEABLE = (list, tuple, range)
+#: The sources that are sliced rather than iterated (or iterated with ``for``
+#: by a consumer generator that reads them item by item).
+SEQUENCES = (list, tuple, range)
 #: Items per slice of a ``list``, ``tuple`` or ``range`` read by a direct consumer.
 SLICE_CHUNK = 16 * MAX_CHUNK
 
