@@ -299,12 +299,12 @@ async def test_process_stream_stage_feeds_the_next_stage_in_chunks() -> None:
 
 def _source_of(kind: str, n: int) -> Any:
     """The ints ``0..n-1`` from a source of the given kind."""
-    return {
-        "async": lambda: agen(range(n)),
-        "list": lambda: list(range(n)),
-        "tuple": lambda: tuple(range(n)),
-        "range": lambda: range(n),
-    }[kind]()
+    items = range(n)
+    if kind == "async":
+        return agen(items)
+    if kind == "list":
+        return list(items)
+    return tuple(items) if kind == "tuple" else items
 
 
 _ITEM_SOURCES = ["async", "list", "tuple", "range"]
