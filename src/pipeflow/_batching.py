@@ -25,6 +25,7 @@ from ._core._timed import Step, TimedStage
 if TYPE_CHECKING:
     from ._core._buffer import Chunk
     from ._core._config import BackpressureConfig
+    from ._core._stage import BatchStep
     from ._core._stages import StageContext
 
 __all__ = ["BatchStreamPipe"]
@@ -167,15 +168,14 @@ class BatchStreamPipe(StreamPipe[In, Out]):
         return self.weight is None and not self._overrides_process_stream()
 
     @property
-    def _reads_source(self) -> bool:
-        # Batches by count alone: appending each item as it comes costs less than
-        # cutting batches from the chunks a reader collects (``run_items``).
-        return self._takes_slices and self.max_wait is None and self.config is None
+    def _batches_by_count(self) -> int | None:
+        # Batches by count alone, with no buffer of their own.
+        if self._takes_slices and self.max_wait is None and self.config is None:
+            return self.batch_size
+        return None
 
-    def _open_source(
-        self, it: AsyncIterator[Any], ctx: StageContext
-    ) -> AsyncGenerator[Chunk, None]:
-        return _BatchRun(self, ctx).run_items(it)
+    def _batch_step(self, ctx: StageContext) -> BatchStep:
+        return _BatchRun(self, ctx).process_one
 
     def _open(self, up: AsyncIterator[Chunk], ctx: StageContext) -> AsyncGenerator[Chunk, None]:
         run = _BatchRun(self, ctx)
@@ -322,6 +322,22 @@ class _BatchRun(TimedStage):
                 stats.record_chunk(len(out), started, self.ctx.clock.monotonic(), len(batches))
         return out, None
 
+    async def process_one(self, batch: list[Any]) -> tuple[list[Any], StreamError | None]:
+        """``process([batch])`` in an untimed run, with less work per batch."""
+        call = self.pipe.process_batch
+        token = _running.set(self.ctx)
+        try:
+            result = await call(batch)
+        except Exception as exc:
+            out: list[Any] = []
+            error = await self._recover(call, batch, exc, out)
+            self.ctx.stats.items_out += len(out)
+            return out, error
+        finally:
+            _running.reset(token)
+        self.ctx.stats.items_out += 1
+        return [result], None
+
     async def _recover(
         self,
         call: Callable[[list[Any]], Awaitable[Any]],
@@ -456,63 +472,6 @@ class _BatchRun(TimedStage):
             last = mark
             yield out, since if pending else mark
         self.pending, self.since, self.mark = pending, since, last
-        out, acked, error = await self.on_end()
-        yield out, acked
-        if error is not None:
-            raise error
-
-    async def run_items(self, it: AsyncIterator[Any]) -> AsyncGenerator[Chunk, None]:
-        """``run_counted`` over the source's own iterator: each item is appended to
-        the pending batch as it comes, and each full batch processed at once.
-
-        ``items_in`` moves a batch at a time; the items of the pending batch are
-        added by a ``StageStats.live`` flush, so the metrics and the count of
-        what was read stay exact whenever they are read.
-        """
-        ctx = self.ctx
-        stats = ctx.stats
-        size = self.pipe.batch_size
-        call = self.pipe.process_batch
-        recover = self._recover
-        pending: list[Any] = []
-        shown = 0  # items of the pending batch already in items_in
-
-        def flush() -> None:
-            nonlocal shown
-            stats.items_in += len(pending) - shown
-            shown = len(pending)
-
-        stats.live.append(flush)
-        stats.held = lambda: len(pending)
-        read = 0  # items read before the pending batch
-        append = pending.append
-        async for x in it:
-            append(x)
-            if len(pending) < size:
-                continue
-            batch = pending
-            pending = []
-            append = pending.append
-            stats.items_in += size - shown
-            shown = 0
-            out: list[Any] = []
-            error: StreamError | None = None
-            token = _running.set(ctx)
-            try:
-                out.append(await call(batch))
-            except Exception as exc:
-                error = await recover(call, batch, exc, out)
-            finally:
-                _running.reset(token)
-            stats.items_out += len(out)
-            if error is not None:
-                yield out, read
-                raise error
-            del batch  # freed while its items are still in the cache
-            read += size
-            yield out, read
-        flush()
-        self.pending, self.since, self.mark = pending, read, read + len(pending)
         out, acked, error = await self.on_end()
         yield out, acked
         if error is not None:

@@ -850,11 +850,11 @@ async def test_a_first_batcher_takes_a_sequence_in_long_slices_with_the_same_res
     assert (n, len(batches)) == (stats.items_in, stats.items_out)
 
 
-async def test_a_first_batcher_reads_a_plain_async_source_item_by_item() -> None:
-    """A batcher by count that is first, with no buffer anywhere, reads a plain
-    async source itself: each batch goes out when its last item arrives, the
-    counts are exact at every result and while the source waits, and breaking out
-    closes the source and counts what the pending batch held."""
+async def test_a_batcher_alone_reads_a_plain_async_source_item_by_item() -> None:
+    """A batcher by count that is the whole pipeline reads a plain async source
+    item by item: each batch goes out when its last item arrives, the counts are
+    exact at every result and while the source waits, and breaking out closes the
+    source."""
     gate = asyncio.Event()
     waiting = asyncio.Event()
     source_log: list[str] = []
@@ -870,8 +870,7 @@ async def test_a_first_batcher_reads_a_plain_async_source_item_by_item() -> None
         finally:
             source_log.append("closed")
 
-    pipe = batcher(3) | pmap(sum, name="sum")
-    async with pipe.stream(source()) as results:
+    async with SumBatch(3).stream(source()) as results:
         got: list[int] = []
 
         async def take() -> None:
@@ -893,7 +892,7 @@ async def test_a_first_batcher_reads_a_plain_async_source_item_by_item() -> None
         await consumer
     assert [sum(range(i, i + 3)) for i in range(0, 60, 3)] == got
     assert ["closed"] == source_log
-    assert [(60, 20), (20, 20)] == [(s.items_in, s.items_out) for s in results.statistics()]
+    assert [(60, 20)] == [(s.items_in, s.items_out) for s in results.statistics()]
 
 
 async def test_a_batcher_reading_the_source_reports_its_pending_batch_when_cancelled(
@@ -956,3 +955,20 @@ async def test_a_failed_batch_from_a_plain_async_source_ends_the_stream_after_ea
     assert [True] == closed
     [stats] = stream.statistics()
     assert (9, 2, 1) == (stats.items_in, stats.items_out, stats.errors)
+
+
+async def test_a_failed_last_batch_read_item_by_item_is_not_counted_as_held(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The last, shorter batch of a plain async source fails under "raise": the
+    earlier batches are delivered, the error says which batch, and its items are
+    not reported as held in a partial batch (they were processed)."""
+    stream = SumBatch(4, bad=9).stream(agen(range(10)))
+    got: list[int] = []
+    with pytest.raises(StreamError) as info:
+        await collect_until_error(stream, got)
+    assert [6, 22] == got
+    assert [8, 9] == info.value.item
+    [stats] = stream.statistics()
+    assert (10, 2, 1) == (stats.items_in, stats.items_out, stats.errors)
+    assert "partial batches" not in caplog.text

@@ -1,10 +1,12 @@
-"""The consumer generators written by hand, and the choice among all four.
+"""The consumer generators written by hand, and the choice among them all.
 
 A consumer generator is what the consumer's ``async for`` iterates: it runs the
 last segment of the pipeline in the consumer's task and yields its results.
 Each runs in the frame of ``_lifecycle.consuming``. :func:`consumer_for` picks:
 
 - :func:`iterate_chain`, when ``process_stream`` overrides end the pipeline;
+- :func:`iterate_batches`, when one batcher by count is the whole pipeline and
+  reads an async source item by item;
 - ``_fusion.direct_consumer``, when fused operators end it (compiled per shape);
 - :func:`iterate`, otherwise, and for a timed run, whose counters move a chunk
   at a time; ``chunked`` for ``Stream.chunks()``.
@@ -24,7 +26,7 @@ from ._run import Run
 from ._sources import SEQUENCES, Acknowledging
 from ._stream_stage import StreamChain
 
-__all__ = ["consumer_for", "iterate", "iterate_chain"]
+__all__ = ["consumer_for", "iterate", "iterate_batches", "iterate_chain"]
 
 
 def consumer_for(run: Run, *, timed: bool) -> AsyncGenerator[Any, None]:
@@ -48,16 +50,9 @@ def consumer_for(run: Run, *, timed: bool) -> AsyncGenerator[Any, None]:
             check_dead_letters=dead_letters,
             items=by_item and chain == 0 and not boundary_before(stages, 0),
         )
-    # A first stage that would read the source itself (batches by count) does so
-    # where no buffer stands anywhere: nothing else needs the source's chunks then
-    # (their idle time, the read-ahead bound).
-    run.first_reads_items = (
-        by_item
-        and not timed
-        and bool(stages)
-        and stages[0]._reads_source
-        and not any(boundary_before(stages, i) for i in range(len(stages)))
-    )
+    size = stages[0]._batches_by_count if stages else None
+    if size is not None and len(stages) == 1 and by_item and not timed:
+        return iterate_batches(run, size)
     if tail is None:
         return iterate(run)
     kinds = []
@@ -84,8 +79,6 @@ async def iterate(
     """
     if run.started:
         return
-    if chunked:  # results at hand go on together: the source is read in chunks
-        run.first_reads_items = False
     async with consuming(run):
         up, _ = run.open(len(run.stages))
         clock = run.clock
@@ -169,6 +162,65 @@ async def iterate_chain(
             flush()
         run.flush()  # the chain's own counts, read item by item, into final_mark too
         run.delivered(chain.final_mark)
+
+
+async def iterate_batches(run: Run, size: int) -> AsyncGenerator[Any, None]:
+    """The consumer generator when one batcher by count is the whole pipeline
+    (``Stage._batches_by_count``): it reads the async source item by item,
+    appends each item to the pending batch, and processes the batch as its last
+    item arrives, as a hand-written batching generator would.
+
+    ``items_in`` moves a batch at a time; the items of the pending batch are
+    added by a ``StageStats.live`` flush, so the metrics and the count of what
+    was read are exact whenever they are read.
+    """
+    if run.started:
+        return
+    async with consuming(run):
+        it, _ = run.open(0, items=True)
+        step = run.batch_step
+        assert step is not None, "the batcher's step"
+        stats = run.stats.stages[0]
+        delivered = run.delivered
+        pending: list[Any] = []
+        shown = 0  # items of the pending batch already in items_in
+
+        def flush() -> None:
+            nonlocal shown
+            stats.items_in += len(pending) - shown
+            shown = len(pending)
+
+        stats.live.append(flush)
+        stats.held = lambda: len(pending)
+        read = 0  # items in the batches processed
+        append = pending.append
+        async for x in it:
+            append(x)
+            if len(pending) < size:
+                continue
+            batch = pending
+            pending = []
+            append = pending.append
+            stats.items_in += size - shown
+            shown = 0
+            out, error = await step(batch)
+            del batch  # freed while its items are still in the cache
+            for y in out:
+                yield y
+            if error is not None:
+                raise error
+            read += size
+            delivered(read)
+        flush()
+        if pending:  # the last batch, shorter
+            batch, pending, shown = pending, [], 0
+            out, error = await step(batch)
+            for y in out:
+                yield y
+            if error is not None:
+                raise error
+            read += len(batch)
+        delivered(read)
 
 
 def _split(items: list[Any], limit: int) -> Iterable[list[Any]]:

@@ -26,7 +26,7 @@ from ._stream_stage import ProcessStream
 if TYPE_CHECKING:
     from ._buffer import Chunk
     from ._clock import Clock
-    from ._stage import FusedOp
+    from ._stage import BatchStep, FusedOp
     from ._stats import StatsSink
     from ._stop import StopEvent
 
@@ -350,12 +350,12 @@ class StreamPipe(Pipeable[In, Out]):
         return False
 
     @property
-    def _reads_source(self) -> bool:
-        """No: a pipe takes its input in chunks (batches by count say yes)."""
-        return False
+    def _batches_by_count(self) -> int | None:
+        """No: a pipe is no batcher (``BatchStreamPipe`` by count alone is)."""
+        return None
 
-    def _open_source(self, it: AsyncIterator[Any], ctx: StageContext) -> AsyncIterator[Chunk]:
-        msg = f"{type(self).__name__} reads its input in chunks, not from the source itself"
+    def _batch_step(self, ctx: StageContext) -> BatchStep:
+        msg = f"{type(self).__name__} does not process its input in batches"
         raise TypeError(msg)
 
     @property

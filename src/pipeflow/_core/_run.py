@@ -39,7 +39,7 @@ from ._sources import (
     close_source,
     source_chunks,
 )
-from ._stage import Stage
+from ._stage import BatchStep, Stage
 from ._stages import StageContext
 from ._stats import RunStats, StageStats, StatsSink
 from ._stop import StoppingSource
@@ -64,6 +64,7 @@ class Run:
         "_acked",
         "_calls",
         "_last_mark",
+        "batch_step",
         "bulk",
         "clock",
         "closables",
@@ -71,7 +72,6 @@ class Run:
         "dead_letters",
         "delivering",
         "ended",
-        "first_reads_items",
         "reading",
         "source",
         "source_idle",
@@ -122,9 +122,9 @@ class Run:
         self.bulk = False
         #: An iterator over the chunk the consumer is being given.
         self.delivering: Iterator[Any] | None = None
-        #: Whether the first stage reads the async source item by item itself
-        #: (``Stage._open_source``): set by the consumer generator that allows it.
-        self.first_reads_items = False
+        #: The batcher by count that is the whole pipeline, for the consumer's
+        #: generator to run over the source read item by item (``iterate_batches``).
+        self.batch_step: BatchStep | None = None
         #: The process_stream overrides the consumer's generator chains itself.
         self.tail_chain: list[tuple[ProcessStream, StageContext]] = []
         #: The source, when it is read until a stop (``stop=``).
@@ -143,16 +143,15 @@ class Run:
         back for them, and when there are none. With ``items`` the fused
         operators or the overrides are the whole pipeline, and what comes back is
         the async source's own iterator, for the consumer's generator to read
-        item by item. With ``first_reads_items``, the first stage is given that
-        iterator instead of chunks (``Stage._open_source``).
+        item by item; so too for a batcher by count that is the whole pipeline
+        (its step is left in ``batch_step``).
         """
         self.started = True
         for monitor, watched in self.watchers:
             monitor.attach(watched)
         if items:
             return self._open_items()
-        source_items = self._source_items() if self.first_reads_items else None
-        up = self._track(self._source_chunks(tail)) if source_items is None else None
+        up = self._track(self._source_chunks(tail))
         segment: list[StageStats] = []
         last: StageContext | None = None  # the context of the stage before
         ops = None
@@ -162,24 +161,18 @@ class Run:
                 pipe, stats = self.stages[i], self.stats.stages[i]
                 buffer = None
                 if i == group.start and group.boundary:
-                    assert up is not None, "no buffer where the first stage reads the source"
                     buffer = self._boundary(pipe, stats, up, segment, last)
                     up = self._track(buffer.chunks())
                     segment = []
                 segment.append(stats)
                 last = self._context(pipe, stats, buffer)
                 members.append((pipe, last))
-            if up is None:  # the first stage reads the source itself
-                assert source_items is not None, "no source to read"
-                ((pipe, ctx),) = members
-                up = self._track(pipe._open_source(source_items, ctx))
-            elif group.how is not How.TAIL:
+            if group.how is not How.TAIL:
                 up = self._track(_build(group.how, members, up))
             elif members[0][0]._process_stream_fn() is not None:
                 self.tail_chain = process_streams(members)
             else:
                 ops = fused_ops(members)
-        assert up is not None, "the first stage reads the source itself"
         self.consumer_segment = segment
         return up, ops
 
@@ -192,11 +185,16 @@ class Run:
         return it
 
     def _open_items(self) -> tuple[Any, FusedOps | None]:
-        """``open`` for a pipeline of fused operators, or of ``process_stream``
-        overrides (left in ``tail_chain``), over an async source read item by item."""
+        """``open`` for a pipeline of fused operators, of ``process_stream``
+        overrides (left in ``tail_chain``) or of one batcher by count (its step
+        left in ``batch_step``), over a source read item by item."""
         it = self._source_items()
         pairs = zip(self.stages, self.stats.stages, strict=True)
         members = [(p, self._context(p, s)) for p, s in pairs]
+        if self.stages[0]._batches_by_count is not None:
+            ((pipe, ctx),) = members
+            self.batch_step = pipe._batch_step(ctx)
+            return it, None
         if self.stages[0]._process_stream_fn() is not None:
             self.tail_chain = process_streams(members)
             return it, None

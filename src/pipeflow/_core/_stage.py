@@ -17,21 +17,25 @@ Every member is read while a run is planned and opened, never per item.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from ._buffer import Chunk
     from ._config import BackpressureConfig
+    from ._errors import StreamError
     from ._policies import ErrorPolicy
     from ._stages import Kind, StageContext
     from ._stats import StatsSink
     from ._stream_stage import ProcessStream
 
-__all__ = ["Composition", "FusedOp", "Stage"]
+__all__ = ["BatchStep", "Composition", "FusedOp", "Stage"]
 
 #: A stage the engine may fuse: its sync function, and how a result becomes output.
 FusedOp = tuple[Callable[[Any], Any], "Kind"]
+#: A batcher's processing of one batch: its results, and the error that must end
+#: the stream after them, if any.
+BatchStep = Callable[[list[Any]], Awaitable[tuple[list[Any], "StreamError | None"]]]
 
 
 @runtime_checkable
@@ -94,12 +98,12 @@ class Stage(Protocol):
         ...
 
     @property
-    def _reads_source(self) -> bool:
-        """Whether, first in a pipeline with no buffer anywhere, in an untimed run
-        over an async source that takes no acknowledgements, the stage would read
-        that source item by item itself (``_open_source``) rather than in chunks:
-        for a stage whose loop over single items costs less than cutting chunks.
-        Only for a stage that is neither fused nor chained."""
+    def _batches_by_count(self) -> int | None:
+        """The batch size, if running the stage is exactly: cut the input into
+        consecutive lists of that many items (the last one shorter), in order,
+        and pass each to the stage's ``_batch_step``. The engine may then run a
+        stage that is the whole pipeline over a source it reads item by item,
+        in the consumer's own generator. ``None``: the stage is not one."""
         ...
 
     def _fused_op(self) -> FusedOp | None:
@@ -138,13 +142,13 @@ class Stage(Protocol):
         """
         ...
 
-    def _open_source(self, it: AsyncIterator[Any], ctx: StageContext) -> AsyncIterator[Chunk]:
-        """``_open`` for a stage whose ``_reads_source`` the engine took up: ``it``
-        is the source's own async iterator. Each output chunk's mark counts the
-        items read whose results are all in this or earlier chunks; the stage's
-        ``items_in`` must count every item read (a ``StageStats.live`` flush may
-        bring it up to date). The engine closes ``it`` after the stage's loop.
-        Called once per run, instead of ``_open``.
+    def _batch_step(self, ctx: StageContext) -> BatchStep:
+        """For a stage with ``_batches_by_count``: the function that processes one
+        batch in the run ``ctx`` belongs to, an untimed one. It returns the batch's results, and
+        the error that must end the stream after them (the policy gave up on the
+        batch or an item of it); it counts the results and the failures into
+        ``ctx.stats``, the engine the items in. Called once per run, instead of
+        ``_open``.
         """
         ...
 
