@@ -38,6 +38,29 @@ async def agen(items: Iterable[T]) -> AsyncIterator[T]:
         yield x
 
 
+class GatedSource:
+    """An async source of the ints ``0..n-1`` that hands over the first ``first``
+    at once, then sets ``waiting`` and waits for ``gate`` before the rest;
+    ``closed`` once it has ended or been closed."""
+
+    def __init__(self, first: int, n: int) -> None:
+        self.first, self.n = first, n
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+        self.closed = False
+
+    async def items(self) -> AsyncIterator[int]:
+        try:
+            for x in range(self.first):
+                yield x
+            self.waiting.set()
+            await self.gate.wait()
+            for x in range(self.first, self.n):
+                yield x
+        finally:
+            self.closed = True
+
+
 async def without_deadlock(
     coro: Coroutine[Any, Any, T], clock: VirtualClock, *, watchdog: float = 1e6
 ) -> T:

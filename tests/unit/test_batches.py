@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import agen, collect, collect_timed, collect_until_error
+from helpers import GatedSource, agen, collect, collect_timed, collect_until_error
 from pipeflow.monitoring import StreamMonitor
 from pipeflow.streams import (
     BackpressureConfig,
@@ -855,22 +855,8 @@ async def test_a_batcher_alone_reads_a_plain_async_source_item_by_item() -> None
     item by item: each batch goes out when its last item arrives, the counts are
     exact at every result and while the source waits, and breaking out closes the
     source."""
-    gate = asyncio.Event()
-    waiting = asyncio.Event()
-    source_log: list[str] = []
-
-    async def source() -> AsyncIterator[int]:
-        try:
-            for x in range(40):
-                yield x
-            waiting.set()
-            await gate.wait()
-            for x in range(40, 100):
-                yield x
-        finally:
-            source_log.append("closed")
-
-    async with SumBatch(3).stream(source()) as results:
+    source = GatedSource(40, 100)
+    async with SumBatch(3).stream(source.items()) as results:
         got: list[int] = []
 
         async def take() -> None:
@@ -884,14 +870,14 @@ async def test_a_batcher_alone_reads_a_plain_async_source_item_by_item() -> None
                     break
 
         consumer = asyncio.ensure_future(take())
-        await waiting.wait()
+        await source.waiting.wait()
         # 13 batches out, item 39 pending (and counted as read).
         stats = results.statistics()[0]
         assert (40, 13) == (stats.items_in, stats.items_out)
-        gate.set()
+        source.gate.set()
         await consumer
     assert [sum(range(i, i + 3)) for i in range(0, 60, 3)] == got
-    assert ["closed"] == source_log
+    assert source.closed
     assert [(60, 20)] == [(s.items_in, s.items_out) for s in results.statistics()]
 
 

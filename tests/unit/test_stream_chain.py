@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 import pipeflow.streams as ps
+from helpers import GatedSource
 from pipeflow.monitoring import StreamMonitor
 from pipeflow.streams import BackpressureConfig, Pipeable, StreamPipe
 from pipeflow.testing import TestSource, VirtualClock
@@ -132,23 +133,9 @@ async def test_a_chain_over_an_async_source_reads_it_item_by_item() -> None:
     are exact at every result, also while the source waits, and breaking out
     closes the source and every generator."""
     log = Log()
-    gate = asyncio.Event()
-    waiting = asyncio.Event()
-    source_log: list[str] = []
-
-    async def source() -> AsyncIterator[int]:
-        try:
-            for x in range(40):
-                yield x
-            waiting.set()
-            await gate.wait()
-            for x in range(40, 100):
-                yield x
-        finally:
-            source_log.append("closed")
-
+    source = GatedSource(40, 100)
     pipe = Inc(log, name="inc") | KeepEven(log, name="even")
-    async with pipe.stream(source()) as results:
+    async with pipe.stream(source.items()) as results:
         got: list[int] = []
 
         async def take() -> None:
@@ -161,13 +148,13 @@ async def test_a_chain_over_an_async_source_reads_it_item_by_item() -> None:
                     break
 
         consumer = asyncio.ensure_future(take())
-        await waiting.wait()
+        await source.waiting.wait()
         stats = [(s.items_in, s.items_out) for s in results.statistics()]
         assert [(40, 40), (40, 20)] == stats  # read, though the last one is held
-        gate.set()
+        source.gate.set()
         await consumer
     assert list(range(2, 81, 2)) == got
-    assert ["closed"] == source_log
+    assert source.closed
     assert ["even", "inc"] == log.closed
 
 

@@ -133,13 +133,9 @@ _CONSUMER = _consumer(
 # kinds of count every item meets are floats, exact up to 2**53: adding to a
 # float takes one from the interpreter's free list, where an int past 256 is a
 # new object each time. ``ops.live`` reads them (closure cells) at any time.
-_ASYNC_CONSUMER = _consumer(
-    "it, ops = run.open(tail, items=True)",
-    """\
-        recover, failed, passes, skips = ops.recover, ops.failed, ops.passes, ops.skips
-        out = {drops_zero}0.0
-        ops.live = lambda: (out + {drops_sum}sum(failed), ({drops}))
-        async for v0 in it:
+# The loop body of both consumers that read item by item: an item an operator
+# fails on is counted there, and what ``recover`` makes of it is yielded.
+_ITEM_STEPS = """\
             try:
                 {steps}
             except Exception as e:
@@ -148,6 +144,18 @@ _ASYNC_CONSUMER = _consumer(
                 for x in await recover(s, e, {failed_input}, passes, skips):
                     yield x
                 continue
+"""
+
+_ASYNC_CONSUMER = _consumer(
+    "it, ops = run.open(tail, items=True)",
+    """\
+        recover, failed, passes, skips = ops.recover, ops.failed, ops.passes, ops.skips
+        out = {drops_zero}0.0
+        ops.live = lambda: (out + {drops_sum}sum(failed), ({drops}))
+        async for v0 in it:
+"""
+    + _ITEM_STEPS
+    + """\
             out += 1.0
             yield {result}
 """,
@@ -166,14 +174,9 @@ _SEQUENCE_CONSUMER = _consumer(
         {drops_zero}0.0
         ops.live = lambda: (len(seq) - length_hint(it) if read < 0 else read, ({drops}))
         for v0 in it:
-            try:
-                {steps}
-            except Exception as e:
-                s = stage_of_line[e.__traceback__.tb_lineno]
-                failed[s] += 1
-                for x in await recover(s, e, {failed_input}, passes, skips):
-                    yield x
-                continue
+"""
+    + _ITEM_STEPS
+    + """\
             yield {result}
         read = len(seq)
 """,
