@@ -23,7 +23,7 @@ from ._lifecycle import consuming
 from ._plan import boundary_before, chain_tail, direct_tail
 from ._policies import may_send_to_a_pipe
 from ._run import Run
-from ._sources import SEQUENCES, Acknowledging
+from ._sources import ITERATED, Acknowledging
 from ._stream_stage import StreamChain
 
 __all__ = ["consumer_for", "iterate", "iterate_batches", "iterate_chain"]
@@ -64,7 +64,7 @@ def consumer_for(run: Run, *, timed: bool) -> AsyncGenerator[Any, None]:
     return direct_consumer(
         tuple(kinds),
         async_source=by_item and tail == 0,
-        sequence=whole and type(source) in SEQUENCES,
+        sequence=whole and type(source) in ITERATED,
     )(run, tail)
 
 

@@ -161,7 +161,7 @@ _ASYNC_CONSUMER = _consumer(
 """,
 )
 
-# The same over a list, tuple or range, read with ``for``: iterating the sequence
+# The same over a list or tuple, read with ``for``: iterating the sequence
 # itself touches each item once, where slices of it are copies, touched again as
 # they are made and freed. The items read need no counter: the iterator's position
 # says how many (``length_hint`` counts what is left of the sequence as it is now;
@@ -463,7 +463,7 @@ def direct_consumer(
     ``async_source``, the operators are the whole pipeline and it reads the
     source with ``async for`` itself, keeping the operators' counters up to date
     item by item (``FusedOps.flush`` adds them to the metrics); with ``sequence``
-    likewise, reading a list, tuple or range with ``for``.
+    likewise, reading a list or tuple with ``for``.
     """
     key = (kinds, async_source, sequence)
     consumer = _consumers.get(key)

@@ -204,7 +204,7 @@ class Run:
 
     def _source_items(self) -> Any:
         """The source's iterator, to be read item by item, closed at the end: an
-        async iterator, or an iterator of a list, tuple or range."""
+        async iterator, or an iterator of a list or tuple."""
         source = self.source
         if not hasattr(source, "__aiter__"):
             it = iter(source)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ._buffer import ChunkBuffer
 
 __all__ = [
+    "ITERATED",
     "SEQUENCES",
     "Acknowledging",
     "AsyncClosable",
@@ -236,9 +237,12 @@ async def _closing(
             await closer.aclose()
 
 
-#: The sources that are sliced rather than iterated (or iterated with ``for``
-#: by a consumer generator that reads them item by item).
+#: The sources that are sliced rather than iterated.
 SEQUENCES = (list, tuple, range)
+#: Those a consumer generator may iterate with ``for`` instead, counting what it
+#: read by the iterator's position: not a ``range``, whose length may not fit
+#: in a C integer.
+ITERATED = (list, tuple)
 #: Items per slice of a ``list``, ``tuple`` or ``range`` read by a direct consumer.
 SLICE_CHUNK = 16 * MAX_CHUNK
 
