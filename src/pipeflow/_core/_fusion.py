@@ -289,10 +289,9 @@ class FusedOps:
         #: Live counters, for a consumer that reads its source item by item
         #: (``_ASYNC_CONSUMER``, ``_SEQUENCE_CONSUMER``): ``live()`` gives the
         #: items read and, per filter, those dropped on the loop's main path; per
-        #: operator, the items
-        #: that failed there (``failed``), and of those, the ones a filter passed
-        #: and the ones that did not come out (``passes``, ``skips``).
-        #: ``flush`` counts what is new.
+        #: operator, the items that failed there (``failed``), and of those, the
+        #: ones a filter passed and the ones that did not come out (``passes``,
+        #: ``skips``). ``flush`` counts what is new.
         self.live: Callable[[], tuple[float, tuple[float, ...]]] | None = None
         self.failed = [0] * n
         self.passes = [0] * n

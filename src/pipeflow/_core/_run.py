@@ -142,9 +142,10 @@ class Run:
         ``process_stream`` overrides are left in ``tail_chain``; ``None`` comes
         back for them, and when there are none. With ``items`` the fused
         operators or the overrides are the whole pipeline, and what comes back is
-        the async source's own iterator, for the consumer's generator to read
-        item by item; so too for a batcher by count that is the whole pipeline
-        (its step is left in ``batch_step``).
+        the source's own iterator (an async source's, or a list's or tuple's for
+        fused operators), for the consumer's generator to read item by item; so
+        too for a batcher by count that is the whole pipeline (its step is left
+        in ``batch_step``).
         """
         self.started = True
         for monitor, watched in self.watchers:

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ITERATED",
-    "SEQUENCES",
     "Acknowledging",
     "AsyncClosable",
     "Pausable",
@@ -209,7 +208,7 @@ def source_chunks(
             close=SourceCloser(it, source, close=close).aclose,
         )
     items: Any = source
-    if type(source) in SEQUENCES:
+    if type(source) in _SLICEABLE:
         size = SLICE_CHUNK if long_slices or not lists else MAX_CHUNK
         chunks = _sequence_chunks(source, lists, size, room)
     else:
@@ -238,7 +237,7 @@ async def _closing(
 
 
 #: The sources that are sliced rather than iterated.
-SEQUENCES = (list, tuple, range)
+_SLICEABLE = (list, tuple, range)
 #: Those a consumer generator may iterate with ``for`` instead, counting what it
 #: read by the iterator's position: not a ``range``, whose length may not fit
 #: in a C integer.

@@ -144,11 +144,11 @@ class Stage(Protocol):
 
     def _batch_step(self, ctx: StageContext) -> BatchStep:
         """For a stage with ``_batches_by_count``: the function that processes one
-        batch in the run ``ctx`` belongs to, an untimed one. It returns the batch's results, and
-        the error that must end the stream after them (the policy gave up on the
-        batch or an item of it); it counts the results and the failures into
-        ``ctx.stats``, the engine the items in. Called once per run, instead of
-        ``_open``.
+        batch in the run ``ctx`` belongs to (an untimed one). It returns the
+        batch's results, and the error that must end the stream after them (the
+        policy gave up on the batch or an item of it); it counts the results and
+        the failures into ``ctx.stats``, the engine the items in. Called once per
+        run, instead of ``_open``.
         """
         ...
 
