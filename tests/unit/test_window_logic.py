@@ -7,6 +7,7 @@ directly. ``|`` marks a window boundary, ``*`` an item, ``W`` the watermark.
 from __future__ import annotations
 
 import copy
+import random
 from collections.abc import Hashable
 from typing import Any
 
@@ -267,6 +268,34 @@ def test_tumbling_add_in_order_gives_what_adding_item_by_item_gives() -> None:
     for x, k, t in zip(items, keys, seconds, strict=True):
         one_by_one.add(x, k, round(t * 1e6), NO_WM)
     assert spans(one_by_one.flush()) == spans(run.flush())
+
+
+def test_tumbling_add_in_order_with_more_new_keys_than_it_looks_ahead_at() -> None:
+    """Many keys, each new in its period, in a run over two periods: the windows
+    open in the order the keys first come, and get what adding one by one gives,
+    however far apart a key's first item is from the one that opened windows."""
+    rng = random.Random(7)
+    n = 3000
+    seconds = [i / n * 2 for i in range(n)]  # two 1 s periods
+    keys = [f"k{rng.randrange(900)}" for _ in range(n)]
+    items = [f"{k}@{i}" for i, k in enumerate(keys)]
+    run, one_by_one = TumblingWindows(1_000_000), TumblingWindows(1_000_000)
+    assert n == run.add_in_order(seconds, keys, items, NO_WM)
+    for x, k, t in zip(items, keys, seconds, strict=True):
+        one_by_one.add(x, k, round(t * 1e6), NO_WM)
+    assert spans(one_by_one.flush()) == spans(run.flush())
+
+
+def test_tumbling_add_in_order_stops_at_an_unhashable_key_far_into_the_run() -> None:
+    """An unhashable key far from where windows were opened stops the run there at
+    the latest: what went in is exactly the items before the count returned."""
+    keys: list[Any] = [f"k{i}" for i in range(600)]
+    keys[500] = []
+    items = [f"x{i}" for i in range(600)]
+    logic = TumblingWindows(1_000_000)
+    took = logic.add_in_order([0.001 * i for i in range(600)], keys, items, NO_WM)
+    assert took <= 500
+    assert sorted(items[:took]) == sorted(x for w in logic.flush() for x in w)
 
 
 def test_tumbling_add_in_order_takes_nothing_when_the_first_window_has_fired() -> None:

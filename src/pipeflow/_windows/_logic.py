@@ -333,11 +333,13 @@ class TumblingWindows:
                 return len(keys) - length_hint(keys_left) - 1  # map() stopped at that key
             except KeyError:
                 # map() stopped at the first key without a window: open the windows
-                # of the keys from there on that have none (in the order they come),
-                # then go on with that key's item.
+                # of the keys soon after it that have none (in the order they come),
+                # then go on with that key's item. A key further on that has none
+                # stops map() again; looking no further saves a pass over the rest.
                 at = len(keys) - length_hint(keys_left) - 1
                 try:
-                    new = [k for k in dict.fromkeys(keys[at:]) if k not in group]
+                    ahead = dict.fromkeys(keys[at : at + _LOOK_AHEAD])
+                    new = [k for k in ahead if k not in group]
                 except TypeError:
                     return at
                 if group is _NO_WINDOWS:
@@ -407,6 +409,8 @@ _NO_WINDOWS: dict[Hashable, Window[Any]] = {}
 _new_list = list.__new__
 #: Runs an iterator to its end at C speed, keeping nothing.
 _consume: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend
+#: How many keys ``_add_run`` looks at for windows to open at once.
+_LOOK_AHEAD = 256
 
 
 class SlidingWindows:
