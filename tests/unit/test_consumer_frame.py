@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from pipeflow._core import _run
-from pipeflow._core._consumers import iterate, iterate_chain
+from pipeflow._core._consumers import iterate, iterate_batches, iterate_chain
 from pipeflow._core._fusion import direct_consumer
 from pipeflow._core._lifecycle import consuming
 from pipeflow._core._stages import Kind
-from pipeflow.streams import BackpressureConfig, Pipeable, Stream, StreamPipe, map
+from pipeflow.streams import BackpressureConfig, BatchStreamPipe, Pipeable, Stream, StreamPipe, map
 
 # -- the frame alone -------------------------------------------------------------
 
@@ -185,7 +185,13 @@ CONSUMERS: dict[str, tuple[Callable[[], Pipeable[int, int]], bool, bool, Any]] =
         lambda: map(inc),
         False,
         False,
-        code_of(direct_consumer((Kind.MAP,), async_source=True)),
+        code_of(direct_consumer((Kind.MAP,), reads="async")),
+    ),
+    "batches, over items": (
+        lambda: BatchStreamPipe[int, int](3),
+        False,
+        False,
+        code_of(iterate_batches),
     ),
 }
 
@@ -277,3 +283,19 @@ async def test_on_a_cancellation_every_consumer_closes_the_run(name: str, told: 
         await task
     assert ["close(CancelledError)"] == told
     assert source.closed
+
+
+@pytest.mark.parametrize("leave", [False, True])
+async def test_the_consumer_reading_a_list_ends_or_breaks_in_the_frame(
+    leave: bool, told: list[str]
+) -> None:
+    """Fused operators over a list read it themselves, in the frame: read to the
+    end, ``end()`` then ``close``; broken out of, ``close`` is told ``GeneratorExit``."""
+    stream = map(inc).stream([1, 2, 3])
+    consumer: Any = stream._agen
+    assert code_of(direct_consumer((Kind.MAP,), reads="sequence")) is consumer.ag_code
+    async with stream:
+        async for _ in stream:
+            if leave:
+                break
+    assert (["close(GeneratorExit)"] if leave else ["end", "close(NoneType)"]) == told

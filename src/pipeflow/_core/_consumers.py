@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 
 from ._buffer import MAX_CHUNK
-from ._fusion import direct_consumer
+from ._fusion import Reads, direct_consumer
 from ._lifecycle import consuming
 from ._plan import boundary_before, chain_tail, direct_tail
 from ._policies import may_send_to_a_pipe
@@ -60,12 +60,13 @@ def consumer_for(run: Run, *, timed: bool) -> AsyncGenerator[Any, None]:
         op = p._fused_op()
         assert op is not None, "direct_tail() found fusable stages"
         kinds.append(op[1])
-    whole = tail == 0 and not dead_letters
-    return direct_consumer(
-        tuple(kinds),
-        async_source=by_item and tail == 0,
-        sequence=whole and type(source) in ITERATED,
-    )(run, tail)
+    reads: Reads = "chunks"
+    if tail == 0 and not dead_letters:  # the operators are the whole pipeline
+        if by_item:
+            reads = "async"
+        elif type(source) in ITERATED:
+            reads = "sequence"
+    return direct_consumer(tuple(kinds), reads=reads)(run, tail)
 
 
 async def iterate(

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from operator import length_hint
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ._errors import StreamError
 from ._lifecycle import ClosingRun, consuming
@@ -40,13 +40,13 @@ from ._stages import Kind, StageContext, call_once
 if TYPE_CHECKING:
     from ._buffer import Chunk
 
-__all__ = ["DirectRun", "FusedOps", "direct_consumer", "fused_stage"]
+__all__ = ["DirectRun", "FusedOps", "Reads", "direct_consumer", "fused_stage"]
 
 # run(it, ap, fns, passes) -> None, or (operator index, exception, its input)
 Runner = Callable[[Any, Any, tuple[Any, ...], list[int]], tuple[int, Exception, Any] | None]
 
 _runners: dict[tuple[Kind, ...], Runner] = {}
-_consumers: dict[tuple[tuple[Kind, ...], bool, bool], Callable[..., AsyncGenerator[Any, None]]] = {}
+_consumers: dict[tuple[tuple[Kind, ...], Reads], Callable[..., AsyncGenerator[Any, None]]] = {}
 
 
 _RUNNER = """\
@@ -125,14 +125,6 @@ _CONSUMER = _consumer(
 """,
 )
 
-# Reading an async source item by item, keeping the counters up to date as it
-# goes: there are no chunks to count by. Each item is counted once, where it ends
-# on the main path: yielded (``out``), dropped by filter k (``d{k}``) or failed
-# at operator s (``failed[s]``, then ``recover`` counts what it does with the
-# item in ``passes`` and ``skips``); ``FusedOps.flush`` derives the rest. The two
-# kinds of count every item meets are floats, exact up to 2**53: adding to a
-# float takes one from the interpreter's free list, where an int past 256 is a
-# new object each time. ``ops.live`` reads them (closure cells) at any time.
 # The loop body of both consumers that read item by item: an item an operator
 # fails on is counted there, and what ``recover`` makes of it is yielded.
 _ITEM_STEPS = """\
@@ -146,6 +138,14 @@ _ITEM_STEPS = """\
                 continue
 """
 
+# Reading an async source item by item, keeping the counters up to date as it
+# goes: there are no chunks to count by. Each item is counted once, where it ends
+# on the main path: yielded (``out``), dropped by filter k (``d{k}``) or failed
+# at operator s (``failed[s]``, then ``recover`` counts what it does with the
+# item in ``passes`` and ``skips``); ``FusedOps.flush`` derives the rest. The two
+# kinds of count every item meets are floats, exact up to 2**53: adding to a
+# float takes one from the interpreter's free list, where an int past 256 is a
+# new object each time. ``ops.live`` reads them (closure cells) at any time.
 _ASYNC_CONSUMER = _consumer(
     "it, ops = run.open(tail, items=True)",
     """\
@@ -181,6 +181,14 @@ _SEQUENCE_CONSUMER = _consumer(
         read = len(seq)
 """,
 )
+
+#: What a direct consumer reads: chunks, or the source item by item.
+Reads = Literal["chunks", "async", "sequence"]
+_TEMPLATES: dict[Reads, str] = {
+    "chunks": _CONSUMER,
+    "async": _ASYNC_CONSUMER,
+    "sequence": _SEQUENCE_CONSUMER,
+}
 
 
 def _generate(template: str, kinds: tuple[Kind, ...], *, live: bool = False) -> Any:
@@ -451,27 +459,23 @@ class DirectRun(ClosingRun, Protocol):
 
 
 def direct_consumer(
-    kinds: tuple[Kind, ...], *, async_source: bool = False, sequence: bool = False
+    kinds: tuple[Kind, ...], *, reads: Reads = "chunks"
 ) -> Callable[[DirectRun, int], AsyncGenerator[Any, None]]:
     """The async generator a consumer iterates when fused operators of these kinds
     end the pipeline: it runs the operators and yields each result as it comes.
 
     Called as ``consumer(run, tail)``, where ``tail`` is the index of the first
     fused stage. It opens the run on its first step and closes it however it
-    ends, in the frame of ``_lifecycle.consuming`` as every consumer generator. With
-    ``async_source``, the operators are the whole pipeline and it reads the
-    source with ``async for`` itself, keeping the operators' counters up to date
-    item by item (``FusedOps.flush`` adds them to the metrics); with ``sequence``
-    likewise, reading a list or tuple with ``for``.
+    ends, in the frame of ``_lifecycle.consuming`` as every consumer generator.
+    It reads what ``run.open`` hands it: the chunks of the stages before
+    (``"chunks"``); or, when the operators are the whole pipeline, the source
+    itself, item by item, with ``async for`` (``"async"``) or, a list or tuple,
+    with ``for`` (``"sequence"``), keeping the operators' counters up to date as
+    it goes (``FusedOps.flush`` adds them to the metrics).
     """
-    key = (kinds, async_source, sequence)
+    key = (kinds, reads)
     consumer = _consumers.get(key)
     if consumer is None:
-        if async_source:
-            consumer = _generate(_ASYNC_CONSUMER, kinds, live=True)
-        elif sequence:
-            consumer = _generate(_SEQUENCE_CONSUMER, kinds, live=True)
-        else:
-            consumer = _generate(_CONSUMER, kinds)
-        _consumers[key] = consumer
+        template = _TEMPLATES[reads]
+        consumer = _consumers[key] = _generate(template, kinds, live=reads != "chunks")
     return consumer
