@@ -54,7 +54,7 @@ class Target:
     does the least any implementation keeping pipeflow's guarantees must add,
     measured in the same run. Below the threshold, the target cannot be met by
     such an implementation: the verdict is then FLOOR if the measured ratio is
-    within 5 % of the floor (MISS otherwise).
+    within ``1 - AT_FLOOR`` of the floor (MISS otherwise).
     """
 
     name: str
@@ -90,6 +90,7 @@ def print_targets(targets: Sequence[Target]) -> None:
     if any(t.verdict == "FLOOR" for t in targets):
         print(
             "FLOOR: missed, but the target is above its floor (the hand-written code doing"
-            "\nthe least that pipeflow's per-stage counts need, in this run) and pipeflow is"
-            "\nwithin 5 % of that floor."
+            "\nthe least that pipeflow must add to it: per-stage counts, the calls of the"
+            "\nuser's methods; in this run) and pipeflow is within"
+            f" {1 - AT_FLOOR:.0%} of that floor."
         )
