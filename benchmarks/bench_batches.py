@@ -14,7 +14,16 @@ each batch, as a pipe hands each batch to ``process_batch``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Hashable, Iterable
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Hashable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from datetime import timedelta
 from itertools import islice
 from typing import Any
@@ -23,14 +32,14 @@ import bytewax.operators as bw
 from aiostream import pipe, stream
 from bench_pipelines import numbers
 from bench_report import Target, print_targets
-from bench_rounds import Impl, Workload, measure, print_rates
+from bench_rounds import Impl, Workload, measure, print_rates, timed_round
 from bench_throughput import Results
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from pipeflow.streams import BatchStreamPipe
 
-__all__ = ["IMPLEMENTATIONS", "run_batches"]
+__all__ = ["IMPLEMENTATIONS", "run_batches", "time_round"]
 
 SIZE = 100
 #: Items per bytewax input batch (bytewax is fastest with large input batches).
@@ -264,6 +273,14 @@ def _targets(res: Results) -> list[Target]:
     ]
 
 
+async def time_round(
+    keys: Sequence[str], n: int, r: int, outputs: Mapping[str, int]
+) -> dict[str, float]:
+    """Round ``r`` of this section, in a process of its own (see ``bench_procs``)."""
+    impls = [impl for key in keys for impl in IMPLEMENTATIONS if impl.key == key]
+    return await timed_round(Workload(_inputs, _check), impls, n, r, outputs)
+
+
 def run_batches(n: int, rounds: int, only: str | None) -> list[Target]:
     """Measure, print the table and the targets; return the targets."""
     impls = [i for i in IMPLEMENTATIONS if not only or only in i.key + " " + i.label]
@@ -272,7 +289,7 @@ def run_batches(n: int, rounds: int, only: str | None) -> list[Target]:
         return []
     print(f"The ints 0..{n - 1:_} in batches of {SIZE}, each batch summed: {-(-n // SIZE):_} sums.")
     print("Each implementation's sums are checked once, in order, against the plain loop.")
-    res = measure(Workload(_inputs, _check), impls, n, rounds)
+    res = measure("batches", Workload(_inputs, _check), impls, n, rounds)
     print_rates(res, impls, rounds)
     print("\nTargets (ratios are medians of the per-round ratios):")
     targets = _targets(res)

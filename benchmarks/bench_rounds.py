@@ -4,9 +4,10 @@ Each section describes its workload once (the input of ``m`` items, built before
 any timer starts, and a check of an implementation's outputs against the
 synchronous reference). Every implementation first runs once with its outputs
 checked in full (this doubles as a warm-up); then every round times every
-implementation once, every other round in reverse order, and the rate reported
-is the median over the rounds, as in section 1. Timed runs only check that the
-number of outputs is the one the checked run produced.
+implementation once, every other round in reverse order, each round in a fresh
+interpreter (``bench_procs``), and the rate reported is the median over the
+rounds, as in section 1. Timed runs only check that the number of outputs is the
+one the checked run produced.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import gc
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from bench_throughput import Results, print_rate_table
+from bench_procs import WARM_UP, timed_rounds
+from bench_throughput import Results, print_rate_table, print_rounds_note
 
-__all__ = ["Impl", "Workload", "measure", "print_rates", "same_multiset"]
+__all__ = ["Impl", "Workload", "measure", "print_rates", "same_multiset", "timed_round"]
 
 D = TypeVar("D")
 
@@ -78,7 +80,8 @@ def same_multiset(got: Sequence[Hashable], want: Sequence[Hashable]) -> str | No
     )
 
 
-async def _measure(workload: Workload[D], impls: Sequence[Impl[D]], n: int, rounds: int) -> Results:
+async def _check(workload: Workload[D], impls: Sequence[Impl[D]], n: int) -> dict[str, int]:
+    """Check every implementation's outputs; return how many each gave."""
     started = time.perf_counter()
     inputs = {m: workload.inputs(m) for m in {impl.items(n) for impl in impls}}
     outputs: dict[str, int] = {}
@@ -90,16 +93,23 @@ async def _measure(workload: Workload[D], impls: Sequence[Impl[D]], n: int, roun
         outputs[impl.key] = len(got)
         del got
     print(f"  results checked (warm-up): {time.perf_counter() - started:.1f} s", file=sys.stderr)
-    results = Results(n, {impl.key: [] for impl in impls})
-    for r in range(rounds):
-        started = time.perf_counter()
-        # Every other round runs backwards, so no implementation always follows the same one.
-        for impl in impls if r % 2 == 0 else reversed(impls):
-            m = impl.items(n)
-            elapsed = await _timed(impl, inputs[m], outputs[impl.key])
-            results.rates[impl.key].append(m / elapsed)
-        print(f"  round {r + 1}/{rounds}: {time.perf_counter() - started:.1f} s", file=sys.stderr)
-    return results
+    return outputs
+
+
+async def timed_round(
+    workload: Workload[D], impls: Sequence[Impl[D]], n: int, r: int, outputs: Mapping[str, int]
+) -> dict[str, float]:
+    """Round ``r`` of ``bench_procs``: each implementation warmed up, then timed."""
+    inputs = {m: workload.inputs(m) for m in {impl.items(n) for impl in impls}}
+    warm_up = workload.inputs(min(n, WARM_UP))
+    for impl in impls:
+        await impl.run(warm_up)
+    rates: dict[str, float] = {}
+    # Every other round runs backwards, so no implementation always follows the same one.
+    for impl in impls if r % 2 == 0 else reversed(impls):
+        m = impl.items(n)
+        rates[impl.key] = m / await _timed(impl, inputs[m], outputs[impl.key])
+    return rates
 
 
 async def _timed(impl: Impl[D], data: D, outputs: int) -> float:
@@ -113,13 +123,16 @@ async def _timed(impl: Impl[D], data: D, outputs: int) -> float:
     return elapsed
 
 
-def measure(workload: Workload[D], impls: Sequence[Impl[D]], n: int, rounds: int) -> Results:
-    return asyncio.run(_measure(workload, impls, n, rounds))
+def measure(
+    section: str, workload: Workload[D], impls: Sequence[Impl[D]], n: int, rounds: int
+) -> Results:
+    """Check every implementation, then time ``rounds`` rounds of ``section``."""
+    outputs = asyncio.run(_check(workload, impls, n))
+    keys = [impl.key for impl in impls]
+    return Results(n, timed_rounds(section, keys, n, rounds, outputs))
 
 
 def print_rates(res: Results, impls: Sequence[Impl[D]], rounds: int) -> None:
     """The table of items/s (median, min-max) and ratios to each one's base, a noise note."""
-    print(f"Input items/s, median of {rounds} interleaved rounds (every other round in")
-    print("reverse order); 'ratio to base' is the median of the per-round ratios to the")
-    print("hand-written implementation named, which reads the same kind of source.\n")
+    print_rounds_note(rounds)
     print_rate_table(res, impls)

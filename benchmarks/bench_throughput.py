@@ -3,9 +3,10 @@
 Each implementation first runs once over all its items with its outputs summed
 and checked (this doubles as a warm-up). Then every round runs every
 implementation once, every other round in reverse order, so that drifts in
-machine speed hit them all alike; the figure reported is the median over the
-rounds, and a ratio is the median of the per-round ratios. The input lists are
-built before any timer starts and reused by every run.
+machine speed hit them all alike; each round runs in a fresh interpreter
+(``bench_procs``). The figure reported is the median over the rounds, and a
+ratio is the median of the per-round ratios. A round builds its input lists
+before any timer starts and reuses them for every run.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ import gc
 import sys
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bench_pipelines import PROCESS_STREAM_SHARE, Impl
+from bench_pipelines import IMPLEMENTATIONS, PROCESS_STREAM_SHARE, Impl
+from bench_procs import WARM_UP, timed_rounds
 from bench_report import Target, median, print_table, print_targets, rate
 
-__all__ = ["Results", "measure", "print_rate_table", "report"]
+__all__ = ["Results", "measure", "print_rate_table", "print_rounds_note", "report", "time_round"]
 
 #: A max/min ratio of an implementation's rates above this is flagged as noise.
 NOISY = 1.25
@@ -67,24 +69,33 @@ async def _time_one(impl: Impl, data: list[int]) -> float:
     return m / elapsed
 
 
-async def _measure(impls: Sequence[Impl], n: int, rounds: int) -> Results:
+async def _check(impls: Sequence[Impl], n: int) -> None:
     started = time.perf_counter()
     inputs = {m: list(range(m)) for m in {impl.items(n) for impl in impls}}
     await _verify(impls, n, inputs)
     print(f"  results checked (warm-up): {time.perf_counter() - started:.1f} s", file=sys.stderr)
-    results = Results(n, {impl.key: [] for impl in impls})
-    for r in range(rounds):
-        started = time.perf_counter()
-        # Every other round runs backwards, so no implementation always follows the same one.
-        for impl in impls if r % 2 == 0 else reversed(impls):
-            results.rates[impl.key].append(await _time_one(impl, inputs[impl.items(n)]))
-        elapsed = time.perf_counter() - started
-        print(f"  round {r + 1}/{rounds}: {elapsed:.1f} s", file=sys.stderr)
-    return results
+
+
+async def time_round(
+    keys: Sequence[str], n: int, r: int, outputs: Mapping[str, int]
+) -> dict[str, float]:
+    """Round ``r`` (see ``bench_procs``): each implementation warmed up, then timed."""
+    impls = [impl for key in keys for impl in IMPLEMENTATIONS if impl.key == key]
+    inputs = {m: list(range(m)) for m in {impl.items(n) for impl in impls}}
+    warm_up = list(range(min(n, WARM_UP)))
+    for impl in impls:
+        await impl.run(warm_up, False)
+    # Every other round runs backwards, so no implementation always follows the same one.
+    return {
+        impl.key: await _time_one(impl, inputs[impl.items(n)])
+        for impl in (impls if r % 2 == 0 else reversed(impls))
+    }
 
 
 def measure(impls: Sequence[Impl], n: int, rounds: int) -> Results:
-    return asyncio.run(_measure(impls, n, rounds))
+    asyncio.run(_check(impls, n))
+    keys = [impl.key for impl in impls]
+    return Results(n, timed_rounds("throughput", keys, n, rounds, {}))
 
 
 #: The targets measured against a floor: (name, pipeflow's key, the floor's key,
@@ -131,6 +142,14 @@ class Measured(Protocol):
     def items(self, n: int) -> int: ...
 
 
+def print_rounds_note(rounds: int) -> None:
+    """What the medians and ratios of a rate table are."""
+    print(f"Input items/s, median of {rounds} interleaved rounds, each in a fresh interpreter")
+    print("(every other round in reverse order); 'ratio to base' is the median of the")
+    print("per-round ratios to the hand-written implementation named, which reads the same")
+    print("kind of source.\n")
+
+
 def print_rate_table(res: Results, impls: Sequence[Measured]) -> None:
     """Items/s per implementation (median, min-max), each one's ratio to its ``base``
     (the hand-written implementation over the same kind of source), a noise note."""
@@ -162,9 +181,7 @@ def report(res: Results, impls: Sequence[Impl], rounds: int) -> list[Target]:
     print("A list source is a list of the ints, read by the implementation itself (a")
     print("hand-written chain's first generator iterates it); an async source ('async src')")
     print("is an async generator over that list, handing items over one by one.")
-    print(f"Input items/s, median of {rounds} interleaved rounds (every other round in")
-    print("reverse order); 'ratio to base' is the median of the per-round ratios to the")
-    print("hand-written implementation named, which reads the same kind of source.\n")
+    print_rounds_note(rounds)
     print_rate_table(res, impls)
     note = (
         "Floors: the hand-written code plus the least that pipeflow's per-stage counts"

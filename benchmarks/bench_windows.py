@@ -25,6 +25,7 @@ from collections.abc import (
     Callable,
     Hashable,
     Iterable,
+    Mapping,
     Sequence,
 )
 from datetime import UTC, datetime, timedelta
@@ -33,7 +34,7 @@ from typing import Any
 
 import bytewax.operators as bw
 from bench_report import Target, print_targets
-from bench_rounds import Impl, Workload, measure, print_rates, same_multiset
+from bench_rounds import Impl, Workload, measure, print_rates, same_multiset, timed_round
 from bench_throughput import Results
 from bytewax.dataflow import Dataflow
 from bytewax.operators.windowing import EventClock, TumblingWindower, count_window
@@ -41,7 +42,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from pipeflow.streams import Window, WindowedStreamPipe
 
-__all__ = ["IMPLEMENTATIONS", "run_windows"]
+__all__ = ["IMPLEMENTATIONS", "run_windows", "time_round"]
 
 #: (event time in epoch seconds, key)
 Event = tuple[float, str]
@@ -354,6 +355,14 @@ def _targets(res: Results) -> list[Target]:
     ]
 
 
+async def time_round(
+    keys: Sequence[str], n: int, r: int, outputs: Mapping[str, int]
+) -> dict[str, float]:
+    """Round ``r`` of this section, in a process of its own (see ``bench_procs``)."""
+    impls = [impl for key in keys for impl in IMPLEMENTATIONS if impl.key == key]
+    return await timed_round(_workload(), impls, n, r, outputs)
+
+
 def run_windows(n: int, rounds: int, only: str | None) -> list[Target]:
     """Measure, print the table and the targets; return the targets."""
     impls = [i for i in IMPLEMENTATIONS if not only or only in i.key + " " + i.label]
@@ -365,7 +374,7 @@ def run_windows(n: int, rounds: int, only: str | None) -> list[Target]:
     print(f"{windows:_} windows per key, about {windows * len(KEYS):_} (key, window) counts.")
     print("Each implementation's counts are checked once against the dict loop, as a multiset")
     print("of (key, window start, count). pipeflow runs with idle_advance=False.")
-    res = measure(_workload(), impls, n, rounds)
+    res = measure("windows", _workload(), impls, n, rounds)
     print_rates(res, impls, rounds)
     print("\nTargets (ratios are medians of the per-round ratios):")
     targets = _targets(res)
