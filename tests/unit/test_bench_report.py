@@ -1,0 +1,46 @@
+"""The benchmark report's verdicts: when a missed target counts as at its floor."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from bench_report import AT_FLOOR, Target
+
+
+@pytest.mark.parametrize(
+    ("measured", "floor", "verdict"),
+    [
+        (0.96, None, "PASS"),
+        (0.95, 0.90, "PASS"),  # met: the floor does not matter
+        (0.94, None, "MISS"),
+        # The floor is below the target: pipeflow within the margin of it is at it.
+        (0.58, 0.58, "FLOOR"),
+        (0.60, 0.58, "FLOOR"),
+        (0.56, 0.58, "FLOOR"),
+        (0.55, 0.58, "MISS"),
+        # The floor clears the target by less than the margin: as above.
+        (0.93, 0.97, "FLOOR"),
+        (0.92, 0.97, "MISS"),
+        # The floor clears it by more: a miss is a miss, however close to the floor.
+        (0.94, 1.00, "MISS"),
+        (0.949, 1.01, "MISS"),
+    ],
+)
+def test_verdict_of_a_ratio(measured: float, floor: float | None, verdict: str) -> None:
+    assert Target("t", measured, 0.95, floor=floor).verdict == verdict
+
+
+def test_the_margin_is_five_percent() -> None:
+    # The cases above are written for it; the report's note prints it.
+    assert AT_FLOOR == 0.95
+
+
+def test_limits_and_missing_measurements() -> None:
+    assert Target("rss", 0.2, 5.0, unit="MB", higher_is_better=False).verdict == "PASS"
+    assert Target("rss", 5.0, 5.0, unit="MB", higher_is_better=False).verdict == "MISS"
+    assert Target("t", None, 0.95, floor=0.97).verdict == "n/a"
