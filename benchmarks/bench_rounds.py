@@ -3,11 +3,10 @@
 Each section describes its workload once (the input of ``m`` items, built before
 any timer starts, and a check of an implementation's outputs against the
 synchronous reference). Every implementation first runs once with its outputs
-checked in full (this doubles as a warm-up); then every round times every
-implementation once, every other round in reverse order, each round in a fresh
-interpreter (``bench_procs``), and the rate reported is the median over the
-rounds, as in section 1. Timed runs only check that the number of outputs is the
-one the checked run produced.
+checked in full; then every round times every implementation once, every other
+round in reverse order, each round in a fresh interpreter (``bench_procs``), and
+the rate reported is the median over the rounds, as in section 1. Timed runs only
+check that the number of outputs is the one the checked run produced.
 """
 
 from __future__ import annotations
@@ -92,7 +91,7 @@ async def _check(workload: Workload[D], impls: Sequence[Impl[D]], n: int) -> dic
             sys.exit(f"{impl.key}: wrong result over {m:_} items: {wrong}")
         outputs[impl.key] = len(got)
         del got
-    print(f"  results checked (warm-up): {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    print(f"  results checked: {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return outputs
 
 

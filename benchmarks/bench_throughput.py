@@ -1,12 +1,11 @@
 """Section 1: map -> filter -> map throughput, implementations interleaved round by round.
 
 Each implementation first runs once over all its items with its outputs summed
-and checked (this doubles as a warm-up). Then every round runs every
-implementation once, every other round in reverse order, so that drifts in
-machine speed hit them all alike; each round runs in a fresh interpreter
-(``bench_procs``). The figure reported is the median over the rounds, and a
-ratio is the median of the per-round ratios. A round builds its input lists
-before any timer starts and reuses them for every run.
+and checked. Then every round runs every implementation once, every other round
+in reverse order, so that drifts in machine speed hit them all alike; each round
+runs in a fresh interpreter (``bench_procs``). The figure reported is the median
+over the rounds, and a ratio is the median of the per-round ratios. A round
+builds its input lists before any timer starts and reuses them for every run.
 """
 
 from __future__ import annotations
@@ -73,7 +72,7 @@ async def _check(impls: Sequence[Impl], n: int) -> None:
     started = time.perf_counter()
     inputs = {m: list(range(m)) for m in {impl.items(n) for impl in impls}}
     await _verify(impls, n, inputs)
-    print(f"  results checked (warm-up): {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    print(f"  results checked: {time.perf_counter() - started:.1f} s", file=sys.stderr)
 
 
 async def time_round(
