@@ -31,7 +31,7 @@ from typing import Any
 import bytewax.operators as bw
 from aiostream import pipe, stream
 from bench_pipelines import numbers
-from bench_report import Target, print_targets
+from bench_report import Target, floor_work, print_targets
 from bench_rounds import Impl, Workload, measure, print_rates, timed_round
 from bench_throughput import Results
 from bytewax.dataflow import Dataflow
@@ -254,7 +254,7 @@ def _inputs(m: int) -> list[int]:
     return list(range(m))
 
 
-def _targets(res: Results) -> list[Target]:
+def _targets(res: Results, work: Mapping[str, float]) -> list[Target]:
     return [
         Target(
             "(4) batches vs async generator (islice)", res.ratio("pf-batch", "agen-islice"), 0.9
@@ -264,6 +264,7 @@ def _targets(res: Results) -> list[Target]:
             res.ratio("pf-batch-asrc", "agen-appends"),
             0.9,
             floor=res.ratio("agen-appends-step", "agen-appends"),
+            work=work.get("pf-batch-asrc"),
         ),
         Target(
             "(4') batches vs aiostream chunks, async src",
@@ -281,8 +282,9 @@ async def time_round(
     return await timed_round(Workload(_inputs, _check), impls, n, r, outputs)
 
 
-def run_batches(n: int, rounds: int, only: str | None) -> list[Target]:
-    """Measure, print the table and the targets; return the targets."""
+def run_batches(n: int, rounds: int, only: str | None, count: bool) -> list[Target]:
+    """Measure, print the table and the targets; return the targets. With
+    ``count``, the floored target's pipeflow and floor run under cachegrind too."""
     impls = [i for i in IMPLEMENTATIONS if not only or only in i.key + " " + i.label]
     if not impls:
         print(f"(no implementation matches --only {only!r})")
@@ -292,6 +294,9 @@ def run_batches(n: int, rounds: int, only: str | None) -> list[Target]:
     res = measure("batches", Workload(_inputs, _check), impls, n, rounds)
     print_rates(res, impls, rounds)
     print("\nTargets (ratios are medians of the per-round ratios):")
-    targets = _targets(res)
+    keys = {impl.key for impl in impls}
+    pair = ("pf-batch-asrc", "agen-appends-step")
+    work = floor_work([pair] if set(pair) <= keys else [], count)
+    targets = _targets(res, work)
     print_targets(targets)
     return targets

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from bench_pipelines import IMPLEMENTATIONS, PROCESS_STREAM_SHARE, Impl
 from bench_procs import WARM_UP, timed_rounds
-from bench_report import Target, median, print_table, print_targets, rate
+from bench_report import Target, floor_work, median, print_table, print_targets, rate
 
 __all__ = ["Results", "measure", "print_rate_table", "print_rounds_note", "report", "time_round"]
 
@@ -107,9 +107,9 @@ _FLOORED = (
 )
 
 
-def _targets(res: Results) -> list[Target]:
+def _targets(res: Results, work: Mapping[str, float]) -> list[Target]:
     a, a_async, e, e_async = (
-        Target(name, res.ratio(key, base), wanted, floor=res.ratio(floor, base))
+        Target(name, res.ratio(key, base), wanted, floor=res.ratio(floor, base), work=work.get(key))
         for name, key, floor, base, wanted in _FLOORED
     )
     return [
@@ -172,8 +172,12 @@ def print_rate_table(res: Results, impls: Sequence[Measured]) -> None:
         print("\n" + textwrap.fill(note, 80))
 
 
-def report(res: Results, impls: Sequence[Impl], rounds: int) -> list[Target]:
-    """Print the table and the targets; return the targets."""
+def report(res: Results, impls: Sequence[Impl], rounds: int, count: bool) -> list[Target]:
+    """Print the table and the targets; return the targets. With ``count``, the
+    floored targets' pipeflow and floor run under cachegrind first (``floor_work``)."""
+    keys = {impl.key for impl in impls}
+    pairs = [(key, floor) for _, key, floor, _, _ in _FLOORED if {key, floor} <= keys]
+    work = floor_work(pairs, count)
     n = res.n
     print(f"map(x+1) -> filter(even) -> map(x*2) over the ints 0..{n - 1:_}, {n // 2:_} outputs;")
     print(f"the process_stream chains (e) over the first {int(n * PROCESS_STREAM_SHARE):_}.")
@@ -193,6 +197,6 @@ def report(res: Results, impls: Sequence[Impl], rounds: int) -> list[Target]:
     )
     print("\n" + textwrap.fill(note, 80))
     print("\nTargets (ratios are medians of the per-round ratios):")
-    targets = _targets(res)
+    targets = _targets(res, work)
     print_targets(targets)
     return targets

@@ -28,7 +28,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -36,7 +37,7 @@ import bench_batches
 import bench_pipelines
 import bench_windows
 
-__all__ = ["main"]
+__all__ = ["instructions_per_item", "main"]
 
 
 def _ints(m: int) -> list[int]:
@@ -103,6 +104,17 @@ def _measure(key: str, m: int) -> tuple[int, int]:
     if done.returncode != 0 or refs is None or d1 is None:
         sys.exit(f"{key} over {m} items failed under cachegrind:\n{done.stderr[-2000:]}")
     return int(refs.group(1).replace(",", "")), int(d1.group(1).replace(",", ""))
+
+
+def instructions_per_item(keys: Sequence[str], small: int, large: int) -> dict[str, float]:
+    """Each implementation's instructions per item (``{}`` without valgrind)."""
+    if shutil.which("valgrind") is None:
+        return {}
+    runs = [(key, m) for key in keys for m in (small, large)]
+    # Instructions do not depend on what else runs: the runs go side by side.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        counted = dict(zip(runs, pool.map(lambda run: _measure(*run)[0], runs), strict=True))
+    return {key: (counted[key, large] - counted[key, small]) / (large - small) for key in keys}
 
 
 def main() -> None:

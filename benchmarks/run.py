@@ -46,6 +46,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--skip-windows", action="store_true", help="skip the windowed count part")
     parser.add_argument("--skip-batches", action="store_true", help="skip the batches part")
     parser.add_argument("--skip-brokers", action="store_true", help="skip the broker part")
+    parser.add_argument(
+        "--no-count",
+        action="store_true",
+        help="skip counting the instructions of the targets with a floor (cachegrind)",
+    )
     parser.add_argument("--broker-n", type=int, default=200_000, help="messages per broker run")
     parser.add_argument(
         "--broker-rounds", type=int, default=3, help="interleaved rounds of broker runs"
@@ -71,6 +76,8 @@ def _argv(args: argparse.Namespace) -> list[str]:
     argv += ["--broker-memory-n", str(args.broker_memory_n)]
     if args.only:
         argv += ["--only", args.only]
+    if args.no_count:
+        argv.append("--no-count")
     for part in ("throughput", "memory", "windows", "batches", "brokers"):
         if getattr(args, f"skip_{part}"):
             argv.append(f"--skip-{part}")
@@ -92,7 +99,7 @@ def main(argv: list[str]) -> None:
     if impls and not args.skip_throughput:
         _section("1. throughput: map -> filter -> map; process_stream chains")
         results = measure(impls, args.n, args.rounds)
-        targets += report(results, impls, args.rounds)
+        targets += report(results, impls, args.rounds, not args.no_count)
     if not args.skip_memory:
         _section("2. slow consumer: memory and throughput")
         targets += run_memory(args.n, min(args.n, UNBOUNDED_MAX), args.only)
@@ -101,7 +108,7 @@ def main(argv: list[str]) -> None:
         targets += run_windows(args.n, args.rounds, args.only)
     if not args.skip_batches:
         _section("4. batches of 100, summed")
-        targets += run_batches(args.n, args.rounds, args.only)
+        targets += run_batches(args.n, args.rounds, args.only, not args.no_count)
     if not args.skip_brokers:
         _section("5. brokers: consume, transform, produce, ack")
         targets += run_brokers(args.broker_n, args.broker_rounds, args.only, args.broker_memory_n)

@@ -35,6 +35,32 @@ def test_verdict_of_a_ratio(measured: float, floor: float | None, verdict: str) 
     assert Target("t", measured, 0.95, floor=floor).verdict == verdict
 
 
+@pytest.mark.parametrize(
+    ("measured", "floor", "work", "verdict"),
+    [
+        # The clock put pipeflow further below the floor than the margin, but it
+        # runs no more than the margin's worth of instructions beyond the floor's.
+        (0.88, 0.98, 1.02, "FLOOR"),
+        (0.88, 0.98, 1.05, "FLOOR"),
+        (0.88, 0.98, 1.06, "MISS"),
+        (0.93, 0.97, 1.30, "FLOOR"),  # the clock alone is enough
+        # Work does not make a floor that clears the target by more than the margin.
+        (0.90, 1.01, 1.00, "MISS"),
+        (0.96, 0.98, 1.30, "PASS"),
+        (0.90, None, 1.00, "MISS"),
+    ],
+)
+def test_verdict_with_instructions_counted(
+    measured: float, floor: float | None, work: float, verdict: str
+) -> None:
+    assert Target("t", measured, 0.95, floor=floor, work=work).verdict == verdict
+
+
+def test_work_is_shown_as_the_excess_over_the_floor() -> None:
+    assert Target("t", 0.9, 0.95, floor=0.97, work=1.018).row()[4] == "+1.8%"
+    assert Target("t", 0.9, 0.95, floor=0.97).row()[4] == ""
+
+
 def test_the_margin_is_five_percent() -> None:
     # The cases above are written for it; the report's note prints it.
     assert AT_FLOOR == 0.95
