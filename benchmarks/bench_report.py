@@ -61,8 +61,9 @@ class Target:
     than the noise of a run (``1 - AT_FLOOR``, relatively), says that no such
     implementation can meet the target by more than that noise: the verdict of
     a missed target is then FLOOR if the measured ratio is within the same
-    margin of the floor. A floor that clears the threshold by more leaves a
-    miss a MISS.
+    margin of the floor, by the clock or, where instructions were counted
+    (``work``), by the work done per item, which the machine's load does not
+    move. A floor that clears the threshold by more leaves a miss a MISS.
     """
 
     name: str
