@@ -79,7 +79,8 @@ def timed_rounds(
         )
         if done.returncode != 0:
             sys.exit(f"round {r + 1} of {section} failed:\n{done.stderr[-3000:]}")
-        for key, rate in json.loads(done.stdout).items():
+        # The rates are the last line: anything an implementation printed comes before.
+        for key, rate in json.loads(done.stdout.splitlines()[-1]).items():
             rates[key].append(rate)
         print(f"  round {r + 1}/{rounds}: {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return rates
